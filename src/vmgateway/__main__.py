@@ -1,0 +1,3 @@
+from vmgateway.cli import main
+
+raise SystemExit(main())

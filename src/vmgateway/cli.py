@@ -1,0 +1,125 @@
+"""The `vmgateway` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from vmgateway import __version__, logs
+from vmgateway.config import ENV_CONFIG, ConfigError, load_settings
+
+log = logging.getLogger("vmgateway")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vmgateway",
+        description="Vetmanager Gateway: receives DICOM from the clinic's devices and keeps it safe for Vetmanager.",
+    )
+    parser.add_argument("--version", action="version", version=f"vmgateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_help = f"TOML configuration file (default: ${ENV_CONFIG}, else the embedded defaults)"
+
+    run = commands.add_parser("run", help="run the gateway in the foreground (Ctrl-C / SIGTERM drains and stops)")
+    run.add_argument("--config", metavar="FILE", help=config_help)
+    run.set_defaults(handler=_run)
+
+    status = commands.add_parser("status", help="what the gateway has received, from its journal")
+    status.add_argument("--config", metavar="FILE", help=config_help)
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.set_defaults(handler=_status)
+
+    echo = commands.add_parser("echo", help="send a DICOM C-ECHO to a modality or PACS")
+    echo.add_argument("host")
+    echo.add_argument("port", type=int)
+    echo.add_argument("--aet", default="VM_GATEWAY", help="our (calling) AE title (default VM_GATEWAY)")
+    echo.add_argument("--called-aet", default="ANY-SCP", help="the peer's (called) AE title (default ANY-SCP)")
+    echo.add_argument("--timeout", type=float, default=10, help="seconds to wait for each step (default 10)")
+    echo.set_defaults(handler=_echo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"vmgateway: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from vmgateway.service import Gateway, StartupError
+
+    settings = load_settings(args.config)
+    logs.configure()
+    try:
+        asyncio.run(Gateway(settings).run())
+    except StartupError as exc:
+        log.error("gateway did not start", extra={"error": str(exc)})
+        print(f"vmgateway: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from vmgateway.store.report import NoJournal, received_summary
+
+    settings = load_settings(args.config)
+    try:
+        summary = received_summary(settings.journal_path, settings.dicom.stable_after_s)
+    except NoJournal as exc:
+        print(f"vmgateway: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        print(_render_status(summary))
+    return 0
+
+
+def _echo(args: argparse.Namespace) -> int:
+    from vmgateway.dicom.echo import echo
+
+    result = echo(args.host, args.port, args.aet, args.called_aet, args.timeout)
+    print(result.message, file=sys.stdout if result.ok else sys.stderr)
+    return 0 if result.ok else 1
+
+
+def _when(timestamp: float | None) -> str:
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "-"
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MB"
+
+
+def _render_status(summary: dict[str, Any]) -> str:
+    totals, today, studies = summary["totals"], summary["today"], summary["studies"]
+    states = ", ".join(f"{n} {state}" for state, n in sorted(totals["by_state"].items())) or "none"
+    lines = [
+        f"Journal: {summary['journal']}",
+        f"Received in all: {totals['items']} items, {_size(totals['bytes'])} ({states})",
+        f"Received today:  {today['items']} items, {_size(today['bytes'])}",
+        f"Studies: {studies['complete']} complete, {len(studies['arriving'])} still arriving",
+    ]
+    for title, rows in (("Still arriving", studies["arriving"]), ("Recently complete", studies["recently_complete"])):
+        if rows:
+            lines.append(f"\n{title}:")
+            lines += [
+                f"  {_when(s['last_received_at'])}  {s['instances']:>5} inst  {s['modalities'] or '-':<6}"
+                f" {s['patient_name'] or '-'} ({s['patient_id'] or '-'})  {s['study_instance_uid']}"
+                for s in rows
+            ]
+    lines.append("\nSenders (last contact):")
+    lines += [
+        f"  {_when(s['last_seen_at'])}  {s['protocol']:<5} {s['name']:<16} {s['address']:<15} {s['items']} items"
+        for s in summary["senders"]
+    ] or ["  none yet"]
+    return "\n".join(lines)

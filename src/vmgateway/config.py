@@ -1,0 +1,154 @@
+"""The gateway's settings: embedded defaults from the site form, overridden by a TOML file.
+
+Every value is validated at start. A wrong file stops the gateway with a message that names
+the key, the value and what is allowed, because a box that starts on a half-understood
+configuration is worse than one that refuses to start. Unknown keys are errors for the same
+reason: a misspelt key silently ignored is a setting the technician believes in but never got.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+ENV_CONFIG = "VMGATEWAY_CONFIG"
+
+
+class ConfigError(Exception):
+    """The configuration file cannot be used; the message says why, key by key."""
+
+
+def _ae_title(value: str) -> str:
+    """An AE title as DICOM defines it (PS3.5 6.2): 1–16 characters of the default
+    repertoire, no backslash, no control characters, not only spaces."""
+    stripped = value.strip(" ")
+    if not stripped:
+        raise ValueError("an AE title needs 1 to 16 characters, not only spaces")
+    if len(value) > 16:
+        raise ValueError("an AE title has at most 16 characters")
+    if any(c == "\\" or not (" " <= c <= "~") for c in value):
+        raise ValueError("an AE title uses printable ASCII without backslash")
+    return stripped
+
+
+def _bind_address(value: str) -> str:
+    try:
+        ip_address(value)
+    except ValueError:
+        raise ValueError("a bind address is an IP address such as 0.0.0.0 (all) or 127.0.0.1") from None
+    return value
+
+
+AETitle = Annotated[str, AfterValidator(_ae_title)]
+BindAddress = Annotated[str, AfterValidator(_bind_address)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteConfig(_Section):
+    name: str = ""
+
+
+class StorageConfig(_Section):
+    data_dir: Path = Path("./var")
+    min_free_mb: Annotated[int, Field(ge=0)] = 1024
+    """Below this much free space on the data file system, nothing more is accepted."""
+
+
+class DicomConfig(_Section):
+    bind: BindAddress = "0.0.0.0"
+    port: Port = 4006
+    ae_title: AETitle = "VM_GATEWAY"
+    require_called_ae: bool = True
+    """Reject associations whose called AE title is not `ae_title`."""
+    allowed_calling_aets: list[AETitle] = []
+    """Calling AE titles allowed to connect; empty lets everyone in."""
+    max_associations: Annotated[int, Field(ge=1, le=200)] = 10
+    max_pdu: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    """Largest PDU we accept; 0 = unlimited (about 1.7x faster than pynetdicom's 16382)."""
+    acse_timeout_s: Seconds = 30
+    dimse_timeout_s: Seconds = 60
+    network_timeout_s: Seconds = 60
+    stable_after_s: Seconds = 60
+    """A study is complete once this long passes without a new instance for it."""
+    drain_timeout_s: Seconds = 30
+    """On stop, how long running associations may take to finish before they are aborted."""
+
+
+class Hl7Config(_Section):
+    bind: BindAddress = "0.0.0.0"
+    port: Port = 2575
+
+
+class ApiConfig(_Section):
+    bind: BindAddress = "0.0.0.0"
+    port: Port = 3000
+
+
+class Settings(_Section):
+    site: SiteConfig = SiteConfig()
+    storage: StorageConfig = StorageConfig()
+    dicom: DicomConfig = DicomConfig()
+    hl7: Hl7Config = Hl7Config()
+    api: ApiConfig = ApiConfig()
+
+    @property
+    def journal_path(self) -> Path:
+        return self.storage.data_dir / "journal.sqlite"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.storage.data_dir / "spool"
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        parent: Any = model
+        for part in error["loc"][:-1]:
+            field = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
+            parent = field.annotation if field else None
+        allowed = ", ".join(parent.model_fields) if isinstance(parent, type) else "?"
+        return f"{key}: unknown key (allowed here: {allowed})"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key} = {error['input']!r}: {message}"
+
+
+def parse_settings(data: dict[str, Any], source: str = "configuration") -> Settings:
+    """Validate a configuration mapping; raise ConfigError naming every wrong key."""
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(error, Settings) for error in exc.errors()]
+        raise ConfigError(f"{source} is not valid:\n  " + "\n  ".join(lines)) from None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Settings from `path`, else from $VMGATEWAY_CONFIG, else the embedded defaults.
+
+    A relative `storage.data_dir` in a file is taken relative to the working directory,
+    like the default `./var`, so `vmgateway run` and `vmgateway status` agree when run
+    from the same place.
+    """
+    path = path or os.environ.get(ENV_CONFIG) or None
+    if path is None:
+        return Settings()
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"configuration file {path} cannot be read: {exc.strerror}") from None
+    return parse_settings(data, source=f"configuration file {path}")

@@ -1,0 +1,187 @@
+"""The DICOM receiver: Verification and Storage SCP on the gateway's port (4006).
+
+Built on pynetdicom's event handlers. Each association runs in its own pynetdicom thread
+and calls the store directly; the C-STORE response is sent when the handler returns, so
+returning Success only after `Store.put_dicom` returned *is* the invariant.
+
+Incoming datasets are streamed to a file by pynetdicom (chunked receive), never held in
+memory; that file is created in the store's `incoming/` folder so that keeping it is a rename.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+import time
+
+from pydicom.dataset import Dataset
+from pydicom.uid import AllTransferSyntaxes
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+
+from vmgateway.config import DicomConfig
+from vmgateway.dicom.metadata import UnreadableInstance, read_instance
+from vmgateway.store import JournalError, Outcome, Sender, SpoolFull, Store
+
+log = logging.getLogger(__name__)
+
+# C-STORE statuses (PS3.4 Annex B.2.3)
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+
+
+class GatewayAE(AE):
+    """An AE that can refuse every new association while it drains.
+
+    pynetdicom rejects an association (transient, "local limit exceeded") when more are
+    active than `maximum_associations`; reporting -1 while draining turns that into "no new
+    associations", so senders are told to retry later rather than finding a closed port.
+    """
+
+    draining = False
+
+    @property  # type: ignore[override]
+    def maximum_associations(self) -> int:
+        return -1 if self.draining else self._maximum_associations
+
+    @maximum_associations.setter
+    def maximum_associations(self, value: int) -> None:
+        self._maximum_associations = value
+
+
+def _status(code: int, comment: str) -> Dataset:
+    status = Dataset()
+    status.Status = code
+    status.ErrorComment = comment[:64]  # LO: at most 64 characters
+    return status
+
+
+class DicomReceiver:
+    def __init__(self, config: DicomConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.ae = GatewayAE(ae_title=config.ae_title)
+        self._server: ThreadedAssociationServer | None = None
+
+    def start(self) -> None:
+        """Listen; raise OSError when the port cannot be bound."""
+        # pynetdicom's chunked receive writes to tempfile's default folder: make that the
+        # spool's incoming folder, on the same file system, so keeping a file is a rename.
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        _config.LOG_HANDLER_LEVEL = "none"  # per-message logging costs; we log ourselves
+        tempfile.tempdir = str(self.store.incoming_dir)
+
+        ae, cfg = self.ae, self.config
+        ae.maximum_associations = cfg.max_associations
+        ae.maximum_pdu_size = cfg.max_pdu
+        ae.acse_timeout = cfg.acse_timeout_s
+        ae.dimse_timeout = cfg.dimse_timeout_s
+        ae.network_timeout = cfg.network_timeout_s
+        ae.require_called_aet = cfg.require_called_ae
+        ae.require_calling_aet = list(cfg.allowed_calling_aets)
+        ae.add_supported_context(Verification, AllTransferSyntaxes)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, AllTransferSyntaxes)
+        handlers = [
+            (evt.EVT_CONN_OPEN, self._on_connection),
+            (evt.EVT_C_ECHO, self._on_c_echo),
+            (evt.EVT_C_STORE, self._on_c_store),
+            (evt.EVT_ESTABLISHED, self._on_established),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_ABORTED, self._on_aborted),
+        ]
+        self._server = ae.start_server((cfg.bind, cfg.port), block=False, evt_handlers=handlers)
+        log.info("dicom receiver listening", extra={"bind": cfg.bind, "port": cfg.port, "ae_title": cfg.ae_title})
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    def drain(self, timeout: float) -> int:
+        """Refuse new associations, let running ones finish within `timeout`, then stop.
+
+        Returns how many associations had to be aborted. An aborted sender gets no answer
+        for the instance in flight and keeps it: nothing acknowledged is lost.
+        """
+        self.ae.draining = True
+        deadline = time.monotonic() + timeout
+        running = [a for a in self.ae.active_associations if a.is_acceptor]
+        log.info("dicom receiver draining", extra={"running_associations": len(running)})
+        for association in running:
+            association.join(max(0.0, deadline - time.monotonic()))
+        aborted = 0
+        for association in self.ae.active_associations:
+            if association.is_acceptor and association.is_alive():
+                association.abort()
+                aborted += 1
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        self.ae.shutdown()
+        log.info("dicom receiver stopped", extra={"aborted_associations": aborted})
+        return aborted
+
+    # --- event handlers (run in pynetdicom's association threads) ---
+
+    @staticmethod
+    def _on_connection(event: evt.Event) -> None:
+        # dcmtk and others send each small PDU in its own segment; without TCP_NODELAY our
+        # replies wait for delayed ACKs (40 ms each) and small instances crawl.
+        sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    @staticmethod
+    def _on_c_echo(event: evt.Event) -> int:
+        return SUCCESS
+
+    def _on_c_store(self, event: evt.Event) -> int | Dataset:
+        requestor = event.assoc.requestor
+        sender = Sender("dicom", requestor.ae_title, requestor.address)
+        path = event.dataset_path
+        try:
+            self.store.check_room()
+            instance = read_instance(path)
+            receipt = self.store.put_dicom(path, instance, sender)
+        except SpoolFull as exc:
+            log.warning("refused instance: disk below watermark", extra={"calling_ae": sender.name, "error": str(exc)})
+            return _status(OUT_OF_RESOURCES, "gateway disk full, retry later")
+        except UnreadableInstance as exc:
+            log.warning(
+                "refused unreadable instance",
+                extra={"calling_ae": sender.name, "address": sender.address, "error": str(exc)},
+            )
+            return _status(CANNOT_UNDERSTAND, str(exc))
+        except (OSError, JournalError, TimeoutError) as exc:
+            log.error("could not store instance durably", extra={"calling_ae": sender.name, "error": str(exc)})
+            return _status(OUT_OF_RESOURCES, "gateway could not store it, retry later")
+        if receipt.outcome is not Outcome.STORED:
+            log.info(
+                "instance received again",
+                extra={"sop_instance_uid": instance.sop_instance_uid, "outcome": receipt.outcome.value,
+                       "version": receipt.version, "calling_ae": sender.name},
+            )
+        return SUCCESS
+
+    @staticmethod
+    def _on_established(event: evt.Event) -> None:
+        requestor = event.assoc.requestor
+        log.info("association accepted", extra={"calling_ae": requestor.ae_title, "address": requestor.address})
+
+    @staticmethod
+    def _on_rejected(event: evt.Event) -> None:
+        requestor = event.assoc.requestor
+        log.warning(
+            "association rejected",
+            extra={"calling_ae": requestor.ae_title, "called_ae": event.assoc.acceptor.ae_title,
+                   "address": requestor.address},
+        )
+
+    @staticmethod
+    def _on_aborted(event: evt.Event) -> None:
+        requestor = event.assoc.requestor
+        log.warning("association aborted", extra={"calling_ae": requestor.ae_title, "address": requestor.address})

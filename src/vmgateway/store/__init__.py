@@ -1,0 +1,72 @@
+"""The store: the only thing receivers and transfers share.
+
+`Store` is thread-safe: DICOM associations (pynetdicom threads) and asyncio code call it alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from vmgateway.store.journal import Journal, JournalClosed, JournalError
+from vmgateway.store.records import (
+    DicomInstance,
+    Outcome,
+    Receipt,
+    Sender,
+    complete_quiet_studies,
+    record_dicom_instance,
+    record_event,
+)
+from vmgateway.store.spool import Spool, SpoolFull
+
+__all__ = [
+    "DicomInstance",
+    "JournalClosed",
+    "JournalError",
+    "Outcome",
+    "Receipt",
+    "Sender",
+    "Store",
+    "SpoolFull",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Store:
+    def __init__(self, data_dir: Path, min_free_mb: int) -> None:
+        self.spool = Spool(data_dir / "spool", min_free_mb * 2**20)
+        self.journal = Journal(data_dir / "journal.sqlite")
+
+    @property
+    def incoming_dir(self) -> Path:
+        """Where receivers write partial files: same file system as the spool."""
+        return self.spool.incoming
+
+    def open(self) -> None:
+        self.spool.open()
+        self.journal.open()
+
+    def close(self) -> None:
+        self.journal.close()
+
+    def check_room(self) -> None:
+        """Raise SpoolFull when below the free-space watermark."""
+        self.spool.check_room()
+
+    def put_dicom(self, temporary: Path, instance: DicomInstance, sender: Sender) -> Receipt:
+        """Keep the file at `temporary` and record it; return only once both are durable.
+
+        Raises SpoolFull, OSError or JournalError when the promise cannot be kept.
+        """
+        spooled = self.spool.absorb(temporary, "dicom", ".dcm")
+        return self.journal.write(record_dicom_instance(instance, spooled, sender, time.time()))
+
+    def record_event(self, kind: str, detail: str = "") -> None:
+        self.journal.write(record_event(kind, detail, time.time()))
+
+    def complete_quiet_studies(self, stable_after_s: float) -> list[str]:
+        now = time.time()
+        return self.journal.write(complete_quiet_studies(now - stable_after_s, now))

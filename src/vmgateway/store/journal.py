@@ -1,0 +1,155 @@
+"""The journal: an SQLite database (WAL, synchronous=FULL) with a single writer thread.
+
+Receivers call from many threads (one per DICOM association). Each write is a function of
+a connection, queued to the writer, which runs every waiting write inside one transaction
+and commits once — group commit: N parallel senders share one fsync instead of paying N.
+Every write runs under its own savepoint, so one failing write is rolled back alone and the
+others still commit. A caller is answered only after the COMMIT returned, i.e. after the
+WAL was fsync'ed: that is the moment an acknowledgement may be sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vmgateway.store.schema import migrate
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Write = Callable[[sqlite3.Connection], T]
+
+_MAX_BATCH = 256
+_STOP = object()
+
+
+class JournalError(Exception):
+    """The journal could not record a write; nothing of it was committed."""
+
+
+class JournalClosed(JournalError):
+    """The journal is closing and takes no more writes."""
+
+
+def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """A connection with the pragmas every user of the journal needs."""
+    if read_only:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    if not read_only:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+
+    def open(self) -> None:
+        """Start the writer; migrate the schema first, so a failed migration stops the start."""
+        ready: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="journal-writer", daemon=True)
+        self._thread.start()
+        ready.result()
+
+    def submit(self, write: Write[T]) -> Future[T]:
+        future: Future[T] = Future()
+        if self._closing.is_set():
+            future.set_exception(JournalClosed("the journal is closing"))
+        else:
+            self._queue.put((write, future))
+        return future
+
+    def write(self, write: Write[T], timeout: float | None = 60) -> T:
+        """Run `write` in the writer and wait until it is committed (fsync'ed)."""
+        return self.submit(write).result(timeout)
+
+    def close(self) -> None:
+        """Commit what is queued, checkpoint the WAL into the database file and stop."""
+        if self._thread is None:
+            return
+        self._closing.set()
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._thread = None
+
+    def _run(self, ready: Future[None]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = connect(self.path)
+            migrate(conn)
+        except Exception as exc:  # reported to open()'s caller
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        try:
+            stopping = False
+            while not stopping:
+                batch = [self._queue.get()]
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                if _STOP in batch:
+                    stopping = True
+                    batch = [entry for entry in batch if entry is not _STOP]
+                    batch.extend(self._drain_rest())
+                if batch:
+                    self._commit(conn, batch)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+
+    def _drain_rest(self) -> list[Any]:
+        rest = []
+        while True:
+            try:
+                entry = self._queue.get_nowait()
+            except queue.Empty:
+                return rest
+            if entry is not _STOP:
+                rest.append(entry)
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, batch: list[tuple[Write[Any], Future[Any]]]) -> None:
+        outcomes: list[tuple[Future[Any], bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for write, future in batch:
+                conn.execute("SAVEPOINT write")
+                try:
+                    result = write(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO write")
+                    outcomes.append((future, False, exc))
+                else:
+                    outcomes.append((future, True, result))
+                conn.execute("RELEASE write")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("journal commit failed", extra={"error": str(exc), "writes": len(batch)})
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for _, future in batch:
+                future.set_exception(JournalError(f"journal commit failed: {exc}"))
+            return
+        for future, ok, value in outcomes:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)

@@ -1,0 +1,88 @@
+"""Read-only summaries of the journal, for `vmgateway status` (and later the API).
+
+Reads go through their own connection: WAL lets them run while the gateway writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from vmgateway.store.journal import connect
+
+_LIST_LIMIT = 20
+
+
+class NoJournal(Exception):
+    """There is no journal where the configuration says: the gateway has not run there."""
+
+
+def received_summary(journal_path: Path, stable_after_s: float, now: float | None = None) -> dict[str, Any]:
+    """Totals, today's counts, studies (complete / arriving) and senders' last contact.
+
+    A study counts as complete when it was marked so, or when it has been quiet for
+    `stable_after_s` — the latter keeps the answer right while the gateway is stopped.
+    """
+    if not journal_path.exists():
+        raise NoJournal(f"no journal at {journal_path}: has the gateway run with this configuration?")
+    now = time.time() if now is None else now
+    midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    quiet_since = now - stable_after_s
+    conn = connect(journal_path, read_only=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        totals = conn.execute("SELECT count(*) AS items, coalesce(sum(size), 0) AS bytes FROM items").fetchone()
+        today = conn.execute(
+            "SELECT count(*) AS items, coalesce(sum(size), 0) AS bytes FROM items WHERE received_at >= ?",
+            (midnight,),
+        ).fetchone()
+        by_state = conn.execute("SELECT state, count(*) FROM items GROUP BY state").fetchall()
+        complete = conn.execute(
+            "SELECT count(*) FROM studies WHERE completed_at IS NOT NULL OR last_received_at < ?", (quiet_since,)
+        ).fetchone()[0]
+        arriving = conn.execute(
+            "SELECT * FROM studies WHERE completed_at IS NULL AND last_received_at >= ?"
+            " ORDER BY last_received_at DESC LIMIT ?",
+            (quiet_since, _LIST_LIMIT),
+        ).fetchall()
+        recent = conn.execute(
+            "SELECT * FROM studies WHERE completed_at IS NOT NULL OR last_received_at < ?"
+            " ORDER BY last_received_at DESC LIMIT ?",
+            (quiet_since, _LIST_LIMIT),
+        ).fetchall()
+        senders = conn.execute(
+            "SELECT protocol, name, address, first_seen_at, last_seen_at, items FROM senders ORDER BY last_seen_at DESC"
+        ).fetchall()
+        last_events = conn.execute("SELECT at, kind, detail FROM events ORDER BY id DESC LIMIT 5").fetchall()
+    finally:
+        conn.close()
+    return {
+        "journal": str(journal_path),
+        "generated_at": now,
+        "totals": dict(totals) | {"by_state": {state: count for state, count in by_state}},
+        "today": dict(today),
+        "studies": {
+            "complete": complete,
+            "arriving": [_study(row) for row in arriving],
+            "recently_complete": [_study(row) for row in recent],
+        },
+        "senders": [dict(row) for row in senders],
+        "events": [dict(row) for row in last_events],
+    }
+
+
+def _study(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "study_instance_uid": row["study_instance_uid"],
+        "patient_id": row["patient_id"],
+        "patient_name": row["patient_name"],
+        "accession_number": row["accession_number"],
+        "study_date": row["study_date"],
+        "modalities": row["modalities"],
+        "instances": row["instance_count"],
+        "first_received_at": row["first_received_at"],
+        "last_received_at": row["last_received_at"],
+    }

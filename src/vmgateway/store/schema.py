@@ -1,0 +1,116 @@
+"""The journal's schema and its forward migrations.
+
+`PRAGMA user_version` holds the number of migrations applied. A migration is appended to
+MIGRATIONS and never edited once released: boxes in the field upgrade by running the ones
+they have not seen yet, each in its own transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    # 1: items (one row, one life: received -> delivered | failed -> dead), DICOM instances,
+    #    studies, senders and events.
+    """
+    CREATE TABLE items (
+        id            INTEGER PRIMARY KEY,
+        kind          TEXT NOT NULL,
+        state         TEXT NOT NULL DEFAULT 'received',
+        received_at   REAL NOT NULL,
+        sender        TEXT NOT NULL,
+        peer_address  TEXT NOT NULL,
+        spool_path    TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        sha256        TEXT NOT NULL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        next_try_at   REAL,
+        last_error    TEXT,
+        delivered_at  REAL
+    );
+    CREATE INDEX items_received_at ON items (received_at);
+    CREATE INDEX items_state ON items (state);
+
+    CREATE TABLE dicom_instances (
+        item_id              INTEGER PRIMARY KEY REFERENCES items (id),
+        sop_instance_uid     TEXT NOT NULL,
+        version              INTEGER NOT NULL,
+        sop_class_uid        TEXT NOT NULL,
+        transfer_syntax_uid  TEXT NOT NULL,
+        study_instance_uid   TEXT,
+        series_instance_uid  TEXT,
+        patient_id           TEXT,
+        patient_name         TEXT,
+        accession_number     TEXT,
+        modality             TEXT,
+        study_date           TEXT,
+        species              TEXT,
+        breed                TEXT,
+        responsible_person   TEXT,
+        UNIQUE (sop_instance_uid, version)
+    );
+    CREATE INDEX dicom_instances_study ON dicom_instances (study_instance_uid);
+
+    CREATE TABLE studies (
+        study_instance_uid  TEXT PRIMARY KEY,
+        patient_id          TEXT,
+        patient_name        TEXT,
+        accession_number    TEXT,
+        study_date          TEXT,
+        modalities          TEXT NOT NULL DEFAULT '',
+        instance_count      INTEGER NOT NULL DEFAULT 0,
+        first_received_at   REAL NOT NULL,
+        last_received_at    REAL NOT NULL,
+        completed_at        REAL
+    );
+    CREATE INDEX studies_arriving ON studies (last_received_at) WHERE completed_at IS NULL;
+
+    CREATE TABLE senders (
+        protocol       TEXT NOT NULL,
+        name           TEXT NOT NULL,
+        address        TEXT NOT NULL,
+        first_seen_at  REAL NOT NULL,
+        last_seen_at   REAL NOT NULL,
+        items          INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (protocol, name, address)
+    );
+
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY,
+        at      REAL NOT NULL,
+        kind    TEXT NOT NULL,
+        detail  TEXT NOT NULL DEFAULT ''
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(Exception):
+    """The journal was written by a newer vmgateway; running an older one could corrupt it."""
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to SCHEMA_VERSION; return the version found before."""
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the journal has schema version {found}, this vmgateway knows up to {SCHEMA_VERSION}"
+        )
+    for number in range(found, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[number]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return found
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit on its own)."""
+    return [s.strip() for s in script.split(";") if s.strip()]

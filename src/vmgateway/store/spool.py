@@ -1,0 +1,108 @@
+"""The spool: received files on disk, written so that a crash can never leave half a file
+where a whole one is expected.
+
+Files are named by the SHA-256 of their bytes (`dicom/ab/abcdef….dcm`), never by a string a
+sender chose: a hostile or broken UID cannot walk out of the folder, two versions of one SOP
+Instance UID with different bytes cannot overwrite each other, and the same bytes sent twice
+land on the same name. The journal maps SOP Instance UIDs to these names.
+
+A file arrives in `incoming/` (on the same file system, so the final step is a rename), is
+fsync'ed, renamed into place and its folder fsync'ed. Only then may the journal record it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+_FANOUT = [f"{i:02x}" for i in range(256)]
+
+
+class SpoolFull(Exception):
+    """Free space is below the configured watermark: nothing more may be accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledFile:
+    relative_path: str
+    """Path under the spool folder, e.g. `dicom/ab/ab12….dcm`."""
+    sha256: str
+    size: int
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    def __init__(self, root: Path, min_free_bytes: int) -> None:
+        self.root = root
+        self.incoming = root / "incoming"
+        self.min_free_bytes = min_free_bytes
+
+    def open(self) -> None:
+        """Create the folder tree and remove what a crash left in `incoming/`.
+
+        Anything still in `incoming/` was never acknowledged (acknowledgement comes after the
+        rename out of it), so it is safe to delete.
+        """
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        leftovers = 0
+        for entry in self.incoming.iterdir():
+            if entry.is_file():
+                entry.unlink()
+                leftovers += 1
+        if leftovers:
+            log.info("removed unacknowledged partial files", extra={"count": leftovers})
+        for kind in ("dicom",):
+            base = self.root / kind
+            for sub in _FANOUT:
+                (base / sub).mkdir(parents=True, exist_ok=True)
+            fsync_directory(base)
+        fsync_directory(self.root)
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def check_room(self) -> None:
+        free = self.free_bytes()
+        if free < self.min_free_bytes:
+            raise SpoolFull(
+                f"only {free // 2**20} MB free on the data disk, "
+                f"below storage.min_free_mb = {self.min_free_bytes // 2**20}"
+            )
+
+    def absorb(self, temporary: Path, kind: str, suffix: str) -> SpooledFile:
+        """Make the file at `temporary` (inside `incoming/`) durable under its content name.
+
+        Raises SpoolFull when the watermark is crossed, OSError on disk trouble; in both
+        cases nothing new is left visible in the spool.
+        """
+        self.check_room()
+        digest = hashlib.sha256()
+        size = 0
+        with open(temporary, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+            os.fsync(handle.fileno())
+        sha256 = digest.hexdigest()
+        relative = f"{kind}/{sha256[:2]}/{sha256}{suffix}"
+        final = self.root / relative
+        os.replace(temporary, final)
+        fsync_directory(final.parent)
+        return SpooledFile(relative, sha256, size)
+
+    def path_of(self, relative_path: str) -> Path:
+        return self.root / relative_path

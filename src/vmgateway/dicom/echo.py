@@ -60,11 +60,11 @@ def echo(host: str, port: int, calling_aet: str, called_aet: str, timeout: float
         kind = "permanently" if rj.result == 1 else "transiently"
         reason = _REJECT_REASONS.get((rj.result_source, rj.diagnostic), f"reason {rj.result_source}/{rj.diagnostic}")
         return EchoResult(False, f"association rejected {kind} by {where}: {reason}")
+    if capture.reason:
+        return EchoResult(False, f"cannot connect to {host}:{port}: {capture.reason}")
     if assoc.is_aborted:
         return EchoResult(False, f"association aborted by {where}")
     if not assoc.is_established:
-        if capture.reason:
-            return EchoResult(False, f"cannot connect to {host}:{port}: {capture.reason}")
         return EchoResult(False, f"no answer to the association request from {where} within {timeout:g} s")
     try:
         status = assoc.send_c_echo()

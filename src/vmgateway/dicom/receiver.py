@@ -17,7 +17,7 @@ import time
 
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
-from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -71,6 +71,10 @@ class DicomReceiver:
         # pynetdicom's chunked receive writes to tempfile's default folder: make that the
         # spool's incoming folder, on the same file system, so keeping a file is a rename.
         _config.STORE_RECV_CHUNKED_DATASET = True
+        # Accept every storage SOP class, private ones (common on ultrasound) included, in the
+        # transfer syntax the sender prefers, and send any C-STORE to our handler; otherwise
+        # pynetdicom aborts the whole association on an unexpected SOP Class UID.
+        _config.UNRESTRICTED_STORAGE_SERVICE = True
         _config.LOG_HANDLER_LEVEL = "none"  # per-message logging costs; we log ourselves
         tempfile.tempdir = str(self.store.incoming_dir)
 
@@ -83,8 +87,6 @@ class DicomReceiver:
         ae.require_called_aet = cfg.require_called_ae
         ae.require_calling_aet = list(cfg.allowed_calling_aets)
         ae.add_supported_context(Verification, AllTransferSyntaxes)
-        for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, AllTransferSyntaxes)
         handlers = [
             (evt.EVT_CONN_OPEN, self._on_connection),
             (evt.EVT_C_ECHO, self._on_c_echo),
@@ -177,7 +179,7 @@ class DicomReceiver:
         requestor = event.assoc.requestor
         log.warning(
             "association rejected",
-            extra={"calling_ae": requestor.ae_title, "called_ae": event.assoc.acceptor.ae_title,
+            extra={"calling_ae": requestor.ae_title, "called_ae": requestor.primitive.called_ae_title,
                    "address": requestor.address},
         )
 

@@ -1,0 +1,156 @@
+"""Shared fixtures: a `vmgateway run` subprocess on 127.0.0.1, dcmtk clients, test data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+START_TIMEOUT_S = 20
+
+# dcmtk 3.6.7 keeps Nagle's algorithm on unless told otherwise: every small PDU would wait
+# for a delayed ACK and the tests would crawl at ~10 instances/s.
+DCMTK_ENV = os.environ | {"TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dcmtk(*args: str | os.PathLike[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run a dcmtk tool; its output (stdout+stderr) is in `.stdout`."""
+    return subprocess.run(
+        [str(a) for a in args], env=DCMTK_ENV, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False,
+    )
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class GatewayProcess:
+    """A `vmgateway run` child process; its JSON log lines are collected as they come."""
+
+    config: Path
+    data_dir: Path
+    port: int
+    ae_title: str = "VM_GATEWAY"
+    proc: subprocess.Popen[str] | None = None
+    log_lines: list[str] = field(default_factory=list)
+    _running: threading.Event = field(default_factory=threading.Event)
+    _reader: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._running.clear()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vmgateway", "run", "--config", str(self.config)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
+        if not self._running.wait(START_TIMEOUT_S):
+            self.kill()
+            raise AssertionError("gateway did not start:\n" + "\n".join(self.log_lines))
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.log_lines.append(line.rstrip("\n"))
+            if '"gateway running"' in line:
+                self._running.set()
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM and wait: the gateway drains and exits."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        if self._reader:
+            self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        """kill -9: no chance to clean up, as in a crash or power loss."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self._reader:
+            self._reader.join(5)
+
+    def journal(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.data_dir / "journal.sqlite")
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def instances(self) -> list[sqlite3.Row]:
+        with self.journal() as conn:
+            return conn.execute(
+                "SELECT * FROM items i JOIN dicom_instances d ON d.item_id = i.id ORDER BY i.id"
+            ).fetchall()
+
+    def spool_files(self) -> list[Path]:
+        return sorted(p for p in (self.data_dir / "spool" / "dicom").rglob("*") if p.is_file())
+
+    def incoming_files(self) -> list[Path]:
+        return sorted((self.data_dir / "spool" / "incoming").iterdir())
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path) -> Iterator[Any]:
+    """Factory: make_gateway(dicom={...}, storage={...}) -> a started GatewayProcess."""
+    started: list[GatewayProcess] = []
+
+    def make(start: bool = True, **sections: dict[str, Any]) -> GatewayProcess:
+        data_dir = tmp_path / f"var{len(started)}"
+        dicom = {"bind": "127.0.0.1", "port": free_port()} | sections.pop("dicom", {})
+        storage = {"data_dir": str(data_dir), "min_free_mb": 1} | sections.pop("storage", {})
+        config = write_config(
+            tmp_path / f"gateway{len(started)}.toml",
+            {"storage": storage, "dicom": dicom, "hl7": {"bind": "127.0.0.1"}, "api": {"bind": "127.0.0.1"}}
+            | sections,
+        )
+        gateway = GatewayProcess(config, Path(storage["data_dir"]), int(dicom["port"]),
+                                 ae_title=dicom.get("ae_title", "VM_GATEWAY"))
+        started.append(gateway)
+        if start:
+            gateway.start()
+        return gateway
+
+    yield make
+    for gateway in started:
+        gateway.kill()
+
+
+@pytest.fixture
+def gateway(make_gateway: Any) -> GatewayProcess:
+    return make_gateway()

@@ -1,0 +1,68 @@
+"""Test DICOM instances made from pydicom's own test files (no download, no network)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def copies_of_ct_small(folder: Path, count: int) -> list[Path]:
+    """`count` copies of CT_small.dcm, each with fresh SOP Instance UID (one study)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    template = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    template.StudyInstanceUID = generate_uid()
+    template.SeriesInstanceUID = generate_uid()
+    paths = []
+    for number in range(count):
+        template.SOPInstanceUID = generate_uid()
+        template.file_meta.MediaStorageSOPInstanceUID = template.SOPInstanceUID
+        template.InstanceNumber = number + 1
+        path = folder / f"ct{number:05d}.dcm"
+        template.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def secondary_capture(
+    path: Path,
+    *,
+    charset: str = "ISO_IR 100",
+    patient_name: str = "Fido",
+    frames: int = 1,
+    rows: int = 64,
+    columns: int = 64,
+    study_uid: str | None = None,
+    sop_uid: str | None = None,
+    **attributes: str,
+) -> Path:
+    """A small (or, with many frames, large) uncompressed multi-frame Secondary Capture."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = sop_uid or generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SpecificCharacterSet = charset
+    ds.PatientName = patient_name
+    ds.PatientID = "VM-1"
+    ds.Modality = "OT"
+    ds.StudyDate = "20261127"
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = rows, columns
+    ds.NumberOfFrames = frames
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = random.Random(ds.SOPInstanceUID).randbytes(frames * rows * columns)
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -80,7 +80,7 @@ def record_dicom_instance(
             tuple(columns.values()),
         )
         if instance.study_instance_uid:
-            _touch_study(conn, instance, received_at)
+            _touch_study(conn, instance, received_at, new_instance=not versions)
         return Receipt(item_id, Outcome.NEW_VERSION if versions else Outcome.STORED, version)
 
     return write
@@ -124,14 +124,15 @@ def _touch_sender(conn: sqlite3.Connection, sender: Sender, at: float) -> None:
     )
 
 
-def _touch_study(conn: sqlite3.Connection, instance: DicomInstance, at: float) -> None:
-    """Count the instance into its study; a late instance reopens a completed study."""
+def _touch_study(conn: sqlite3.Connection, instance: DicomInstance, at: float, new_instance: bool) -> None:
+    """Count the instance into its study (a new version of a known SOP Instance UID is not
+    another instance); anything late reopens a completed study."""
     conn.execute(
         "INSERT INTO studies (study_instance_uid, patient_id, patient_name, accession_number, study_date,"
         " modalities, instance_count, first_received_at, last_received_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (study_instance_uid) DO UPDATE SET"
-        "  instance_count = instance_count + 1, last_received_at = excluded.last_received_at, completed_at = NULL,"
+        "  instance_count = instance_count + excluded.instance_count, last_received_at = excluded.last_received_at, completed_at = NULL,"
         "  modalities = CASE WHEN excluded.modalities = '' OR instr(' ' || modalities || ' ', ' ' || excluded.modalities || ' ')"
         "   THEN modalities ELSE trim(modalities || ' ' || excluded.modalities) END",
         (
@@ -141,6 +142,7 @@ def _touch_study(conn: sqlite3.Connection, instance: DicomInstance, at: float) -
             instance.accession_number,
             instance.study_date,
             instance.modality or "",
+            int(new_instance),
             at,
             at,
         ),

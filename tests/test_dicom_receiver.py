@@ -1,0 +1,172 @@
+"""The DICOM receiver against real clients (dcmtk), and the bad inputs it must survive."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import CTImageStorage, SecondaryCaptureImageStorage  # type: ignore[attr-defined]
+
+from tests.conftest import GatewayProcess, dcmtk
+from tests.dicomdata import PYDICOM_FILES, copies_of_ct_small, secondary_capture
+
+
+def echoscu(gateway: GatewayProcess, calling: str = "ECHOSCU", called: str | None = None) -> Any:
+    return dcmtk("echoscu", "-aet", calling, "-aec", called or gateway.ae_title, "127.0.0.1", str(gateway.port))
+
+
+def storescu(gateway: GatewayProcess, *files: Path, calling: str = "STORESCU") -> Any:
+    return dcmtk("storescu", "-nh", "-aet", calling, "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port), *files)
+
+
+def test_echo_and_called_ae_title(gateway: GatewayProcess) -> None:
+    assert echoscu(gateway).returncode == 0
+    wrong = echoscu(gateway, called="NOT_US")
+    assert wrong.returncode != 0
+    assert "Called AE Title Not Recognized" in wrong.stdout
+
+
+def test_only_allowed_calling_ae_titles(make_gateway: Any) -> None:
+    gateway = make_gateway(dicom={"allowed_calling_aets": ["XRAY1", "US_ROOM2"]})
+    assert echoscu(gateway, calling="XRAY1").returncode == 0
+    stranger = echoscu(gateway, calling="STRANGER")
+    assert stranger.returncode != 0
+    assert "Calling AE Title Not Recognized" in stranger.stdout
+
+
+def test_called_ae_title_check_can_be_switched_off(make_gateway: Any) -> None:
+    gateway = make_gateway(dicom={"require_called_ae": False})
+    assert echoscu(gateway, called="ANYTHING").returncode == 0
+
+
+def test_metadata_in_journal_survives_latin1_and_utf8(gateway: GatewayProcess, tmp_path: Path) -> None:
+    vet = {
+        "PatientSpeciesDescription": "Hund",
+        "PatientBreedDescription": "Grönlandshund",
+        "ResponsiblePerson": "Åström^Märta",
+        "AccessionNumber": "A-17",
+    }
+    latin1 = secondary_capture(tmp_path / "latin1.dcm", charset="ISO_IR 100", patient_name="Örjan^Ärlig", **vet)
+    utf8 = secondary_capture(tmp_path / "utf8.dcm", charset="ISO_IR 192", patient_name="Örjan^Ärlig", **vet)
+    assert b"\xd6rjan" in latin1.read_bytes()  # really ISO 8859-1 on the wire
+    assert "Örjan".encode() in utf8.read_bytes()  # really UTF-8
+    assert storescu(gateway, latin1, utf8, calling="XRAY1").returncode == 0
+    rows = gateway.instances()
+    assert len(rows) == 2
+    for row, path in zip(rows, (latin1, utf8)):
+        sent = pydicom.dcmread(path)
+        assert row["patient_name"] == "Örjan^Ärlig"
+        assert row["species"] == "Hund"
+        assert row["breed"] == "Grönlandshund"
+        assert row["responsible_person"] == "Åström^Märta"
+        assert row["accession_number"] == "A-17"
+        assert row["sop_instance_uid"] == sent.SOPInstanceUID
+        assert row["study_instance_uid"] == sent.StudyInstanceUID
+        assert row["series_instance_uid"] == sent.SeriesInstanceUID
+        assert row["sop_class_uid"] == SecondaryCaptureImageStorage
+        assert (row["patient_id"], row["modality"], row["study_date"]) == ("VM-1", "OT", "20261127")
+        assert (row["sender"], row["peer_address"]) == ("XRAY1", "127.0.0.1")
+        stored = gateway.data_dir / "spool" / row["spool_path"]
+        assert row["sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
+        assert row["size"] == stored.stat().st_size
+
+
+def test_same_bytes_stored_once_different_bytes_become_a_version(gateway: GatewayProcess, tmp_path: Path) -> None:
+    study = generate_uid()
+    sop = generate_uid()
+    first = secondary_capture(tmp_path / "a.dcm", study_uid=study, sop_uid=sop, patient_name="Fido")
+    changed = secondary_capture(tmp_path / "b.dcm", study_uid=study, sop_uid=sop, patient_name="Fido^Corrected")
+    assert storescu(gateway, first).returncode == 0
+    assert storescu(gateway, first).returncode == 0  # again: still Success, stored once
+    assert storescu(gateway, changed).returncode == 0
+    rows = gateway.instances()
+    assert [(r["sop_instance_uid"], r["version"], r["patient_name"]) for r in rows] == [
+        (sop, 1, "Fido"),
+        (sop, 2, "Fido^Corrected"),
+    ]
+    assert len(gateway.spool_files()) == 2
+    with gateway.journal() as conn:
+        # a new version is not another instance of the study
+        assert [tuple(r) for r in conn.execute("SELECT instance_count FROM studies")] == [(1,)]
+
+
+def _send_raw(port: int, dataset_file: Path, sop_class: str = CTImageStorage) -> int:
+    """Send a file's bytes as they are with pynetdicom (dcmtk refuses to send broken files)."""
+    ae = AE(ae_title="BROKEN")
+    ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="VM_GATEWAY")
+    assert assoc.is_established
+    previous = _config.STORE_SEND_CHUNKED_DATASET
+    _config.STORE_SEND_CHUNKED_DATASET = True  # sends the file's dataset bytes unparsed
+    try:
+        status = assoc.send_c_store(dataset_file)
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = previous
+        assoc.release()
+    return int(status.Status)
+
+
+@pytest.mark.parametrize("cut", [100, 5])
+def test_truncated_dataset_is_refused_and_leaves_nothing(gateway: GatewayProcess, tmp_path: Path, cut: int) -> None:
+    whole = (PYDICOM_FILES / "CT_small.dcm").read_bytes()
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(whole[:-cut])
+    status = _send_raw(gateway.port, truncated)
+    assert 0xC000 <= status <= 0xCFFF
+    assert gateway.instances() == []
+    assert gateway.spool_files() == []
+    assert gateway.incoming_files() == []
+    assert any("refused unreadable instance" in line for line in gateway.log_lines)
+
+
+def test_dataset_without_uids_is_refused(gateway: GatewayProcess, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    del ds.SOPInstanceUID
+    path = tmp_path / "no_uid.dcm"
+    ds.save_as(path)
+    assert 0xC000 <= _send_raw(gateway.port, path) <= 0xCFFF
+    assert gateway.instances() == []
+    assert gateway.spool_files() == []
+
+
+def test_junk_and_http_on_the_port_do_not_disturb_a_transfer(gateway: GatewayProcess, tmp_path: Path) -> None:
+    files = copies_of_ct_small(tmp_path / "ct", 40)
+    import subprocess
+
+    from tests.conftest import DCMTK_ENV
+
+    transfer = subprocess.Popen(
+        ["storescu", "-nh", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port), *map(str, files)],
+        env=DCMTK_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    for payload in (os.urandom(4096), b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n", b"\x01\x00\xff\xff\xff\xff"):
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as junk:
+            junk.sendall(payload)
+            junk.shutdown(socket.SHUT_WR)
+            # The gateway drops the connection: reading ends (EOF or reset) instead of hanging.
+            try:
+                while junk.recv(4096):
+                    pass
+            except ConnectionResetError:
+                pass
+    output, _ = transfer.communicate(timeout=120)
+    assert transfer.returncode == 0, output
+    assert len(gateway.instances()) == 40
+    assert echoscu(gateway).returncode == 0
+
+
+def test_watermark_refuses_with_out_of_resources(make_gateway: Any, tmp_path: Path) -> None:
+    gateway = make_gateway(storage={"min_free_mb": 10**9})  # a petabyte: never available
+    files = copies_of_ct_small(tmp_path / "ct", 2)
+    result = dcmtk("storescu", "-v", "-nh", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port), *files)
+    assert result.stdout.count("Received Store Response (Refused: OutOfResources)") == 2, result.stdout
+    assert gateway.instances() == []
+    assert gateway.spool_files() == []
+    assert gateway.incoming_files() == []

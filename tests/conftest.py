@@ -69,6 +69,7 @@ class GatewayProcess:
     proc: subprocess.Popen[str] | None = None
     log_lines: list[str] = field(default_factory=list)
     _running: threading.Event = field(default_factory=threading.Event)
+    _new_line: threading.Condition = field(default_factory=threading.Condition)
     _reader: threading.Thread | None = None
 
     def start(self) -> None:
@@ -86,9 +87,19 @@ class GatewayProcess:
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            self.log_lines.append(line.rstrip("\n"))
+            with self._new_line:
+                self.log_lines.append(line.rstrip("\n"))
+                self._new_line.notify_all()
             if '"gateway running"' in line:
                 self._running.set()
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> str:
+        """The first log line containing `text`, waiting for it to be written."""
+        with self._new_line:
+            found = self._new_line.wait_for(lambda: next((l for l in self.log_lines if text in l), None), timeout)
+        if not found:
+            raise AssertionError(f"no log line with {text!r} within {timeout} s:\n" + "\n".join(self.log_lines))
+        return found
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM and wait: the gateway drains and exits."""

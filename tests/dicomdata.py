@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 
 import pydicom
@@ -66,3 +67,30 @@ def secondary_capture(
     ds.PixelData = random.Random(ds.SOPInstanceUID).randbytes(frames * rows * columns)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def dataset_differences(
+    original: pydicom.Dataset, stored: pydicom.Dataset, converted: bool = False, scrambled: bool = False
+) -> list[str]:
+    """Elements whose values differ. Ignored: group lengths and trailing padding, which
+    dcmtk drops when it sends. When the client converted between uncompressed syntaxes
+    (e.g. big to little endian), pixel data is compared as pixels, not as bytes."""
+
+    def comparable(ds: pydicom.Dataset) -> dict[int, object]:
+        return {
+            e.tag: e.value for e in ds
+            if e.tag.element != 0 and e.keyword not in ("DataSetTrailingPadding", "PixelData")
+        }
+
+    left, right = comparable(original), comparable(stored)
+    differing = [str(pydicom.tag.Tag(t)) for t in left.keys() | right.keys() if left.get(t) != right.get(t)]
+    if "PixelData" in original and not scrambled:
+        if not converted:
+            same_pixels = original.PixelData == stored.get("PixelData")
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                same_pixels = bool((original.pixel_array == stored.pixel_array).all())
+        if not same_pixels:
+            differing.append("PixelData")
+    return differing

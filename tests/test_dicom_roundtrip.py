@@ -9,7 +9,7 @@ import pydicom
 from pydicom.uid import UID
 
 from tests.conftest import GatewayProcess, dcmtk
-from tests.dicomdata import PYDICOM_FILES
+from tests.dicomdata import PYDICOM_FILES, dataset_differences
 
 # Files that dcmtk itself refuses to send (to its own storescp too): no file meta, no or an
 # invalid SOP Class UID, truncated on purpose, or a broken JPEG stream.
@@ -41,33 +41,6 @@ def _read(path: Path) -> pydicom.Dataset:
         return pydicom.dcmread(path)
 
 
-def _differences(
-    original: pydicom.Dataset, stored: pydicom.Dataset, converted: bool, scrambled: bool = False
-) -> list[str]:
-    """Elements whose values differ. Ignored: group lengths and trailing padding, which
-    dcmtk drops when it sends. When the client converted between uncompressed syntaxes
-    (e.g. big to little endian), pixel data is compared as pixels, not as bytes."""
-
-    def comparable(ds: pydicom.Dataset) -> dict[int, object]:
-        return {
-            e.tag: e.value for e in ds
-            if e.tag.element != 0 and e.keyword not in ("DataSetTrailingPadding", "PixelData")
-        }
-
-    left, right = comparable(original), comparable(stored)
-    differing = [str(pydicom.tag.Tag(t)) for t in left.keys() | right.keys() if left.get(t) != right.get(t)]
-    if "PixelData" in original and not scrambled:
-        if not converted:
-            same_pixels = original.PixelData == stored.get("PixelData")
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                same_pixels = bool((original.pixel_array == stored.pixel_array).all())
-        if not same_pixels:
-            differing.append("PixelData")
-    return differing
-
-
 def test_every_pydicom_file_is_stored_exactly(gateway: GatewayProcess) -> None:
     files = sorted(p for p in PYDICOM_FILES.glob("*.dcm") if p.name not in REFUSED_BY_DCMTK)
     assert len(files) >= 60, "pydicom's test files are missing"
@@ -91,7 +64,7 @@ def test_every_pydicom_file_is_stored_exactly(gateway: GatewayProcess) -> None:
             problems.append(f"{path.name}: compressed {sent_syntax.name} stored as {stored_syntax.name}")
         if row["transfer_syntax_uid"] != stored_syntax:
             problems.append(f"{path.name}: journal says {row['transfer_syntax_uid']}, file is {stored_syntax}")
-        differing = _differences(original, stored, converted=stored_syntax != sent_syntax,
+        differing = dataset_differences(original, stored, converted=stored_syntax != sent_syntax,
                                  scrambled=path.name in PIXELS_SCRAMBLED_BY_DCMTK)
         if differing:
             problems.append(f"{path.name}: dataset differs in {differing[:5]}")

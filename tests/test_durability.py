@@ -1,0 +1,101 @@
+"""The invariant, proven with kill -9 and SIGTERM: an acknowledgement is a promise."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+from tests.conftest import DCMTK_ENV, GatewayProcess, dcmtk
+from tests.dicomdata import copies_of_ct_small, dataset_differences
+
+
+def _storescu_acknowledged(gateway: GatewayProcess, files: list[Path], *, on_ack: Any, after: int) -> list[Path]:
+    """Run storescu over `files`; call `on_ack()` once `after` instances were acknowledged.
+    Returns the files whose C-STORE the client saw answered with Success."""
+    transfer = subprocess.Popen(
+        ["storescu", "-v", "-nh", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port), *map(str, files)],
+        env=DCMTK_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert transfer.stdout is not None
+    acknowledged: list[Path] = []
+    sending: Path | None = None
+    for line in transfer.stdout:
+        if line.startswith("I: Sending file: "):
+            sending = Path(line.removeprefix("I: Sending file: ").strip())
+        elif "Received Store Response (Success)" in line:
+            assert sending is not None
+            acknowledged.append(sending)
+            if len(acknowledged) == after:
+                on_ack()
+    transfer.wait(60)
+    return acknowledged
+
+
+def test_kill_9_loses_nothing_acknowledged(make_gateway: Any, tmp_path: Path) -> None:
+    gateway = make_gateway()
+    files = copies_of_ct_small(tmp_path / "ct", 400)
+    acknowledged = _storescu_acknowledged(gateway, files, on_ack=gateway.kill, after=60)
+    assert 60 <= len(acknowledged) < len(files), "the kill did not land in the middle of the run"
+
+    gateway.start()  # same configuration, same data folder
+    rows = {row["sop_instance_uid"]: row for row in gateway.instances()}
+    for path in acknowledged:
+        sent = pydicom.dcmread(path)
+        row = rows.get(sent.SOPInstanceUID)
+        assert row is not None, f"{path.name} was acknowledged but is not in the journal"
+        stored_path = gateway.data_dir / "spool" / row["spool_path"]
+        assert hashlib.sha256(stored_path.read_bytes()).hexdigest() == row["sha256"]
+        assert dataset_differences(sent, pydicom.dcmread(stored_path)) == []
+    # Whatever the journal has is intact, and nothing half-written is visible as an instance.
+    for row in rows.values():
+        stored_path = gateway.data_dir / "spool" / row["spool_path"]
+        assert hashlib.sha256(stored_path.read_bytes()).hexdigest() == row["sha256"]
+    assert gateway.incoming_files() == []
+    assert gateway.stop() == 0
+
+
+def _hold_association(port: int) -> Any:
+    ae = AE(ae_title="HOLDER")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="VM_GATEWAY")
+    assert assoc.is_established
+    return assoc
+
+
+def test_sigterm_refuses_new_associations_and_lets_running_ones_finish(gateway: GatewayProcess, tmp_path: Path) -> None:
+    running = _hold_association(gateway.port)
+    assert gateway.proc is not None
+    gateway.proc.send_signal(signal.SIGTERM)
+    gateway.wait_for_log("dicom receiver draining")
+
+    refused = dcmtk("echoscu", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port))
+    assert refused.returncode != 0
+    assert "Rejected Transient" in refused.stdout and "Local Limit Exceeded" in refused.stdout
+
+    late = copies_of_ct_small(tmp_path / "late", 1)[0]
+    assert running.send_c_store(late).Status == 0x0000  # the running association still works
+    running.release()
+    assert gateway.proc.wait(30) == 0
+    assert [r["sop_instance_uid"] for r in gateway.instances()] == [pydicom.dcmread(late).SOPInstanceUID]
+    with gateway.journal() as conn:
+        kinds = [tuple(r) for r in conn.execute("SELECT kind, detail FROM events ORDER BY id")]
+    assert kinds[0][0] == "start"
+    assert kinds[-1] == ("stop", "clean; 0 association(s) aborted")
+
+
+def test_sigterm_aborts_associations_that_outlast_the_drain_timeout(make_gateway: Any) -> None:
+    gateway = make_gateway(dicom={"drain_timeout_s": 1})
+    idle = _hold_association(gateway.port)
+    assert gateway.proc is not None
+    gateway.proc.send_signal(signal.SIGTERM)
+    assert gateway.proc.wait(30) == 0
+    gateway.wait_for_log('"aborted_associations": 1')
+    assert not idle.is_established

@@ -6,6 +6,10 @@ must be refused (the sender keeps it and retries), so we walk the structure ours
 every element header, every item of undefined-length sequences and encapsulated pixel
 data, and require that the last value ends exactly at the end of the file. Only headers are
 read, so a 1 GB multi-frame loop costs a few thousand small reads, not 1 GB.
+
+A cut that falls exactly between two elements leaves a shorter dataset that is valid in
+itself; no structure check can see that. Over DIMSE it cannot happen (the last P-DATA
+fragment is flagged); it needs a file already broken on the sender's disk.
 """
 
 from __future__ import annotations

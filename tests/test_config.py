@@ -1,0 +1,84 @@
+"""Configuration: embedded defaults, TOML, and refusals that name the key and what is allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vmgateway.config import ConfigError, Settings, load_settings, parse_settings
+
+
+def test_defaults_come_from_the_site_form() -> None:
+    settings = load_settings(None)
+    assert settings == Settings()
+    assert settings.dicom.port == 4006 and settings.dicom.ae_title == "VM_GATEWAY"
+    assert settings.hl7.port == 2575 and settings.api.port == 3000
+    assert settings.dicom.bind == settings.hl7.bind == settings.api.bind == "0.0.0.0"
+    assert settings.storage.data_dir == Path("./var") and settings.storage.min_free_mb == 1024
+    assert settings.dicom.stable_after_s == 60 and settings.dicom.max_associations == 10
+    assert settings.dicom.max_pdu == 0
+
+
+def test_file_overrides_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text('[dicom]\nport = 11112\nae_title = "CLINIC_GW"\nallowed_calling_aets = ["XRAY1"]\n')
+    settings = load_settings(path)
+    assert (settings.dicom.port, settings.dicom.ae_title) == (11112, "CLINIC_GW")
+    assert settings.dicom.allowed_calling_aets == ["XRAY1"]
+    assert settings.hl7.port == 2575
+
+
+def test_environment_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text("[hl7]\nport = 12575\n")
+    monkeypatch.setenv("VMGATEWAY_CONFIG", str(path))
+    assert load_settings(None).hl7.port == 12575
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"dicom": {"port": 70000}}, "dicom.port = 70000: Input should be less than or equal to 65535"),
+        ({"dicom": {"port": "x"}}, "dicom.port = 'x': Input should be a valid integer"),
+        ({"dicom": {"ae_title": "A_TITLE_LONGER_THAN_16"}}, "dicom.ae_title = 'A_TITLE_LONGER_THAN_16': an AE title has at most 16"),
+        ({"dicom": {"ae_title": "   "}}, "dicom.ae_title = '   ': an AE title needs 1 to 16 characters"),
+        ({"dicom": {"allowed_calling_aets": ["OK", "BAD\\AE"]}}, "dicom.allowed_calling_aets.1 = 'BAD\\\\AE': an AE title uses printable ASCII"),
+        ({"dicom": {"bind": "localhost"}}, "dicom.bind = 'localhost': a bind address is an IP address"),
+        ({"storage": {"min_free_mb": -1}}, "storage.min_free_mb = -1: Input should be greater than or equal to 0"),
+        ({"dicom": {"prot": 1}}, "dicom.prot: unknown key (allowed here: bind, port, ae_title,"),
+        ({"dicmo": {}}, "dicmo: unknown key (allowed here: site, storage, dicom, hl7, api)"),
+    ],
+)
+def test_wrong_values_are_refused_by_key(data: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_settings(data)
+    assert expected in str(refused.value)
+
+
+def test_every_wrong_key_is_named_at_once() -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_settings({"dicom": {"port": 0, "max_associations": 0}})
+    assert "dicom.port = 0" in str(refused.value) and "dicom.max_associations = 0" in str(refused.value)
+
+
+def test_unreadable_files_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[dicom\nport = 1\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_settings(broken)
+
+
+def test_run_refuses_to_start_on_a_wrong_value(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text("[dicom]\nport = 0\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "vmgateway", "run", "--config", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert f"configuration file {path} is not valid" in result.stderr
+    assert "dicom.port = 0: Input should be greater than or equal to 1" in result.stderr

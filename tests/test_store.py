@@ -1,0 +1,111 @@
+"""The store on its own: group commit, isolation of failed writes, schema versions, spool."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from vmgateway.store import Store, SpoolFull
+from vmgateway.store.journal import Journal, JournalClosed, connect
+from vmgateway.store.schema import SCHEMA_VERSION, SchemaTooNew, migrate
+
+
+def _insert_event(kind: str):
+    def write(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("INSERT INTO events (at, kind) VALUES (0, ?)", (kind,)).lastrowid or 0)
+
+    return write
+
+
+@pytest.fixture
+def journal(tmp_path: Path):
+    journal = Journal(tmp_path / "journal.sqlite")
+    journal.open()
+    yield journal
+    journal.close()
+
+
+def _block_writer(journal: Journal) -> threading.Event:
+    """Occupy the writer until the returned event is set, so that later writes queue up."""
+    release, entered = threading.Event(), threading.Event()
+
+    def blocking(conn: sqlite3.Connection) -> None:
+        entered.set()
+        assert release.wait(30)
+
+    journal.submit(blocking)
+    assert entered.wait(30)
+    return release
+
+
+def test_waiting_writes_share_one_commit(journal: Journal) -> None:
+    release = _block_writer(journal)
+    futures = [journal.submit(_insert_event(f"e{i}")) for i in range(20)]
+    commits_before = journal.commits
+    release.set()
+    ids = [f.result(30) for f in futures]
+    assert len(set(ids)) == 20
+    assert journal.commits == commits_before + 2  # the blocking write, then all 20 together
+
+
+def test_a_failing_write_is_rolled_back_alone(journal: Journal, tmp_path: Path) -> None:
+    def failing(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO events (at, kind) VALUES (0, 'half-done')")
+        raise ValueError("broken write")
+
+    release = _block_writer(journal)
+    before, bad, after = journal.submit(_insert_event("before")), journal.submit(failing), journal.submit(_insert_event("after"))
+    release.set()
+    assert before.result(30) and after.result(30)
+    with pytest.raises(ValueError, match="broken write"):
+        bad.result(30)
+    conn = connect(tmp_path / "journal.sqlite", read_only=True)
+    assert [r[0] for r in conn.execute("SELECT kind FROM events ORDER BY id")] == ["before", "after"]
+
+
+def test_closed_journal_refuses_writes(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.sqlite")
+    journal.open()
+    journal.close()
+    with pytest.raises(JournalClosed):
+        journal.write(_insert_event("late"))
+
+
+def test_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    conn = connect(path)
+    assert migrate(conn) == 0
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert migrate(conn) == SCHEMA_VERSION  # nothing left to do
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(SchemaTooNew):
+        Journal(path).open()
+
+
+def test_spool_below_watermark_takes_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "var", min_free_mb=10**9)
+    store.open()
+    try:
+        incoming = store.incoming_dir / "partial.dcm"
+        incoming.write_bytes(b"x" * 1000)
+        with pytest.raises(SpoolFull, match="below storage.min_free_mb = 1000000000"):
+            store.spool.absorb(incoming, "dicom", ".dcm")
+        assert not any(p.is_file() for p in (tmp_path / "var" / "spool" / "dicom").rglob("*"))
+    finally:
+        store.close()
+
+
+def test_leftovers_in_incoming_are_removed_at_start(tmp_path: Path) -> None:
+    store = Store(tmp_path / "var", min_free_mb=0)
+    store.open()
+    store.close()
+    (store.incoming_dir / "tmpabc.dcm").write_bytes(b"partial")
+    store.open()
+    store.close()
+    assert list(store.incoming_dir.iterdir()) == []

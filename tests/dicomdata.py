@@ -64,7 +64,9 @@ def secondary_capture(
     ds.Rows, ds.Columns = rows, columns
     ds.NumberOfFrames = frames
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = random.Random(ds.SOPInstanceUID).randbytes(frames * rows * columns)
+    size = frames * rows * columns
+    pattern = random.Random(ds.SOPInstanceUID).randbytes(min(size, 2**20))
+    ds.PixelData = (pattern * (size // len(pattern) + 1))[:size]
     ds.save_as(path, enforce_file_format=True)
     return path
 

@@ -170,3 +170,25 @@ def test_watermark_refuses_with_out_of_resources(make_gateway: Any, tmp_path: Pa
     assert gateway.instances() == []
     assert gateway.spool_files() == []
     assert gateway.incoming_files() == []
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_large_instance_is_streamed_not_held_in_memory(gateway: GatewayProcess, tmp_path: Path) -> None:
+    big = secondary_capture(tmp_path / "loop.dcm", frames=256, rows=1024, columns=1024)  # 256 MiB
+    assert echoscu(gateway).returncode == 0  # warm up: imports and first association done
+    assert gateway.proc is not None
+    before = _peak_rss_mb(gateway.proc.pid)
+    assert storescu(gateway, big).returncode == 0
+    growth = _peak_rss_mb(gateway.proc.pid) - before
+    print(f"peak RSS {before:.0f} MB before, grew by {growth:.1f} MB")
+    assert growth < 40, f"peak RSS grew by {growth:.0f} MB for a 256 MB instance"
+    [row] = gateway.instances()
+    stored = gateway.data_dir / "spool" / row["spool_path"]
+    assert row["size"] == stored.stat().st_size > 256 * 2**20
+    assert pydicom.dcmread(stored, stop_before_pixels=True).NumberOfFrames == 256

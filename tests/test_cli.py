@@ -1,0 +1,88 @@
+"""`vmgateway status` and `vmgateway echo` as a technician uses them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import GatewayProcess, dcmtk, free_port
+from tests.dicomdata import copies_of_ct_small
+
+
+def vmgateway(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmgateway", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_help_lists_every_subcommand() -> None:
+    result = vmgateway("--help")
+    assert result.returncode == 0
+    for command in ("run", "status", "echo"):
+        assert command in result.stdout
+        assert vmgateway(command, "--help").returncode == 0
+
+
+def test_status_while_running_and_study_completion(make_gateway: Any, tmp_path: Path) -> None:
+    gateway = make_gateway(dicom={"stable_after_s": 1})
+    files = copies_of_ct_small(tmp_path / "ct", 3)
+    assert dcmtk("storescu", "-aet", "XRAY1", "-aec", "VM_GATEWAY", "127.0.0.1", str(gateway.port), *files).returncode == 0
+
+    arriving = json.loads(vmgateway("status", "--config", str(gateway.config), "--json").stdout)
+    assert arriving["totals"]["items"] == 3
+    assert arriving["today"]["items"] == 3
+    assert arriving["totals"]["by_state"] == {"received": 3}
+    [sender] = arriving["senders"]
+    assert (sender["protocol"], sender["name"], sender["address"], sender["items"]) == ("dicom", "XRAY1", "127.0.0.1", 3)
+
+    gateway.wait_for_log('"msg": "study complete"')
+    summary = json.loads(vmgateway("status", "--config", str(gateway.config), "--json").stdout)
+    assert summary["studies"]["complete"] == 1 and summary["studies"]["arriving"] == []
+    [study] = summary["studies"]["recently_complete"]
+    assert (study["instances"], study["modalities"], study["patient_id"]) == (3, "CT", "1CT1")
+
+    text = vmgateway("status", "--config", str(gateway.config))
+    assert text.returncode == 0
+    assert "Received in all: 3 items" in text.stdout
+    assert "Studies: 1 complete, 0 still arriving" in text.stdout
+    assert "XRAY1" in text.stdout and "CompressedSamples^CT1" in text.stdout
+
+
+def test_status_without_a_journal_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "nothing"}"\n')
+    result = vmgateway("status", "--config", str(config))
+    assert result.returncode == 1
+    assert "no journal at" in result.stderr
+
+
+def test_echo_succeeds_and_says_why_it_fails(gateway: GatewayProcess) -> None:
+    ok = vmgateway("echo", "127.0.0.1", str(gateway.port), "--called-aet", "VM_GATEWAY")
+    assert ok.returncode == 0 and "succeeded" in ok.stdout
+
+    rejected = vmgateway("echo", "127.0.0.1", str(gateway.port), "--called-aet", "SOMEONE_ELSE")
+    assert rejected.returncode == 1
+    assert rejected.stderr.strip() == (
+        f"association rejected permanently by SOMEONE_ELSE@127.0.0.1:{gateway.port}: called AE title not recognised"
+    )
+
+    refused = vmgateway("echo", "127.0.0.1", str(free_port()))
+    assert refused.returncode == 1
+    assert "cannot connect to 127.0.0.1" in refused.stderr and "Connection refused" in refused.stderr
+
+
+def test_echo_against_dcmtk_storescp(tmp_path: Path) -> None:
+    """Our C-ECHO SCU against a real third-party SCP (dcmtk's storescp listens on all
+    interfaces, so it runs in a network namespace of its own with only loopback)."""
+    port = free_port()
+    script = (
+        "ip link set lo up; "
+        f"storescp -aet PACS -od {tmp_path} {port} >/dev/null 2>&1 & pid=$!; "
+        # wait until storescp listens (bounded), then echo, then stop storescp
+        f"for i in $(seq 100); do ss -ltn | grep -q ':{port} ' && break; sleep 0.05; done; "
+        f"{sys.executable} -m vmgateway echo 127.0.0.1 {port} --called-aet PACS; rc=$?; kill $pid; wait $pid; exit $rc"
+    )
+    result = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"C-ECHO to PACS@127.0.0.1:{port} succeeded" in result.stdout

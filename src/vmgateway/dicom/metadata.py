@@ -1,23 +1,24 @@
 """What the journal keeps of a received instance, read from the spooled file.
 
-Values are decoded with the instance's Specific Character Set by pydicom, so Å/Ä/Ö in
-ISO_IR 100 and ISO_IR 192 arrive as the same text. Pixel data is never read.
+The structure walk (integrity.py) finds the raw values; pydicom decodes them with the
+instance's Specific Character Set, so Å/Ä/Ö in ISO_IR 100 and ISO_IR 192 arrive as the same
+text. Pixel data is never read.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import UID
 
-from vmgateway.dicom.integrity import Truncated, check_whole, dataset_offset
+from vmgateway.dicom.integrity import Truncated, scan_part10
 from vmgateway.store import DicomInstance
 
 _KEYWORDS = [
+    "SpecificCharacterSet",
     "SOPClassUID",
     "SOPInstanceUID",
     "StudyInstanceUID",
@@ -31,6 +32,7 @@ _KEYWORDS = [
     "PatientBreedDescription",
     "ResponsiblePerson",
 ]
+_TAGS = frozenset(int(tag_for_keyword(keyword) or 0) for keyword in _KEYWORDS)
 
 
 class UnreadableInstance(Exception):
@@ -40,35 +42,41 @@ class UnreadableInstance(Exception):
 def read_instance(path: Path) -> DicomInstance:
     """Check that the received file is whole and extract its journal fields."""
     try:
-        with open(path, "rb") as handle:
-            meta_end = dataset_offset(handle)
-            handle.seek(0)
-            dataset = dcmread(handle, stop_before_pixels=True, specific_tags=_KEYWORDS)
-            transfer_syntax = UID(dataset.file_meta.TransferSyntaxUID)
-            check_whole(handle, meta_end, os.fstat(handle.fileno()).st_size, transfer_syntax)
+        scan = scan_part10(path, _TAGS)
+        if scan.transfer_syntax.is_deflated:
+            dataset = dcmread(path, stop_before_pixels=True, specific_tags=_KEYWORDS)
+        else:
+            dataset = Dataset()
+            for raw in scan.elements.values():
+                dataset[raw.tag] = raw  # decoded by pydicom on access, with the charset
     except Truncated as exc:
         raise UnreadableInstance(f"dataset is not whole: {exc}") from None
-    except Exception as exc:  # pydicom raises many types for malformed input
+    except Exception as exc:  # pydicom and UID checks raise many types for malformed input
         raise UnreadableInstance(f"dataset cannot be parsed: {exc}") from None
-    sop_class = _text(dataset, "SOPClassUID")
-    sop_instance = _text(dataset, "SOPInstanceUID")
-    if not sop_class or not sop_instance:
-        raise UnreadableInstance("dataset has no SOP Class UID or SOP Instance UID")
-    return DicomInstance(
-        sop_class_uid=sop_class,
-        sop_instance_uid=sop_instance,
-        transfer_syntax_uid=str(transfer_syntax),
-        study_instance_uid=_text(dataset, "StudyInstanceUID"),
-        series_instance_uid=_text(dataset, "SeriesInstanceUID"),
-        patient_id=_text(dataset, "PatientID"),
-        patient_name=_text(dataset, "PatientName"),
-        accession_number=_text(dataset, "AccessionNumber"),
-        modality=_text(dataset, "Modality"),
-        study_date=_text(dataset, "StudyDate"),
-        species=_text(dataset, "PatientSpeciesDescription"),
-        breed=_text(dataset, "PatientBreedDescription"),
-        responsible_person=_text(dataset, "ResponsiblePerson"),
-    )
+    try:
+        sop_class = _text(dataset, "SOPClassUID")
+        sop_instance = _text(dataset, "SOPInstanceUID")
+        if not sop_class or not sop_instance:
+            raise UnreadableInstance("dataset has no SOP Class UID or SOP Instance UID")
+        return DicomInstance(
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+            transfer_syntax_uid=str(scan.transfer_syntax),
+            study_instance_uid=_text(dataset, "StudyInstanceUID"),
+            series_instance_uid=_text(dataset, "SeriesInstanceUID"),
+            patient_id=_text(dataset, "PatientID"),
+            patient_name=_text(dataset, "PatientName"),
+            accession_number=_text(dataset, "AccessionNumber"),
+            modality=_text(dataset, "Modality"),
+            study_date=_text(dataset, "StudyDate"),
+            species=_text(dataset, "PatientSpeciesDescription"),
+            breed=_text(dataset, "PatientBreedDescription"),
+            responsible_person=_text(dataset, "ResponsiblePerson"),
+        )
+    except UnreadableInstance:
+        raise
+    except Exception as exc:  # a value pydicom cannot decode
+        raise UnreadableInstance(f"dataset cannot be parsed: {exc}") from None
 
 
 def _text(dataset: Dataset, keyword: str) -> str | None:

@@ -1,0 +1,192 @@
+"""C-STORE ingest: vmgateway beside dcmtk's storescp and Orthanc, in one run. Run by hand, as root:
+
+    apt-get install -y dcmtk orthanc iproute2 util-linux
+    .venv/bin/python bench/ingest.py [--repeat 3] [--only vmgateway]
+
+The client is `storescu +sd` (one association, TCP_NODELAY=1). Datasets: (a) 500 copies of
+pydicom's CT_small.dcm with fresh UIDs, (b) 50 synthetic multi-frame instances of ~8 MB.
+Each receiver starts fresh for every run (an empty folder), so nothing is a duplicate.
+Orthanc and storescp cannot bind to loopback alone, so the script re-runs itself inside a
+private network namespace (`unshare -n`) holding only loopback: no traffic leaves the machine.
+Prints a Markdown table: median instances/s and MB/s over the repeats, and the receiver's
+peak RSS (VmHWM) over all its runs of that dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.dicomdata import copies_of_ct_small, secondary_capture  # noqa: E402
+
+DATA = ROOT / "bench" / "out" / "data"
+ENV = os.environ | {"TCP_NODELAY": "1"}  # dcmtk 3.6.7 (and Orthanc, built on it) keep Nagle otherwise
+PORT, HTTP_PORT = 11112, 18042
+READY_TIMEOUT_S = 30
+
+
+@dataclass
+class Receiver:
+    name: str
+    start: Callable[[Path], subprocess.Popen[bytes]]
+    stored: Callable[[Path], int]
+    """How many instances the receiver holds after a run (a run that lost some is void)."""
+
+
+def _vmgateway(workdir: Path) -> subprocess.Popen[bytes]:
+    config = workdir / "gateway.toml"
+    config.write_text(
+        f'[storage]\ndata_dir = "{workdir / "var"}"\nmin_free_mb = 64\n'
+        f'[dicom]\nbind = "127.0.0.1"\nport = {PORT}\nrequire_called_ae = false\n'
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "vmgateway", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _vmgateway_stored(workdir: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(workdir / "var" / "journal.sqlite") as conn:
+        return int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
+
+
+def _storescp(workdir: Path) -> subprocess.Popen[bytes]:
+    (workdir / "out").mkdir()
+    return subprocess.Popen(
+        ["storescp", "-aet", "STORESCP", "+xa", "-od", str(workdir / "out"), str(PORT)],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _orthanc(workdir: Path) -> subprocess.Popen[bytes]:
+    config = json.loads((ROOT / "bench" / "orthanc.json").read_text())
+    config |= {
+        "StorageDirectory": str(workdir / "storage"),
+        "IndexDirectory": str(workdir / "index"),
+        "DicomPort": PORT,
+        "HttpPort": HTTP_PORT,
+    }
+    path = workdir / "orthanc.json"
+    path.write_text(json.dumps(config))
+    return subprocess.Popen(["Orthanc", str(path)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _orthanc_stored(workdir: Path) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}/statistics", timeout=10) as answer:
+        return int(json.load(answer)["CountInstances"])
+
+
+RECEIVERS = [
+    Receiver("vmgateway", _vmgateway, _vmgateway_stored),
+    Receiver("dcmtk storescp", _storescp, lambda w: len(list((w / "out").iterdir()))),
+    Receiver("Orthanc", _orthanc, _orthanc_stored),
+]
+
+
+def _wait_listening(process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"receiver exited with {process.returncode} before listening")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", PORT)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError("receiver did not listen in time")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _datasets() -> dict[str, list[Path]]:
+    small, large = DATA / "small", DATA / "large"
+    if len(list(small.glob("*.dcm"))) != 500:
+        shutil.rmtree(small, ignore_errors=True)
+        copies_of_ct_small(small, 500)
+    if len(list(large.glob("*.dcm"))) != 50:
+        shutil.rmtree(large, ignore_errors=True)
+        large.mkdir(parents=True)
+        for number in range(50):
+            secondary_capture(large / f"mf{number:03d}.dcm", frames=8, rows=1024, columns=1024)
+    return {"500 × CT_small (39 KB)": sorted(small.glob("*.dcm")), "50 × multi-frame (8 MB)": sorted(large.glob("*.dcm"))}
+
+
+def _one_run(receiver: Receiver, files: list[Path]) -> tuple[float, float]:
+    """Seconds for storescu to send `files`, and the receiver's peak RSS in MB."""
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "out") as tmp:
+        workdir = Path(tmp)
+        process = receiver.start(workdir)
+        try:
+            _wait_listening(process)
+            folder = files[0].parent
+            began = time.perf_counter()
+            sent = subprocess.run(
+                ["storescu", "+sd", "-aec", "ANY-SCP", "127.0.0.1", str(PORT), str(folder)],
+                env=ENV, capture_output=True, text=True, timeout=600,
+            )
+            seconds = time.perf_counter() - began
+            peak = _peak_rss_mb(process.pid)
+            if sent.returncode != 0:
+                raise RuntimeError(f"storescu failed against {receiver.name}: {sent.stderr[-500:]}")
+            stored = receiver.stored(workdir)
+            if stored != len(files):
+                raise RuntimeError(f"{receiver.name} holds {stored} of {len(files)} instances")
+        finally:
+            process.terminate()
+            process.wait(60)
+    return seconds, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", choices=[r.name for r in RECEIVERS], action="append")
+    args = parser.parse_args()
+    if os.environ.get("VMGATEWAY_BENCH_NETNS") != "1":
+        os.execvpe(
+            "unshare",
+            ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, *sys.argv],
+            os.environ | {"VMGATEWAY_BENCH_NETNS": "1"},
+        )
+    (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)
+    datasets = _datasets()
+    receivers = [r for r in RECEIVERS if not args.only or r.name in args.only]
+    print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}")
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n")
+    print("| dataset | receiver | instances/s | MB/s | peak RSS (MB) |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for label, files in datasets.items():
+        megabytes = sum(f.stat().st_size for f in files) / 1e6
+        for receiver in receivers:
+            runs = [_one_run(receiver, files) for _ in range(args.repeat)]
+            seconds = statistics.median(s for s, _ in runs)
+            peak = max(p for _, p in runs)
+            print(
+                f"| {label} | {receiver.name} | {len(files) / seconds:.0f} | {megabytes / seconds:.0f} | {peak:.0f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

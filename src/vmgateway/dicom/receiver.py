@@ -146,7 +146,6 @@ class DicomReceiver:
         sender = Sender("dicom", requestor.ae_title, requestor.address)
         path = event.dataset_path
         try:
-            self.store.check_room()
             instance = read_instance(path)
             receipt = self.store.put_dicom(path, instance, sender)
         except SpoolFull as exc:

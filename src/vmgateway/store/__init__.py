@@ -52,10 +52,6 @@ class Store:
     def close(self) -> None:
         self.journal.close()
 
-    def check_room(self) -> None:
-        """Raise SpoolFull when below the free-space watermark."""
-        self.spool.check_room()
-
     def put_dicom(self, temporary: Path, instance: DicomInstance, sender: Sender) -> Receipt:
         """Keep the file at `temporary` and record it; return only once both are durable.
 

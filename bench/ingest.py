@@ -5,7 +5,8 @@
 
 The client is `storescu +sd` (one association, TCP_NODELAY=1). Datasets: (a) 500 copies of
 pydicom's CT_small.dcm with fresh UIDs, (b) 50 synthetic multi-frame instances of ~8 MB.
-Each receiver starts fresh for every run (an empty folder), so nothing is a duplicate.
+A bare pynetdicom receiver (bench/bare_scp.py: chunked receive, fsync, nothing else) runs
+as a reference: the ceiling for any receiver built on pynetdicom. Each receiver starts fresh for every run (an empty folder), so nothing is a duplicate.
 Orthanc and storescp cannot bind to loopback alone, so the script re-runs itself inside a
 private network namespace (`unshare -n`) holding only loopback: no traffic leaves the machine.
 Prints a Markdown table: median instances/s and MB/s over the repeats, and the receiver's
@@ -93,9 +94,22 @@ def _orthanc_stored(workdir: Path) -> int:
         return int(json.load(answer)["CountInstances"])
 
 
+def _bare_pynetdicom(workdir: Path) -> subprocess.Popen[bytes]:
+    (workdir / "out").mkdir()
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "bare_scp.py"), str(PORT), str(workdir / "out")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _files_in_out(workdir: Path) -> int:
+    return sum(1 for p in (workdir / "out").iterdir() if not p.name.startswith("tmp"))
+
+
 RECEIVERS = [
     Receiver("vmgateway", _vmgateway, _vmgateway_stored),
-    Receiver("dcmtk storescp", _storescp, lambda w: len(list((w / "out").iterdir()))),
+    Receiver("pynetdicom alone (reference)", _bare_pynetdicom, _files_in_out),
+    Receiver("dcmtk storescp", _storescp, _files_in_out),
     Receiver("Orthanc", _orthanc, _orthanc_stored),
 ]
 

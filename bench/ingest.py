@@ -6,7 +6,8 @@
 The client is `storescu +sd` (one association, TCP_NODELAY=1). Datasets: (a) 500 copies of
 pydicom's CT_small.dcm with fresh UIDs, (b) 50 synthetic multi-frame instances of ~8 MB.
 A bare pynetdicom receiver (bench/bare_scp.py: chunked receive, fsync, nothing else) runs
-as a reference: the ceiling for any receiver built on pynetdicom. Each receiver starts fresh for every run (an empty folder), so nothing is a duplicate.
+as a reference: the ceiling for any receiver built on pynetdicom. Each receiver starts
+fresh for every run (an empty folder), so nothing is a duplicate.
 Orthanc and storescp cannot bind to loopback alone, so the script re-runs itself inside a
 private network namespace (`unshare -n`) holding only loopback: no traffic leaves the machine.
 Prints a Markdown table: median instances/s and MB/s over the repeats, and the receiver's
@@ -147,7 +148,10 @@ def _datasets() -> dict[str, list[Path]]:
         large.mkdir(parents=True)
         for number in range(50):
             secondary_capture(large / f"mf{number:03d}.dcm", frames=8, rows=1024, columns=1024)
-    return {"500 × CT_small (39 KB)": sorted(small.glob("*.dcm")), "50 × multi-frame (8 MB)": sorted(large.glob("*.dcm"))}
+    return {
+        "500 × CT_small (39 KB)": sorted(small.glob("*.dcm")),
+        "50 × multi-frame (8 MB)": sorted(large.glob("*.dcm")),
+    }
 
 
 def _one_run(receiver: Receiver, files: list[Path]) -> tuple[float, float]:

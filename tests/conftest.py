@@ -96,7 +96,7 @@ class GatewayProcess:
     def wait_for_log(self, text: str, timeout: float = 30) -> str:
         """The first log line containing `text`, waiting for it to be written."""
         with self._new_line:
-            found = self._new_line.wait_for(lambda: next((l for l in self.log_lines if text in l), None), timeout)
+            found = self._new_line.wait_for(lambda: next((line for line in self.log_lines if text in line), None), timeout)
         if not found:
             raise AssertionError(f"no log line with {text!r} within {timeout} s:\n" + "\n".join(self.log_lines))
         return found

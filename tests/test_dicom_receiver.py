@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, SecondaryCaptureImageStorage  # type: ignore[attr-defined]
 
-from tests.conftest import GatewayProcess, dcmtk
+from tests.conftest import DCMTK_ENV, GatewayProcess, dcmtk
 from tests.dicomdata import PYDICOM_FILES, copies_of_ct_small, secondary_capture
 
 
@@ -60,7 +62,7 @@ def test_metadata_in_journal_survives_latin1_and_utf8(gateway: GatewayProcess, t
     assert storescu(gateway, latin1, utf8, calling="XRAY1").returncode == 0
     rows = gateway.instances()
     assert len(rows) == 2
-    for row, path in zip(rows, (latin1, utf8)):
+    for row, path in zip(rows, (latin1, utf8), strict=True):
         sent = pydicom.dcmread(path)
         assert row["patient_name"] == "Örjan^Ärlig"
         assert row["species"] == "Hund"
@@ -138,10 +140,6 @@ def test_dataset_without_uids_is_refused(gateway: GatewayProcess, tmp_path: Path
 
 def test_junk_and_http_on_the_port_do_not_disturb_a_transfer(gateway: GatewayProcess, tmp_path: Path) -> None:
     files = copies_of_ct_small(tmp_path / "ct", 40)
-    import subprocess
-
-    from tests.conftest import DCMTK_ENV
-
     transfer = subprocess.Popen(
         ["storescu", "-nh", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port), *map(str, files)],
         env=DCMTK_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -192,3 +190,28 @@ def test_large_instance_is_streamed_not_held_in_memory(gateway: GatewayProcess, 
     stored = gateway.data_dir / "spool" / row["spool_path"]
     assert row["size"] == stored.stat().st_size > 256 * 2**20
     assert pydicom.dcmread(stored, stop_before_pixels=True).NumberOfFrames == 256
+
+
+def test_associations_beyond_the_limit_are_rejected_transiently(make_gateway: Any) -> None:
+    gateway = make_gateway(dicom={"max_associations": 1})
+    ae = AE(ae_title="FIRST")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    first = ae.associate("127.0.0.1", gateway.port, ae_title="VM_GATEWAY")
+    assert first.is_established
+    try:
+        second = echoscu(gateway)
+        assert second.returncode != 0
+        assert "Rejected Transient" in second.stdout and "Local Limit Exceeded" in second.stdout
+    finally:
+        first.release()
+    assert echoscu(gateway).returncode == 0
+
+
+def test_a_taken_port_stops_the_start_with_a_clear_message(gateway: GatewayProcess, make_gateway: Any) -> None:
+    second = make_gateway(start=False, dicom={"port": gateway.port})
+    result = subprocess.run(
+        [sys.executable, "-m", "vmgateway", "run", "--config", str(second.config)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert f"cannot listen for DICOM on 127.0.0.1:{gateway.port}: Address already in use" in result.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vmgateway.store import Store, SpoolFull
+from vmgateway.store import SpoolFull, Store
 from vmgateway.store.journal import Journal, JournalClosed, connect
 from vmgateway.store.schema import SCHEMA_VERSION, SchemaTooNew, migrate
 

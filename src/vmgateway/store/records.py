@@ -132,8 +132,10 @@ def _touch_study(conn: sqlite3.Connection, instance: DicomInstance, at: float, n
         " modalities, instance_count, first_received_at, last_received_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (study_instance_uid) DO UPDATE SET"
-        "  instance_count = instance_count + excluded.instance_count, last_received_at = excluded.last_received_at, completed_at = NULL,"
-        "  modalities = CASE WHEN excluded.modalities = '' OR instr(' ' || modalities || ' ', ' ' || excluded.modalities || ' ')"
+        "  instance_count = instance_count + excluded.instance_count,"
+        "  last_received_at = excluded.last_received_at, completed_at = NULL,"
+        "  modalities = CASE WHEN excluded.modalities = ''"
+        "    OR instr(' ' || modalities || ' ', ' ' || excluded.modalities || ' ')"
         "   THEN modalities ELSE trim(modalities || ' ' || excluded.modalities) END",
         (
             instance.study_instance_uid,

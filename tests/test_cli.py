@@ -64,7 +64,7 @@ def test_echo_succeeds_and_says_why_it_fails(gateway: GatewayProcess) -> None:
     rejected = vmgateway("echo", "127.0.0.1", str(gateway.port), "--called-aet", "SOMEONE_ELSE")
     assert rejected.returncode == 1
     assert rejected.stderr.strip() == (
-        f"association rejected permanently by SOMEONE_ELSE@127.0.0.1:{gateway.port}: called AE title not recognised"
+        f"association rejected by SOMEONE_ELSE@127.0.0.1:{gateway.port} permanently: called AE title not recognised"
     )
 
     refused = vmgateway("echo", "127.0.0.1", str(free_port()))

@@ -33,6 +33,7 @@ def test_echo_and_called_ae_title(gateway: GatewayProcess) -> None:
     wrong = echoscu(gateway, called="NOT_US")
     assert wrong.returncode != 0
     assert "Called AE Title Not Recognized" in wrong.stdout
+    assert '"reason": "permanently: called AE title not recognised"' in gateway.wait_for_log("association rejected")
 
 
 def test_only_allowed_calling_ae_titles(make_gateway: Any) -> None:

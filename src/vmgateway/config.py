@@ -110,14 +110,14 @@ class Settings(_Section):
         return self.storage.data_dir / "spool"
 
 
-def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
+def _describe(error: Any, model: type[BaseModel]) -> str:
     key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
-        parent: Any = model
+        section: Any = model
         for part in error["loc"][:-1]:
-            field = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
-            parent = field.annotation if field else None
-        allowed = ", ".join(parent.model_fields) if isinstance(parent, type) else "?"
+            field = section.model_fields.get(str(part)) if section else None
+            section = field.annotation if field else None
+        allowed = ", ".join(section.model_fields) if section else "?"
         return f"{key}: unknown key (allowed here: {allowed})"
     message = error["msg"].removeprefix("Value error, ")
     return f"{key} = {error['input']!r}: {message}"

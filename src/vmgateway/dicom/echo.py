@@ -8,17 +8,7 @@ from dataclasses import dataclass
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-# A-ASSOCIATE-RJ reasons (PS3.8 9.3.4), keyed by (source, diagnostic).
-_REJECT_REASONS = {
-    (1, 1): "no reason given",
-    (1, 2): "application context name not supported",
-    (1, 3): "calling AE title not recognised",
-    (1, 7): "called AE title not recognised",
-    (2, 1): "no reason given",
-    (2, 2): "protocol version not supported",
-    (3, 1): "temporary congestion",
-    (3, 2): "local limit exceeded",
-}
+from vmgateway.dicom.rejection import describe_rejection
 
 
 @dataclass(frozen=True)
@@ -56,10 +46,8 @@ def echo(host: str, port: int, calling_aet: str, called_aet: str, timeout: float
         pynetdicom_log.removeHandler(capture)
     where = f"{called_aet}@{host}:{port}"
     if assoc.is_rejected:
-        rj = assoc.acceptor.primitive
-        kind = "permanently" if rj.result == 1 else "transiently"
-        reason = _REJECT_REASONS.get((rj.result_source, rj.diagnostic), f"reason {rj.result_source}/{rj.diagnostic}")
-        return EchoResult(False, f"association rejected {kind} by {where}: {reason}")
+        rejection = describe_rejection(assoc.acceptor.primitive)
+        return EchoResult(False, f"association rejected by {where} {rejection}")
     if capture.reason:
         return EchoResult(False, f"cannot connect to {host}:{port}: {capture.reason}")
     if assoc.is_aborted:

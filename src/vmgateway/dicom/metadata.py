@@ -43,6 +43,7 @@ def read_instance(path: Path) -> DicomInstance:
     """Check that the received file is whole and extract its journal fields."""
     try:
         scan = scan_part10(path, _TAGS)
+        dataset: Dataset
         if scan.transfer_syntax.is_deflated:
             dataset = dcmread(path, stop_before_pixels=True, specific_tags=_KEYWORDS)
         else:

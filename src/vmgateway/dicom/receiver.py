@@ -14,6 +14,7 @@ import logging
 import socket
 import tempfile
 import time
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
@@ -23,6 +24,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from vmgateway.config import DicomConfig
 from vmgateway.dicom.metadata import UnreadableInstance, read_instance
+from vmgateway.dicom.rejection import describe_rejection
 from vmgateway.store import JournalError, Outcome, Sender, SpoolFull, Store
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,7 @@ class DicomReceiver:
         ae.require_called_aet = cfg.require_called_ae
         ae.require_calling_aet = list(cfg.allowed_calling_aets)
         ae.add_supported_context(Verification, AllTransferSyntaxes)
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self._on_connection),
             (evt.EVT_C_ECHO, self._on_c_echo),
             (evt.EVT_C_STORE, self._on_c_store),
@@ -178,8 +180,12 @@ class DicomReceiver:
         requestor = event.assoc.requestor
         log.warning(
             "association rejected",
-            extra={"calling_ae": requestor.ae_title, "called_ae": requestor.primitive.called_ae_title,
-                   "address": requestor.address},
+            extra={
+                "calling_ae": requestor.ae_title,
+                "called_ae": requestor.primitive.called_ae_title if requestor.primitive else None,
+                "address": requestor.address,
+                "reason": describe_rejection(event.assoc.acceptor.primitive),
+            },
         )
 
     @staticmethod

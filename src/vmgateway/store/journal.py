@@ -118,7 +118,7 @@ class Journal:
             conn.close()
 
     def _drain_rest(self) -> list[Any]:
-        rest = []
+        rest: list[Any] = []
         while True:
             try:
                 entry = self._queue.get_nowait()

@@ -18,8 +18,8 @@ import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from io import BufferedReader
 from pathlib import Path
-from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Spool:
         return self.root / relative_path
 
 
-def _sha256(handle: BinaryIO, size: int) -> str:
+def _sha256(handle: BufferedReader, size: int) -> str:
     """Hash in chunks through one reused buffer: bounded memory, no copies per chunk.
 
     (A memory map would be simpler, but every page it touches counts in the process's

@@ -103,10 +103,12 @@ def _size(count: int) -> str:
 def _render_status(summary: dict[str, Any]) -> str:
     totals, today, studies = summary["totals"], summary["today"], summary["studies"]
     states = ", ".join(f"{n} {state}" for state, n in sorted(totals["by_state"].items())) or "none"
+    kinds = ", ".join(f"{v['items']} {kind.upper()}" for kind, v in sorted(totals["by_kind"].items())) or "nothing"
+    kinds_today = ", ".join(f"{n} {kind.upper()}" for kind, n in sorted(today["by_kind"].items())) or "nothing"
     lines = [
         f"Journal: {summary['journal']}",
-        f"Received in all: {totals['items']} items, {_size(totals['bytes'])} ({states})",
-        f"Received today:  {today['items']} items, {_size(today['bytes'])}",
+        f"Received in all: {totals['items']} items, {_size(totals['bytes'])}: {kinds} ({states})",
+        f"Received today:  {today['items']} items, {_size(today['bytes'])}: {kinds_today}",
         f"Studies: {studies['complete']} complete, {len(studies['arriving'])} still arriving",
     ]
     for title, rows in (("Still arriving", studies["arriving"]), ("Recently complete", studies["recently_complete"])):

@@ -14,7 +14,9 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError
+
+from vmgateway.hl7.charsets import KNOWN, is_known
 
 ENV_CONFIG = "VMGATEWAY_CONFIG"
 
@@ -84,9 +86,26 @@ class DicomConfig(_Section):
     """On stop, how long running associations may take to finish before they are aborted."""
 
 
+def _charset(value: str) -> str:
+    if not is_known(value):
+        raise ValueError(f"an HL7 character set such as {', '.join(KNOWN[:4])} or UNICODE UTF-8")
+    return value
+
+
 class Hl7Config(_Section):
     bind: BindAddress = "0.0.0.0"
     port: Port = 2575
+    max_message_bytes: Annotated[int, Field(ge=1024, le=2**30)] = 16 * 2**20
+    """Larger frames are answered AR and the connection is closed (base64 PDFs make 16 MiB sensible)."""
+    max_connections: Annotated[int, Field(ge=1, le=10000)] = 100
+    idle_timeout_s: Seconds = 600
+    """A connection that sends nothing for this long is closed."""
+    allowed_peers: list[IPvAnyNetwork] = []
+    """Addresses or networks allowed to connect (e.g. "192.168.1.0/24"); empty lets everyone in."""
+    charset_overrides: dict[str, Annotated[str, AfterValidator(_charset)]] = {}
+    """Per sending application (MSH-3): the charset its messages are really in, whatever MSH-18 says."""
+    drain_timeout_s: Seconds = 10
+    """On stop, how long a connection may take to finish the message it is sending."""
 
 
 class ApiConfig(_Section):

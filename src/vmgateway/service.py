@@ -15,6 +15,7 @@ from vmgateway import __version__
 from vmgateway.config import Settings
 from vmgateway.dicom.receiver import DicomReceiver
 from vmgateway.dicom.studies import complete_quiet_studies
+from vmgateway.hl7.receiver import Hl7Receiver
 from vmgateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class Gateway:
         self.settings = settings
         self.store = Store(settings.storage.data_dir, settings.storage.min_free_mb)
         self.dicom = DicomReceiver(settings.dicom, self.store)
+        self.hl7 = Hl7Receiver(settings.hl7, self.store)
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -50,11 +52,20 @@ class Gateway:
             except OSError as exc:
                 cfg = self.settings.dicom
                 raise StartupError(f"cannot listen for DICOM on {cfg.bind}:{cfg.port}: {exc.strerror or exc}") from exc
+            try:
+                await self.hl7.start()
+            except OSError as exc:
+                await asyncio.to_thread(self.dicom.drain, 0)
+                hl7 = self.settings.hl7
+                raise StartupError(f"cannot listen for HL7 on {hl7.bind}:{hl7.port}: {exc.strerror or exc}") from exc
             sweeper = asyncio.create_task(complete_quiet_studies(self.store, self.settings.dicom.stable_after_s))
             log.info("gateway running", extra={"version": __version__, "data_dir": str(self.settings.storage.data_dir)})
             await self._stop.wait()
             log.info("gateway stopping")
-            aborted = await asyncio.to_thread(self.dicom.drain, self.settings.dicom.drain_timeout_s)
+            aborted, _ = await asyncio.gather(
+                asyncio.to_thread(self.dicom.drain, self.settings.dicom.drain_timeout_s),
+                self.hl7.drain(self.settings.hl7.drain_timeout_s),
+            )
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -12,17 +13,23 @@ from pathlib import Path
 from vmgateway.store.journal import Journal, JournalClosed, JournalError
 from vmgateway.store.records import (
     DicomInstance,
+    Hl7Details,
+    Hl7Message,
     Outcome,
     Receipt,
     Sender,
     complete_quiet_studies,
     record_dicom_instance,
     record_event,
+    record_hl7_details,
+    record_hl7_message,
 )
 from vmgateway.store.spool import Spool, SpoolFull
 
 __all__ = [
     "DicomInstance",
+    "Hl7Details",
+    "Hl7Message",
     "JournalClosed",
     "JournalError",
     "Outcome",
@@ -59,6 +66,18 @@ class Store:
         """
         spooled = self.spool.absorb(temporary, "dicom", ".dcm")
         return self.journal.write(record_dicom_instance(instance, spooled, sender, time.time()))
+
+    def put_hl7(self, raw: bytes, message: Hl7Message, sender: Sender) -> Receipt:
+        """Keep a message's raw bytes and header in the journal; return once committed.
+
+        Raises SpoolFull (disk below the watermark) or JournalError.
+        """
+        self.spool.check_room()
+        sha256 = hashlib.sha256(raw).hexdigest()
+        return self.journal.write(record_hl7_message(message, raw, sha256, sender, time.time()))
+
+    def add_hl7_details(self, item_id: int, details: Hl7Details) -> None:
+        self.journal.write(record_hl7_details(item_id, details))
 
     def record_event(self, kind: str, detail: str = "") -> None:
         self.journal.write(record_event(kind, detail, time.time()))

@@ -44,6 +44,37 @@ class DicomInstance:
     responsible_person: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Hl7Message:
+    """The MSH of a received HL7 message, as the journal keeps it (read before the ACK)."""
+
+    sending_application: str
+    sending_facility: str
+    receiving_application: str
+    receiving_facility: str
+    message_type: str
+    trigger_event: str
+    control_id: str
+    """MSH-10; empty when the sender left it out (then duplicates are found by hash only)."""
+    processing_id: str
+    version: str
+    accept_ack_type: str
+    application_ack_type: str
+    charset: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hl7Details:
+    """What a full parse adds, after the ACK."""
+
+    charset_used: str
+    patient_id: str | None
+    patient_name: str | None
+    placer_order_number: str | None
+    filler_order_number: str | None
+    observation_count: int
+
+
 class Outcome(Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"
@@ -82,6 +113,53 @@ def record_dicom_instance(
         if instance.study_instance_uid:
             _touch_study(conn, instance, received_at, new_instance=not versions)
         return Receipt(item_id, Outcome.NEW_VERSION if versions else Outcome.STORED, version)
+
+    return write
+
+
+def record_hl7_message(
+    message: Hl7Message, raw: bytes, sha256: str, sender: Sender, received_at: float
+) -> Write[Receipt]:
+    """Keep the raw bytes and the MSH fields in one transaction; a resent message (same
+    MSH-3, MSH-4, MSH-10 and bytes; or same bytes when MSH-10 is empty) is not kept twice."""
+
+    def write(conn: sqlite3.Connection) -> Receipt:
+        _touch_sender(conn, sender, received_at)
+        if message.control_id:
+            earlier = conn.execute(
+                "SELECT h.item_id FROM hl7_messages h JOIN items i ON i.id = h.item_id"
+                " WHERE h.sending_application = ? AND h.sending_facility = ? AND h.control_id = ? AND i.sha256 = ?",
+                (message.sending_application, message.sending_facility, message.control_id, sha256),
+            ).fetchone()
+        else:
+            earlier = conn.execute(
+                "SELECT id FROM items WHERE kind = 'hl7' AND sha256 = ?", (sha256,)
+            ).fetchone()
+        if earlier:
+            return Receipt(int(earlier[0]), Outcome.DUPLICATE, 1)
+        cursor = conn.execute(
+            "INSERT INTO items (kind, received_at, sender, peer_address, size, sha256) VALUES ('hl7', ?, ?, ?, ?, ?)",
+            (received_at, sender.name, sender.address, len(raw), sha256),
+        )
+        item_id = int(cursor.lastrowid or 0)
+        conn.execute("INSERT INTO payloads (item_id, data) VALUES (?, ?)", (item_id, raw))
+        columns = asdict(message) | {"item_id": item_id}
+        conn.execute(
+            f"INSERT INTO hl7_messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            tuple(columns.values()),
+        )
+        return Receipt(item_id, Outcome.STORED, 1)
+
+    return write
+
+
+def record_hl7_details(item_id: int, details: Hl7Details) -> Write[None]:
+    def write(conn: sqlite3.Connection) -> None:
+        columns = asdict(details)
+        conn.execute(
+            f"UPDATE hl7_messages SET {', '.join(f'{c} = ?' for c in columns)}, details_read = 1 WHERE item_id = ?",
+            (*columns.values(), item_id),
+        )
 
     return write
 

@@ -40,6 +40,10 @@ def received_summary(journal_path: Path, stable_after_s: float, now: float | Non
             (midnight,),
         ).fetchone()
         by_state = conn.execute("SELECT state, count(*) FROM items GROUP BY state").fetchall()
+        by_kind = conn.execute("SELECT kind, count(*), sum(size) FROM items GROUP BY kind").fetchall()
+        today_by_kind = conn.execute(
+            "SELECT kind, count(*) FROM items WHERE received_at >= ? GROUP BY kind", (midnight,)
+        ).fetchall()
         complete = conn.execute(
             "SELECT count(*) FROM studies WHERE completed_at IS NOT NULL OR last_received_at < ?", (quiet_since,)
         ).fetchone()[0]
@@ -62,8 +66,12 @@ def received_summary(journal_path: Path, stable_after_s: float, now: float | Non
     return {
         "journal": str(journal_path),
         "generated_at": now,
-        "totals": dict(totals) | {"by_state": {state: count for state, count in by_state}},
-        "today": dict(today),
+        "totals": dict(totals)
+        | {
+            "by_state": {state: n for state, n in by_state},
+            "by_kind": {kind: {"items": n, "bytes": size} for kind, n, size in by_kind},
+        },
+        "today": dict(today) | {"by_kind": {kind: n for kind, n in today_by_kind}},
         "studies": {
             "complete": complete,
             "arriving": [_study(row) for row in arriving],

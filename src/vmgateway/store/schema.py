@@ -11,7 +11,7 @@ import sqlite3
 
 MIGRATIONS: list[str] = [
     # 1: items (one row, one life: received -> delivered | failed -> dead), DICOM instances,
-    #    studies, senders and events.
+    #    studies, senders and events. spool_path is NULL when the payload is in the journal.
     """
     CREATE TABLE items (
         id            INTEGER PRIMARY KEY,
@@ -20,7 +20,7 @@ MIGRATIONS: list[str] = [
         received_at   REAL NOT NULL,
         sender        TEXT NOT NULL,
         peer_address  TEXT NOT NULL,
-        spool_path    TEXT NOT NULL,
+        spool_path    TEXT,
         size          INTEGER NOT NULL,
         sha256        TEXT NOT NULL,
         attempts      INTEGER NOT NULL DEFAULT 0,
@@ -81,6 +81,41 @@ MIGRATIONS: list[str] = [
         kind    TEXT NOT NULL,
         detail  TEXT NOT NULL DEFAULT ''
     );
+    """,
+    # 2: HL7 messages. Their raw bytes live in the journal (payloads), not in spool files: a
+    #    message is small, and one WAL fsync then makes both data and record durable.
+    """
+    CREATE TABLE payloads (
+        item_id  INTEGER PRIMARY KEY REFERENCES items (id),
+        data     BLOB NOT NULL
+    );
+    CREATE INDEX items_sha256 ON items (sha256);
+
+    CREATE TABLE hl7_messages (
+        item_id                INTEGER PRIMARY KEY REFERENCES items (id),
+        sending_application    TEXT NOT NULL,
+        sending_facility       TEXT NOT NULL,
+        receiving_application  TEXT NOT NULL,
+        receiving_facility     TEXT NOT NULL,
+        message_type           TEXT NOT NULL,
+        trigger_event          TEXT NOT NULL,
+        control_id             TEXT NOT NULL,
+        processing_id          TEXT NOT NULL,
+        version                TEXT NOT NULL,
+        accept_ack_type        TEXT NOT NULL,
+        application_ack_type   TEXT NOT NULL,
+        charset                TEXT NOT NULL,
+        charset_used           TEXT,
+        patient_id             TEXT,
+        patient_name           TEXT,
+        placer_order_number    TEXT,
+        filler_order_number    TEXT,
+        observation_count      INTEGER,
+        details_read           INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX hl7_messages_control_id
+        ON hl7_messages (sending_application, sending_facility, control_id);
+    CREATE INDEX hl7_messages_details_pending ON hl7_messages (item_id) WHERE details_read = 0;
     """,
 ]
 

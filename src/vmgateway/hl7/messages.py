@@ -1,0 +1,171 @@
+"""HL7 v2 messages: the MSH read fast for the ACK, the rest read after it, and the ACK itself.
+
+Only the MSH stands between receipt and acknowledgement, so it is read by this module's own
+small parser (a split of one segment). Everything else — PID, OBR, OBX — is read afterwards
+with python-hl7, which is lenient (real instruments are not strict) and fast; hl7apy
+validates against the standard's tables, refuses much of what analyzers send, and measured
+about 25 times slower, so it is not used. Either library reads an LF-terminated message as a
+single segment, so terminators are normalised to CR before parsing. The raw bytes are what
+the store keeps; parsed fields are only metadata.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import count
+
+import hl7
+
+from vmgateway.hl7.charsets import FALLBACK_CHARSET, codec_for
+from vmgateway.store import Hl7Details
+
+ENHANCED_ACK_TYPES = {"AL", "NE", "ER", "SU"}
+_SEGMENT_END = re.compile(rb"\r\n|\n|\r")
+_SEGMENT_END_TEXT = re.compile(r"\r\n|\n|\r")
+
+
+class UnusableHeader(Exception):
+    """The frame has no MSH we can answer: not HL7, cut short, or odd encoding characters."""
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The MSH fields the ACK, the journal and duplicate detection need."""
+
+    field_separator: str
+    encoding_characters: str
+    sending_application: str
+    sending_facility: str
+    receiving_application: str
+    receiving_facility: str
+    message_type: str
+    trigger_event: str
+    control_id: str
+    processing_id: str
+    version: str
+    accept_ack_type: str
+    application_ack_type: str
+    charset: str
+
+    @property
+    def enhanced_mode(self) -> bool:
+        """MSH-15 asks for accept (commit) acknowledgements: answer CA/CE/CR, not AA/AE/AR."""
+        return self.accept_ack_type in ENHANCED_ACK_TYPES
+
+
+def read_header(raw: bytes) -> Header:
+    """Read the MSH of a message; raise UnusableHeader saying why it cannot be answered."""
+    start = raw.lstrip(b"\r\n\x00 \t")
+    if not start.startswith(b"MSH"):
+        raise UnusableHeader("the message does not start with an MSH segment")
+    if len(start) < 8:
+        raise UnusableHeader("the MSH segment is cut short")
+    segment = _SEGMENT_END.split(start, maxsplit=1)[0].decode("latin-1")
+    separator = segment[3]
+    fields = segment.split(separator)
+    encoding = fields[1] if len(fields) > 1 else ""
+    if separator.isalnum() or not 2 <= len(encoding) <= 5 or any(c.isalnum() or c == separator for c in encoding):
+        raise UnusableHeader(f"unsupported field separator or encoding characters {segment[3:8]!r}")
+    if len(fields) < 12:
+        raise UnusableHeader("the MSH segment is cut short (it needs at least MSH-12, the version)")
+
+    def field(number: int) -> str:  # MSH-1 is the separator itself, so MSH-n is fields[n - 1]
+        return fields[number - 1].strip() if len(fields) >= number else ""
+
+    component = encoding[0]
+    message_type = field(9).split(component)
+    return Header(
+        field_separator=separator,
+        encoding_characters=encoding,
+        sending_application=field(3),
+        sending_facility=field(4),
+        receiving_application=field(5),
+        receiving_facility=field(6),
+        message_type=component.join(message_type[:2]),
+        trigger_event=message_type[1] if len(message_type) > 1 else "",
+        control_id=field(10),
+        processing_id=field(11),
+        version=field(12),
+        accept_ack_type=field(15),
+        application_ack_type=field(16),
+        charset=field(18).split(encoding[1] if len(encoding) > 1 else "~")[0],
+    )
+
+
+def decode(raw: bytes, charset: str) -> tuple[str, str]:
+    """The text of `raw` and the charset it was decoded with (ISO-8859-1 when it does not fit)."""
+    try:
+        return raw.decode(codec_for(charset or FALLBACK_CHARSET)), charset or FALLBACK_CHARSET
+    except UnicodeDecodeError:
+        return raw.decode("latin-1"), FALLBACK_CHARSET
+
+
+def read_details(raw: bytes, header: Header, charset_override: str | None = None) -> Hl7Details:
+    """Full, lenient parse with python-hl7: patient, orders, observation count."""
+    text, used = decode(raw, charset_override or header.charset)
+    normalised = "\r".join(segment for segment in _SEGMENT_END_TEXT.split(text.lstrip("\r\n\x00 \t")) if segment)
+    message = hl7.parse(normalised)
+
+    def first(segment_id: str, field_number: int, whole_field: bool = False) -> str | None:
+        """A field (or its first component) of the first such segment; None when absent."""
+        try:
+            if whole_field:
+                value = message.segment(segment_id)[field_number]
+            else:
+                value = message.extract_field(segment_id, 1, field_number, 1, 1)
+        except (KeyError, IndexError):
+            return None
+        return str(value).strip() or None
+
+    return Hl7Details(
+        charset_used=used,
+        patient_id=first("PID", 3),
+        patient_name=first("PID", 5, whole_field=True),
+        placer_order_number=first("OBR", 2),
+        filler_order_number=first("OBR", 3),
+        observation_count=sum(1 for segment in message if str(segment[0]) == "OBX"),
+    )
+
+
+_ack_numbers = count(1)
+
+
+def build_ack(header: Header | None, code: str, text: str = "", error_code: str = "") -> bytes:
+    """An ACK for `header` (or, with no usable header, a generic AR in HL7's defaults).
+
+    MSH swaps sender and receiver, mirrors the version and charset, uses the sender's
+    separators; MSA-2 echoes MSH-10. `error_code` (HL7 table 0357) adds an ERR segment.
+    """
+    now = datetime.now().strftime("%Y%m%d%H%M%S")
+    control_id = f"VMG{now}{next(_ack_numbers):06d}"
+    if header is None:
+        fs, enc = "|", "^~\\&"
+        msh = ["MSH", enc, "VM_GATEWAY", "", "", "", now, "", "ACK", control_id, "P", "2.5"]
+        codec = "latin-1"
+        received_id = ""
+    else:
+        fs, enc = header.field_separator, header.encoding_characters
+        msh = [
+            "MSH", enc, header.receiving_application, header.receiving_facility, header.sending_application,
+            header.sending_facility, now, "", f"ACK{enc[0]}{header.trigger_event}{enc[0]}ACK", control_id,
+            header.processing_id or "P", header.version,
+        ]
+        if header.charset:
+            msh += ["", "", "", "", "", header.charset]
+        codec = codec_for(header.charset or FALLBACK_CHARSET)
+        received_id = header.control_id
+    segments = [fs.join(msh), fs.join(["MSA", code, received_id, _escape(text, fs, enc)])]
+    if error_code:
+        segments.append(fs.join(["ERR", "", "", f"{error_code}{enc[0]}{_escape(text, fs, enc)}{enc[0]}HL70357", "E"]))
+    return ("\r".join(segments) + "\r").encode(codec, errors="replace")
+
+
+def _escape(text: str, fs: str, enc: str) -> str:
+    """Keep free text from breaking the ACK's structure (HL7 escape sequences)."""
+    escape = enc[2] if len(enc) > 2 else "\\"
+    out = text.replace(escape, f"{escape}E{escape}").replace(fs, f"{escape}F{escape}")
+    for character, code in zip(enc[:2] + enc[3:4], "SRT", strict=False):
+        out = out.replace(character, f"{escape}{code}{escape}")
+    return out.replace("\r", " ").replace("\n", " ")

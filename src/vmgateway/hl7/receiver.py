@@ -1,0 +1,200 @@
+"""The HL7 receiver: an asyncio MLLP server on the gateway's port 2575.
+
+Per frame: read the MSH (nothing more), keep the raw bytes in the store, answer. The ACK
+says `AA` (or `CA` in enhanced mode) only after the store returned, i.e. after the journal's
+commit was fsync'ed. The full parse for the journal's metadata runs after the ACK is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import fields
+from ipaddress import ip_address
+
+from vmgateway.config import Hl7Config
+from vmgateway.hl7.framing import END, START, Frame, Garbage, MllpDecoder, Oversized
+from vmgateway.hl7.messages import Header, UnusableHeader, build_ack, read_details, read_header
+from vmgateway.store import Hl7Message, JournalError, Outcome, Sender, SpoolFull, Store
+
+log = logging.getLogger(__name__)
+
+_READ_SIZE = 65536
+# Error codes, HL7 table 0357
+_APPLICATION_ERROR = "207"
+_UNSUPPORTED_MESSAGE = "200"
+
+
+def framed(message: bytes) -> bytes:
+    return bytes([START]) + message + bytes([END, 0x0D])
+
+
+def _to_record(header: Header) -> Hl7Message:
+    return Hl7Message(**{f.name: getattr(header, f.name) for f in fields(Hl7Message)})
+
+
+def _codes(header: Header | None) -> tuple[str, str, str]:
+    """(accept, error, reject) codes: commit ACK codes in enhanced mode, else original mode."""
+    if header is not None and header.enhanced_mode:
+        return "CA", "CE", "CR"
+    return "AA", "AE", "AR"
+
+
+class Hl7Receiver:
+    def __init__(self, config: Hl7Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Listen; raise OSError when the port cannot be bound."""
+        self._server = await asyncio.start_server(self._serve, self.config.bind, self.config.port)
+        log.info("hl7 receiver listening", extra={"bind": self.config.bind, "port": self.config.port})
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def drain(self, timeout: float) -> None:
+        """Refuse new connections; give open ones `timeout` to finish, then close them.
+
+        A message being stored when the time is up is still answered (stores are not
+        interrupted); a message not yet complete is not, and the sender keeps it.
+        """
+        if self._server is not None:
+            self._server.close()
+        if self._connections:
+            _, pending = await asyncio.wait(self._connections, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        log.info("hl7 receiver stopped")
+
+    def _allowed(self, address: str) -> bool:
+        if not self.config.allowed_peers:
+            return True
+        peer = ip_address(address)
+        return any(peer in network for network in self.config.allowed_peers)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        address = str(peer[0])
+        if not self._allowed(address):
+            log.warning("hl7 connection refused: address not allowed", extra={"address": address})
+            writer.close()
+            return
+        if len(self._connections) >= self.config.max_connections:
+            log.warning("hl7 connection refused: too many connections", extra={"address": address})
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            await self._converse(reader, writer, address)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str) -> None:
+        decoder = MllpDecoder(self.config.max_message_bytes)
+        while True:
+            try:
+                data = await asyncio.wait_for(reader.read(_READ_SIZE), self.config.idle_timeout_s)
+            except TimeoutError:
+                log.info("hl7 connection idle, closed", extra={"address": address, "half_frame": decoder.in_frame})
+                return
+            if not data:
+                return
+            for event in decoder.feed(data):
+                if isinstance(event, Frame):
+                    ack, keep_open = await self._answer(event.payload, address)
+                elif isinstance(event, Oversized):
+                    ack, keep_open = self._refuse_oversized(event, address), False
+                else:
+                    assert isinstance(event, Garbage)
+                    log.warning("hl7 connection sent bytes outside MLLP frames, closed",
+                                extra={"address": address, "sample": event.sample[:32].hex()})
+                    return
+                if ack is not None:
+                    writer.write(framed(ack))
+                    await writer.drain()
+                if not keep_open:
+                    return
+
+    async def _answer(self, raw: bytes, address: str) -> tuple[bytes | None, bool]:
+        """The ACK for one frame (None when enhanced mode asks for none), and whether the
+        connection stays open."""
+        try:
+            header = read_header(raw)
+        except UnusableHeader as exc:
+            log.warning("hl7 message refused", extra={"address": address, "reason": str(exc), "size": len(raw)})
+            is_hl7 = raw.lstrip(b"\r\n\x00 \t").startswith(b"MSH")
+            return build_ack(None, "AR", str(exc), _UNSUPPORTED_MESSAGE), is_hl7
+        accept, error, _ = _codes(header)
+        sender = Sender("hl7", f"{header.sending_application}^{header.sending_facility}", address)
+        try:
+            receipt = await asyncio.to_thread(self.store.put_hl7, raw, _to_record(header), sender)
+        except SpoolFull as exc:
+            log.warning("hl7 message refused: disk below watermark", extra={"address": address, "error": str(exc)})
+            return self._ack(header, error, "gateway disk full, retry later", _APPLICATION_ERROR), True
+        except (OSError, JournalError, TimeoutError) as exc:
+            log.error("hl7 message could not be stored", extra={"address": address, "error": str(exc)})
+            text = "gateway could not store the message, retry later"
+            return self._ack(header, error, text, _APPLICATION_ERROR), True
+        if receipt.outcome is Outcome.DUPLICATE:
+            log.info("hl7 message received again", extra={"control_id": header.control_id, "address": address})
+        else:
+            self._read_details_later(receipt.item_id, raw, header)
+        return self._ack(header, accept), True
+
+    @staticmethod
+    def _ack(header: Header, code: str, text: str = "", error_code: str = "") -> bytes | None:
+        """Honour MSH-15 in enhanced mode: NE never, ER only on errors, SU only on success."""
+        wanted = header.accept_ack_type
+        if header.enhanced_mode and (
+            wanted == "NE" or (wanted == "ER" and code == "CA") or (wanted == "SU" and code != "CA")
+        ):
+            return None
+        return build_ack(header, code, text, error_code)
+
+    def _refuse_oversized(self, event: Oversized, address: str) -> bytes | None:
+        limit = self.config.max_message_bytes
+        log.warning("hl7 message refused: too large", extra={"address": address, "size": event.size, "limit": limit})
+        try:
+            header = read_header(event.head)
+        except UnusableHeader:
+            return None
+        _, _, reject = _codes(header)
+        return build_ack(header, reject, f"message of {event.size} bytes exceeds the limit of {limit}", "203")
+
+    def _read_details_later(self, item_id: int, raw: bytes, header: Header) -> None:
+        override = self.config.charset_overrides.get(header.sending_application)
+
+        def read_and_record() -> None:
+            try:
+                details = read_details(raw, header, override)
+            except Exception as exc:  # a message python-hl7 cannot read is still kept, raw
+                log.warning("hl7 message details unreadable", extra={"item_id": item_id, "error": str(exc)})
+                return
+            self.store.add_hl7_details(item_id, details)
+
+        task = asyncio.create_task(asyncio.to_thread(read_and_record))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

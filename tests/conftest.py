@@ -65,6 +65,7 @@ class GatewayProcess:
     config: Path
     data_dir: Path
     port: int
+    hl7_port: int
     ae_title: str = "VM_GATEWAY"
     proc: subprocess.Popen[str] | None = None
     log_lines: list[str] = field(default_factory=list)
@@ -129,6 +130,13 @@ class GatewayProcess:
                 "SELECT * FROM items i JOIN dicom_instances d ON d.item_id = i.id ORDER BY i.id"
             ).fetchall()
 
+    def hl7_messages(self) -> list[sqlite3.Row]:
+        with self.journal() as conn:
+            return conn.execute(
+                "SELECT * FROM items i JOIN hl7_messages h ON h.item_id = i.id JOIN payloads p ON p.item_id = i.id"
+                " ORDER BY i.id"
+            ).fetchall()
+
     def spool_files(self) -> list[Path]:
         return sorted(p for p in (self.data_dir / "spool" / "dicom").rglob("*") if p.is_file())
 
@@ -144,13 +152,14 @@ def make_gateway(tmp_path: Path) -> Iterator[Any]:
     def make(start: bool = True, **sections: dict[str, Any]) -> GatewayProcess:
         data_dir = tmp_path / f"var{len(started)}"
         dicom = {"bind": "127.0.0.1", "port": free_port()} | sections.pop("dicom", {})
+        hl7 = {"bind": "127.0.0.1", "port": free_port()} | sections.pop("hl7", {})
         storage = {"data_dir": str(data_dir), "min_free_mb": 1} | sections.pop("storage", {})
         config = write_config(
             tmp_path / f"gateway{len(started)}.toml",
-            {"storage": storage, "dicom": dicom, "hl7": {"bind": "127.0.0.1"}, "api": {"bind": "127.0.0.1"}}
+            {"storage": storage, "dicom": dicom, "hl7": hl7, "api": {"bind": "127.0.0.1"}}
             | sections,
         )
-        gateway = GatewayProcess(config, Path(storage["data_dir"]), int(dicom["port"]),
+        gateway = GatewayProcess(config, Path(storage["data_dir"]), int(dicom["port"]), int(hl7["port"]),
                                  ae_title=dicom.get("ae_title", "VM_GATEWAY"))
         started.append(gateway)
         if start:

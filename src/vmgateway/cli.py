@@ -20,7 +20,7 @@ log = logging.getLogger("vmgateway")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vmgateway",
-        description="Vetmanager Gateway: receives DICOM from the clinic's devices and keeps it safe for Vetmanager.",
+        description="Vetmanager Gateway: receives DICOM and HL7 from the clinic's devices and keeps them safe for Vetmanager.",
     )
     parser.add_argument("--version", action="version", version=f"vmgateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -42,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     echo.add_argument("--called-aet", default="ANY-SCP", help="the peer's (called) AE title (default ANY-SCP)")
     echo.add_argument("--timeout", type=float, default=10, help="seconds to wait for each step (default 10)")
     echo.set_defaults(handler=_echo)
+
+    send_hl7 = commands.add_parser("send-hl7", help="send HL7 files MLLP-framed and print each ACK")
+    send_hl7.add_argument("files", nargs="+", metavar="FILE", help="one HL7 message per file, sent as it is")
+    send_hl7.add_argument("--host", default="127.0.0.1", help="the gateway (default 127.0.0.1)")
+    send_hl7.add_argument("--port", type=int, default=2575, help="its HL7 port (default 2575)")
+    send_hl7.add_argument("--timeout", type=float, default=30, help="seconds to wait for each ACK (default 30)")
+    send_hl7.set_defaults(handler=_send_hl7)
     return parser
 
 
@@ -90,6 +97,27 @@ def _echo(args: argparse.Namespace) -> int:
     result = echo(args.host, args.port, args.aet, args.called_aet, args.timeout)
     print(result.message, file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1
+
+
+def _send_hl7(args: argparse.Namespace) -> int:
+    from vmgateway.hl7.client import send_messages
+
+    messages = []
+    for name in args.files:
+        try:
+            with open(name, "rb") as handle:
+                messages.append(handle.read())
+        except OSError as exc:
+            print(f"vmgateway: cannot read {name}: {exc.strerror}", file=sys.stderr)
+            return 2
+    try:
+        answers = send_messages(args.host, args.port, messages, args.timeout)
+    except (OSError, ConnectionError) as exc:
+        print(f"vmgateway: {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    for name, answer in zip(args.files, answers, strict=True):
+        print(f"{name}: {answer.code or '?'}" + (f" {answer.text}" if answer.text else ""))
+    return 0 if all(a.code in ("AA", "CA") for a in answers) else 1
 
 
 def _when(timestamp: float | None) -> str:

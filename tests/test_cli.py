@@ -86,3 +86,29 @@ def test_echo_against_dcmtk_storescp(tmp_path: Path) -> None:
     result = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert f"C-ECHO to PACS@127.0.0.1:{port} succeeded" in result.stdout
+
+
+def test_send_hl7_prints_each_ack_and_status_counts_hl7(gateway: GatewayProcess) -> None:
+    samples = Path(__file__).parent / "samples" / "hl7"
+    good = samples / "oru_r01_hematology_dog_v231.hl7"
+    bad = samples / "truncated_msh.hl7"
+    result = vmgateway("send-hl7", "--port", str(gateway.hl7_port), str(good), str(bad))
+    assert result.returncode == 1  # one message was refused
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{good}: AA"
+    assert lines[1].startswith(f"{bad}: AR the MSH segment is cut short")
+    assert vmgateway("send-hl7", "--port", str(gateway.hl7_port), str(good)).stdout.strip() == f"{good}: AA"
+
+    summary = json.loads(vmgateway("status", "--config", str(gateway.config), "--json").stdout)
+    assert summary["totals"]["by_kind"]["hl7"]["items"] == 1  # the resent message is stored once
+    [sender] = summary["senders"]
+    assert (sender["protocol"], sender["name"]) == ("hl7", "HEMA-VET^LAB1")
+    text = vmgateway("status", "--config", str(gateway.config)).stdout
+    assert "1 HL7" in text and "HEMA-VET^LAB1" in text
+
+
+def test_send_hl7_says_when_nobody_listens(tmp_path: Path) -> None:
+    message = tmp_path / "m.hl7"
+    message.write_bytes(b"MSH|^~\\&|A|B|C|D|1||ORU^R01|1|P|2.5\r")
+    result = vmgateway("send-hl7", "--port", str(free_port()), str(message))
+    assert result.returncode == 1 and "Connection refused" in result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import signal
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,32 @@ def test_sigterm_aborts_associations_that_outlast_the_drain_timeout(make_gateway
     assert gateway.proc.wait(30) == 0
     gateway.wait_for_log('"aborted_associations": 1')
     assert not idle.is_established
+
+
+def test_kill_9_loses_no_acknowledged_hl7_message(make_gateway: Any) -> None:
+    from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa, with_control_id
+
+    gateway = make_gateway()
+    peer = Peer(gateway.hl7_port)
+    acknowledged: list[bytes] = []
+    enough = threading.Event()
+    killer = threading.Thread(target=lambda: enough.wait(60) and gateway.kill())
+    killer.start()  # kills from another thread, wherever the stream happens to be
+    try:
+        for number in range(5000):
+            message = with_control_id(HEMATOLOGY, f"K{number:05d}")
+            peer.send(frame(message))
+            if msa(peer.ack())[1] == "AA":
+                acknowledged.append(message)
+            if len(acknowledged) == 150:
+                enough.set()
+    except (ConnectionError, OSError):
+        pass  # the gateway died under the sender, as it should have
+    killer.join(60)
+    assert 150 <= len(acknowledged) < 5000
+
+    gateway.start()
+    stored = {bytes(row["data"]) for row in gateway.hl7_messages()}
+    missing = [m[:60] for m in acknowledged if m not in stored]
+    assert missing == [], f"{len(missing)} acknowledged messages lost"
+    assert gateway.stop() == 0

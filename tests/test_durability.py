@@ -129,3 +129,22 @@ def test_kill_9_loses_no_acknowledged_hl7_message(make_gateway: Any) -> None:
     missing = [m[:60] for m in acknowledged if m not in stored]
     assert missing == [], f"{len(missing)} acknowledged messages lost"
     assert gateway.stop() == 0
+    # Details the kill interrupted were read after the restart.
+    assert all(row["details_read"] == 1 for row in gateway.hl7_messages())
+
+
+def test_sigterm_lets_an_hl7_sender_finish_then_stops(make_gateway: Any) -> None:
+    from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa, with_control_id
+
+    gateway = make_gateway(hl7={"drain_timeout_s": 2})
+    peer = Peer(gateway.hl7_port)
+    peer.send(frame(with_control_id(HEMATOLOGY, "BEFORE")))
+    assert msa(peer.ack())[1] == "AA"
+    assert gateway.proc is not None
+    gateway.proc.send_signal(signal.SIGTERM)
+    gateway.wait_for_log("gateway stopping")
+    peer.send(frame(with_control_id(HEMATOLOGY, "DURING")))  # the open connection is still served
+    assert msa(peer.ack())[1] == "AA"
+    assert peer.closed_by_gateway()  # closed when the drain time is up
+    assert gateway.proc.wait(30) == 0
+    assert [r["control_id"] for r in gateway.hl7_messages()] == ["BEFORE", "DURING"]

@@ -20,7 +20,7 @@ log = logging.getLogger("vmgateway")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vmgateway",
-        description="Vetmanager Gateway: receives DICOM and HL7 from the clinic's devices and keeps them for Vetmanager.",
+        description="Vetmanager Gateway: keeps the DICOM and HL7 a clinic's devices send, for Vetmanager.",
     )
     parser.add_argument("--version", action="version", version=f"vmgateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

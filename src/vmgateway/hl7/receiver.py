@@ -54,6 +54,8 @@ class Hl7Receiver:
         """Listen; raise OSError when the port cannot be bound."""
         self._server = await asyncio.start_server(self._serve, self.config.bind, self.config.port)
         log.info("hl7 receiver listening", extra={"bind": self.config.bind, "port": self.config.port})
+        for item_id, raw in await asyncio.to_thread(self.store.hl7_without_details):
+            self._read_details_later(item_id, raw, read_header(raw))
 
     @property
     def port(self) -> int:

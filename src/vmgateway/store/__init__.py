@@ -10,7 +10,7 @@ import logging
 import time
 from pathlib import Path
 
-from vmgateway.store.journal import Journal, JournalClosed, JournalError
+from vmgateway.store.journal import Journal, JournalClosed, JournalError, connect
 from vmgateway.store.records import (
     DicomInstance,
     Hl7Details,
@@ -75,6 +75,18 @@ class Store:
         self.spool.check_room()
         sha256 = hashlib.sha256(raw).hexdigest()
         return self.journal.write(record_hl7_message(message, raw, sha256, sender, time.time()))
+
+    def hl7_without_details(self) -> list[tuple[int, bytes]]:
+        """Messages kept but not yet read in full (the gateway stopped in between)."""
+        conn = connect(self.journal.path, read_only=True)
+        try:
+            rows = conn.execute(
+                "SELECT h.item_id, p.data FROM hl7_messages h JOIN payloads p ON p.item_id = h.item_id"
+                " WHERE h.details_read = 0"
+            ).fetchall()
+        finally:
+            conn.close()
+        return [(int(item_id), bytes(data)) for item_id, data in rows]
 
     def add_hl7_details(self, item_id: int, details: Hl7Details) -> None:
         self.journal.write(record_hl7_details(item_id, details))

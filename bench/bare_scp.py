@@ -1,4 +1,4 @@
-"""Reference receiver for bench/ingest.py: pynetdicom alone, with nothing of vmgateway.
+"""Reference receiver for bench/dicom_ingest.py: pynetdicom alone, with nothing of vmgateway.
 
 Chunked receive into a folder, fsync, rename, unlimited PDU: the ceiling of what any
 pynetdicom-based receiver that keeps its promise can reach here. Usage: bare_scp.py PORT DIR

@@ -46,4 +46,4 @@ def _read_ack(connection: socket.socket, decoder: MllpDecoder) -> AckSummary:
             raise ConnectionError("the gateway closed the connection without an ACK")
         for event in decoder.feed(data):
             if isinstance(event, Frame):
-                return summarise(event.payload)
+                return summarise(bytes(event.payload))

@@ -25,7 +25,8 @@ HEAD_BYTES = 4096
 class Frame:
     """A complete message, bytes exactly as received between the start and end bytes."""
 
-    payload: bytes
+    payload: bytearray
+    """Handed over, not copied: a 16 MB message is held once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +97,10 @@ class MllpDecoder:
             return position + len(data)
         if self._oversized_size:
             events.append(Oversized(bytes(self._buffer), self._oversized_size))
+            self._buffer.clear()
         else:
-            events.append(Frame(bytes(self._buffer)))
-        self._buffer.clear()
+            events.append(Frame(self._buffer))
+            self._buffer = bytearray()
         self._oversized_size = 0
         self._in_frame = False
         self._after_end = True

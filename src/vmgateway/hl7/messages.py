@@ -23,7 +23,8 @@ from vmgateway.store import Hl7Details
 
 ENHANCED_ACK_TYPES = {"AL", "NE", "ER", "SU"}
 _SEGMENT_END = re.compile(rb"\r\n|\n|\r")
-_SEGMENT_END_TEXT = re.compile(r"\r\n|\n|\r")
+_HEADER_SCAN = 65536
+"""The MSH is looked for in this much of the message's beginning."""
 
 
 class UnusableHeader(Exception):
@@ -55,9 +56,9 @@ class Header:
         return self.accept_ack_type in ENHANCED_ACK_TYPES
 
 
-def read_header(raw: bytes) -> Header:
+def read_header(raw: bytes | bytearray) -> Header:
     """Read the MSH of a message; raise UnusableHeader saying why it cannot be answered."""
-    start = raw.lstrip(b"\r\n\x00 \t")
+    start = bytes(raw[:_HEADER_SCAN]).lstrip(b"\r\n\x00 \t")  # never copies a whole large message
     if not start.startswith(b"MSH"):
         raise UnusableHeader("the message does not start with an MSH segment")
     if len(start) < 8:
@@ -94,7 +95,7 @@ def read_header(raw: bytes) -> Header:
     )
 
 
-def decode(raw: bytes, charset: str) -> tuple[str, str]:
+def decode(raw: bytes | bytearray, charset: str) -> tuple[str, str]:
     """The text of `raw` and the charset it was decoded with (ISO-8859-1 when it does not fit)."""
     try:
         return raw.decode(codec_for(charset or FALLBACK_CHARSET)), charset or FALLBACK_CHARSET
@@ -102,11 +103,16 @@ def decode(raw: bytes, charset: str) -> tuple[str, str]:
         return raw.decode("latin-1"), FALLBACK_CHARSET
 
 
-def read_details(raw: bytes, header: Header, charset_override: str | None = None) -> Hl7Details:
-    """Full, lenient parse with python-hl7: patient, orders, observation count."""
-    text, used = decode(raw, charset_override or header.charset)
-    normalised = "\r".join(segment for segment in _SEGMENT_END_TEXT.split(text.lstrip("\r\n\x00 \t")) if segment)
-    message = hl7.parse(normalised)
+def read_details(raw: bytes | bytearray, header: Header, charset_override: str | None = None) -> Hl7Details:
+    """Lenient parse with python-hl7 of the segments the journal needs: patient, orders,
+    observation count.
+
+    Only MSH, the first PID and the first OBR are parsed; OBX segments are only counted. A
+    16 MB message (a base64 PDF in an OBX) then costs a scan, not 16 MB of parsed objects.
+    """
+    wanted = [_first_segment(raw, segment_id) for segment_id in (b"MSH", b"PID", b"OBR")]
+    text, used = decode(b"\r".join(s for s in wanted if s), charset_override or header.charset)
+    message = hl7.parse(text)
 
     def first(segment_id: str, field_number: int, whole_field: bool = False) -> str | None:
         """A field (or its first component) of the first such segment; None when absent."""
@@ -125,8 +131,14 @@ def read_details(raw: bytes, header: Header, charset_override: str | None = None
         patient_name=first("PID", 5, whole_field=True),
         placer_order_number=first("OBR", 2),
         filler_order_number=first("OBR", 3),
-        observation_count=sum(1 for segment in message if str(segment[0]) == "OBX"),
+        observation_count=len(re.findall(rb"(?:^|[\r\n])OBX" + re.escape(header.field_separator.encode()), raw)),
     )
+
+
+def _first_segment(raw: bytes | bytearray, segment_id: bytes) -> bytes:
+    """The first segment with this ID, whatever its terminator (CR, LF or CR LF); b"" if none."""
+    found = re.search(rb"(?:^[\r\n\x00 \t]*|[\r\n])(" + segment_id + rb"[^\r\n]*)", raw)
+    return bytes(found.group(1)) if found else b""
 
 
 _ack_numbers = count(1)

@@ -22,6 +22,8 @@ from vmgateway.store import Hl7Message, JournalError, Outcome, Sender, SpoolFull
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 65536
+_DETAILS_BATCH = 64
+_DETAILS_DELAY_S = 0.5
 # Error codes, HL7 table 0357
 _APPLICATION_ERROR = "207"
 _UNSUPPORTED_MESSAGE = "200"
@@ -49,6 +51,8 @@ class Hl7Receiver:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._unread: list[tuple[int, bytes | bytearray, Header]] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         """Listen; raise OSError when the port cannot be bound."""
@@ -75,6 +79,7 @@ class Hl7Receiver:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        self._read_unread()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._server is not None:
@@ -140,7 +145,7 @@ class Hl7Receiver:
                 if not keep_open:
                     return
 
-    async def _answer(self, raw: bytes, address: str) -> tuple[bytes | None, bool]:
+    async def _answer(self, raw: bytearray, address: str) -> tuple[bytes | None, bool]:
         """The ACK for one frame (None when enhanced mode asks for none), and whether the
         connection stays open."""
         try:
@@ -152,7 +157,7 @@ class Hl7Receiver:
         accept, error, _ = _codes(header)
         sender = Sender("hl7", f"{header.sending_application}^{header.sending_facility}", address)
         try:
-            receipt = await asyncio.to_thread(self.store.put_hl7, raw, _to_record(header), sender)
+            receipt = await asyncio.wrap_future(self.store.submit_hl7(raw, _to_record(header), sender))
         except SpoolFull as exc:
             log.warning("hl7 message refused: disk below watermark", extra={"address": address, "error": str(exc)})
             return self._ack(header, error, "gateway disk full, retry later", _APPLICATION_ERROR), True
@@ -186,17 +191,34 @@ class Hl7Receiver:
         _, _, reject = _codes(header)
         return build_ack(header, reject, f"message of {event.size} bytes exceeds the limit of {limit}", "203")
 
-    def _read_details_later(self, item_id: int, raw: bytes, header: Header) -> None:
-        override = self.config.charset_overrides.get(header.sending_application)
+    def _read_details_later(self, item_id: int, raw: bytes | bytearray, header: Header) -> None:
+        """Queue a stored message for its full parse. Parses run in batches off the event
+        loop, and their results are committed together: nothing of it delays an ACK."""
+        self._unread.append((item_id, raw, header))
+        if len(self._unread) >= _DETAILS_BATCH:
+            self._read_unread()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(_DETAILS_DELAY_S, self._read_unread)
 
-        def read_and_record() -> None:
+    def _read_unread(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        batch, self._unread = self._unread, []
+        if batch:
+            task = asyncio.create_task(asyncio.to_thread(self._read_and_record, batch))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _read_and_record(self, batch: list[tuple[int, bytes | bytearray, Header]]) -> None:
+        found = []
+        for item_id, raw, header in batch:
             try:
-                details = read_details(raw, header, override)
+                override = self.config.charset_overrides.get(header.sending_application)
+                found.append((item_id, read_details(raw, header, override)))
             except Exception as exc:  # a message python-hl7 cannot read is still kept, raw
                 log.warning("hl7 message details unreadable", extra={"item_id": item_id, "error": str(exc)})
-                return
-            self.store.add_hl7_details(item_id, details)
-
-        task = asyncio.create_task(asyncio.to_thread(read_and_record))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        try:
+            self.store.add_hl7_details(found)
+        except (JournalError, TimeoutError) as exc:
+            log.warning("hl7 message details not recorded; read again at next start", extra={"error": str(exc)})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 from vmgateway.store.journal import Journal, JournalClosed, JournalError, connect
@@ -67,14 +68,16 @@ class Store:
         spooled = self.spool.absorb(temporary, "dicom", ".dcm")
         return self.journal.write(record_dicom_instance(instance, spooled, sender, time.time()))
 
-    def put_hl7(self, raw: bytes, message: Hl7Message, sender: Sender) -> Receipt:
-        """Keep a message's raw bytes and header in the journal; return once committed.
+    def submit_hl7(self, raw: bytes | bytearray, message: Hl7Message, sender: Sender) -> Future[Receipt]:
+        """Queue a message's raw bytes and header for the journal; the future resolves once
+        they are committed (fsync'ed). Callable from the event loop: it never blocks.
 
-        Raises SpoolFull (disk below the watermark) or JournalError.
+        Raises SpoolFull at once when the disk is below the watermark; the future may fail
+        with JournalError.
         """
         self.spool.check_room()
         sha256 = hashlib.sha256(raw).hexdigest()
-        return self.journal.write(record_hl7_message(message, raw, sha256, sender, time.time()))
+        return self.journal.submit(record_hl7_message(message, raw, sha256, sender, time.time()))
 
     def hl7_without_details(self) -> list[tuple[int, bytes]]:
         """Messages kept but not yet read in full (the gateway stopped in between)."""
@@ -88,8 +91,10 @@ class Store:
             conn.close()
         return [(int(item_id), bytes(data)) for item_id, data in rows]
 
-    def add_hl7_details(self, item_id: int, details: Hl7Details) -> None:
-        self.journal.write(record_hl7_details(item_id, details))
+    def add_hl7_details(self, details: list[tuple[int, Hl7Details]]) -> None:
+        """Record what full parses found, many messages in one commit (nothing is promised
+        on it: a lost batch is read again at the next start)."""
+        self.journal.write(record_hl7_details(details))
 
     def record_event(self, kind: str, detail: str = "") -> None:
         self.journal.write(record_event(kind, detail, time.time()))

@@ -118,7 +118,7 @@ def record_dicom_instance(
 
 
 def record_hl7_message(
-    message: Hl7Message, raw: bytes, sha256: str, sender: Sender, received_at: float
+    message: Hl7Message, raw: bytes | bytearray, sha256: str, sender: Sender, received_at: float
 ) -> Write[Receipt]:
     """Keep the raw bytes and the MSH fields in one transaction; a resent message (same
     MSH-3, MSH-4, MSH-10 and bytes; or same bytes when MSH-10 is empty) is not kept twice."""
@@ -153,13 +153,14 @@ def record_hl7_message(
     return write
 
 
-def record_hl7_details(item_id: int, details: Hl7Details) -> Write[None]:
+def record_hl7_details(details: list[tuple[int, Hl7Details]]) -> Write[None]:
     def write(conn: sqlite3.Connection) -> None:
-        columns = asdict(details)
-        conn.execute(
-            f"UPDATE hl7_messages SET {', '.join(f'{c} = ?' for c in columns)}, details_read = 1 WHERE item_id = ?",
-            (*columns.values(), item_id),
-        )
+        for item_id, found in details:
+            columns = asdict(found)
+            conn.execute(
+                f"UPDATE hl7_messages SET {', '.join(f'{c} = ?' for c in columns)}, details_read = 1 WHERE item_id = ?",
+                (*columns.values(), item_id),
+            )
 
     return write
 

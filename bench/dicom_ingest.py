@@ -1,7 +1,7 @@
 """C-STORE ingest: vmgateway beside dcmtk's storescp and Orthanc, in one run. Run by hand, as root:
 
     apt-get install -y dcmtk orthanc iproute2 util-linux
-    .venv/bin/python bench/ingest.py [--repeat 3] [--only vmgateway]
+    .venv/bin/python bench/dicom_ingest.py [--repeat 3] [--only vmgateway]
 
 The client is `storescu +sd` (one association, TCP_NODELAY=1). Datasets: (a) 500 copies of
 pydicom's CT_small.dcm with fresh UIDs, (b) 50 synthetic multi-frame instances of ~8 MB.

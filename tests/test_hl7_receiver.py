@@ -256,3 +256,24 @@ def test_swedish_text_comes_through_both_charsets() -> None:
     for text in texts:
         assert "Västerås" in text and "Öberg^Åsa" in text and "Ägare" in text
     assert texts[0].replace("8859/1", "X").replace("UV-5521", "Y") == texts[1].replace("UNICODE UTF-8", "X").replace("UV-5522", "Y")
+
+
+def test_swedish_names_reach_the_journal_in_either_charset_and_by_override(make_gateway: Any) -> None:
+    gateway = make_gateway(hl7={"charset_overrides": {"OLD-LAB": "UNICODE UTF-8"}})
+    latin1 = (SAMPLES / "oru_r01_swedish_latin1_v25.hl7").read_bytes().replace(b"Smulan", "Märta".encode("latin-1"))
+    utf8 = (SAMPLES / "oru_r01_swedish_utf8_v25.hl7").read_bytes().replace(b"Smulan", "Märta".encode())
+    # An instrument that says ISO-8859-1 but sends UTF-8 (read as latin-1: "MÃ¤rta"):
+    # the override for its MSH-3 applies.
+    lying = with_control_id(utf8, "LIAR").replace(b"URIN-VET", b"OLD-LAB").replace(b"UNICODE UTF-8", b"8859/1")
+    peer = Peer(gateway.hl7_port)
+    for message in (latin1, utf8, lying):
+        peer.send(frame(message))
+        assert msa(peer.ack())[1] in ("AA", "CA")
+    peer.close()
+    assert gateway.stop() == 0
+    names = {r["control_id"]: (r["patient_name"], r["charset_used"]) for r in gateway.hl7_messages()}
+    assert names == {
+        "UV-5521": ("Märta^^^^^L", "8859/1"),
+        "UV-5522": ("Märta^^^^^L", "UNICODE UTF-8"),
+        "LIAR": ("Märta^^^^^L", "UNICODE UTF-8"),
+    }

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 
 from vmgateway import __version__
 from vmgateway.config import Settings
@@ -39,6 +40,9 @@ class Gateway:
     async def run(self) -> None:
         """Run until SIGINT/SIGTERM (or request_stop), then drain and stop cleanly."""
         loop = asyncio.get_running_loop()
+        # Background work (HL7 details, DICOM threads) holds the GIL for up to the switch
+        # interval (5 ms by default) before an ACK waiting in the event loop gets it back.
+        sys.setswitchinterval(0.0005)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.request_stop)
         try:

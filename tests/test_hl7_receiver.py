@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -277,3 +278,22 @@ def test_swedish_names_reach_the_journal_in_either_charset_and_by_override(make_
         "UV-5522": ("Märta^^^^^L", "UNICODE UTF-8"),
         "LIAR": ("Märta^^^^^L", "UNICODE UTF-8"),
     }
+
+
+def test_a_16_mb_message_is_stored_whole_without_copies_piling_up(gateway: GatewayProcess) -> None:
+    from tests.test_dicom_receiver import _peak_rss_mb
+
+    pdf = base64.b64encode(os.urandom(12 * 2**20 - 3000))  # a 12 MB PDF, 16 MB in base64
+    big = with_control_id(HEMATOLOGY, "PDF-16MB") + b"OBX|7|ED|PDF^Report||^application^pdf^Base64^" + pdf + b"\r"
+    peer = Peer(gateway.hl7_port)
+    peer.send(frame(HEMATOLOGY))  # warm up
+    assert msa(peer.ack())[1] == "AA"
+    assert gateway.proc is not None
+    before = _peak_rss_mb(gateway.proc.pid)
+    peer.send(frame(big))
+    assert msa(peer.ack())[1:3] == ["AA", "PDF-16MB"]
+    growth = _peak_rss_mb(gateway.proc.pid) - before
+    peer.close()
+    assert growth < 40, f"peak RSS grew by {growth:.0f} MB for a 16 MB message"
+    stored = next(r for r in gateway.hl7_messages() if r["control_id"] == "PDF-16MB")
+    assert bytes(stored["data"]) == big and stored["size"] == len(big)

@@ -14,6 +14,8 @@ from enum import Enum
 from vmgateway.store.journal import Write
 from vmgateway.store.spool import SpooledFile
 
+_BLOB_CHUNK = 1 << 20
+
 
 @dataclass(frozen=True, slots=True)
 class Sender:
@@ -142,7 +144,7 @@ def record_hl7_message(
             (received_at, sender.name, sender.address, len(raw), sha256),
         )
         item_id = int(cursor.lastrowid or 0)
-        conn.execute("INSERT INTO payloads (item_id, data) VALUES (?, ?)", (item_id, raw))
+        _insert_payload(conn, item_id, raw)
         columns = asdict(message) | {"item_id": item_id}
         conn.execute(
             f"INSERT INTO hl7_messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
@@ -151,6 +153,19 @@ def record_hl7_message(
         return Receipt(item_id, Outcome.STORED, 1)
 
     return write
+
+
+def _insert_payload(conn: sqlite3.Connection, item_id: int, data: bytes | bytearray) -> None:
+    """Binding a large BLOB makes SQLite copy it whole (twice, with the record around it);
+    writing it into a zeroblob through incremental I/O goes page by page instead."""
+    if len(data) <= _BLOB_CHUNK:
+        conn.execute("INSERT INTO payloads (item_id, data) VALUES (?, ?)", (item_id, data))
+        return
+    conn.execute("INSERT INTO payloads (item_id, data) VALUES (?, zeroblob(?))", (item_id, len(data)))
+    view = memoryview(data)
+    with conn.blobopen("payloads", "data", item_id) as blob:
+        for start in range(0, len(data), _BLOB_CHUNK):
+            blob.write(view[start : start + _BLOB_CHUNK])
 
 
 def record_hl7_details(details: list[tuple[int, Hl7Details]]) -> Write[None]:

@@ -100,11 +100,6 @@ class DicomReceiver:
         self._server = ae.start_server((cfg.bind, cfg.port), block=False, evt_handlers=handlers)
         log.info("dicom receiver listening", extra={"bind": cfg.bind, "port": cfg.port, "ae_title": cfg.ae_title})
 
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.server_address[1])
-
     def drain(self, timeout: float) -> int:
         """Refuse new associations, let running ones finish within `timeout`, then stop.
 

@@ -61,16 +61,11 @@ class Hl7Receiver:
         for item_id, raw in await asyncio.to_thread(self.store.hl7_without_details):
             self._read_details_later(item_id, raw, read_header(raw))
 
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
     async def drain(self, timeout: float) -> None:
         """Refuse new connections; give open ones `timeout` to finish, then close them.
 
-        A message being stored when the time is up is still answered (stores are not
-        interrupted); a message not yet complete is not, and the sender keeps it.
+        A message cut off by the close is not acknowledged and the sender keeps it. If its
+        commit was already under way, the resent copy is recognised and answered AA.
         """
         if self._server is not None:
             self._server.close()
@@ -152,7 +147,7 @@ class Hl7Receiver:
             header = read_header(raw)
         except UnusableHeader as exc:
             log.warning("hl7 message refused", extra={"address": address, "reason": str(exc), "size": len(raw)})
-            is_hl7 = raw.lstrip(b"\r\n\x00 \t").startswith(b"MSH")
+            is_hl7 = bytes(raw[:64]).lstrip(b"\r\n\x00 \t").startswith(b"MSH")
             return build_ack(None, "AR", str(exc), _UNSUPPORTED_MESSAGE), is_hl7
         accept, error, _ = _codes(header)
         sender = Sender("hl7", f"{header.sending_application}^{header.sending_facility}", address)

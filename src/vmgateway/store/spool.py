@@ -111,9 +111,6 @@ class Spool:
         fsync_directory(final.parent)
         return SpooledFile(relative, sha256, size)
 
-    def path_of(self, relative_path: str) -> Path:
-        return self.root / relative_path
-
 
 def _sha256(handle: BufferedReader, size: int) -> str:
     """Hash in chunks through one reused buffer: bounded memory, no copies per chunk.

@@ -20,7 +20,7 @@ from datetime import datetime
 from itertools import count
 
 from vmgateway.hl7.charsets import FALLBACK_CHARSET, codec_for
-from vmgateway.store import Hl7Details
+from vmgateway.store import Hl7Details, Hl7Message
 
 ENHANCED_ACK_TYPES = {"AL", "NE", "ER", "SU"}
 _SEGMENT_END = re.compile(rb"\r\n|\n|\r")
@@ -33,23 +33,11 @@ class UnusableHeader(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Header:
-    """The MSH fields the ACK, the journal and duplicate detection need."""
+class Header(Hl7Message):
+    """The MSH as the journal keeps it, plus the separators the ACK is written with."""
 
-    field_separator: str
-    encoding_characters: str
-    sending_application: str
-    sending_facility: str
-    receiving_application: str
-    receiving_facility: str
-    message_type: str
-    trigger_event: str
-    control_id: str
-    processing_id: str
-    version: str
-    accept_ack_type: str
-    application_ack_type: str
-    charset: str
+    field_separator: str = "|"
+    encoding_characters: str = "^~\\&"
 
     @property
     def enhanced_mode(self) -> bool:

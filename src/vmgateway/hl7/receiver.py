@@ -11,13 +11,12 @@ import asyncio
 import contextlib
 import logging
 import socket
-from dataclasses import fields
 from ipaddress import ip_address
 
 from vmgateway.config import Hl7Config
 from vmgateway.hl7.framing import END, START, Frame, Garbage, MllpDecoder, Oversized
 from vmgateway.hl7.messages import Header, UnusableHeader, build_ack, read_details, read_header
-from vmgateway.store import Hl7Message, JournalError, Outcome, Sender, SpoolFull, Store
+from vmgateway.store import JournalError, Outcome, Sender, SpoolFull, Store
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +30,6 @@ _UNSUPPORTED_MESSAGE = "200"
 
 def framed(message: bytes) -> bytes:
     return bytes([START]) + message + bytes([END, 0x0D])
-
-
-def _to_record(header: Header) -> Hl7Message:
-    return Hl7Message(**{f.name: getattr(header, f.name) for f in fields(Hl7Message)})
 
 
 def _codes(header: Header | None) -> tuple[str, str, str]:
@@ -152,7 +147,7 @@ class Hl7Receiver:
         accept, error, _ = _codes(header)
         sender = Sender("hl7", f"{header.sending_application}^{header.sending_facility}", address)
         try:
-            receipt = await asyncio.wrap_future(self.store.submit_hl7(raw, _to_record(header), sender))
+            receipt = await asyncio.wrap_future(self.store.submit_hl7(raw, header, sender))
         except SpoolFull as exc:
             log.warning("hl7 message refused: disk below watermark", extra={"address": address, "error": str(exc)})
             return self._ack(header, error, "gateway disk full, retry later", _APPLICATION_ERROR), True

@@ -8,7 +8,7 @@ makes the duplicate check and the version number race-free across associations.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from enum import Enum
 
 from vmgateway.store.journal import Write
@@ -145,7 +145,8 @@ def record_hl7_message(
         )
         item_id = int(cursor.lastrowid or 0)
         _insert_payload(conn, item_id, raw)
-        columns = asdict(message) | {"item_id": item_id}
+        # Only Hl7Message's own fields: a receiver may hand over a subclass that knows more.
+        columns = {f.name: getattr(message, f.name) for f in fields(Hl7Message)} | {"item_id": item_id}
         conn.execute(
             f"INSERT INTO hl7_messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
             tuple(columns.values()),

@@ -68,6 +68,7 @@ class GatewayProcess:
     data_dir: Path
     port: int
     hl7_port: int
+    api_port: int
     ae_title: str = "VM_GATEWAY"
     proc: subprocess.Popen[str] | None = None
     log_lines: list[str] = field(default_factory=list)
@@ -155,14 +156,15 @@ def make_gateway(tmp_path: Path) -> Iterator[Any]:
         data_dir = tmp_path / f"var{len(started)}"
         dicom = {"bind": "127.0.0.1", "port": free_port()} | sections.pop("dicom", {})
         hl7 = {"bind": "127.0.0.1", "port": free_port()} | sections.pop("hl7", {})
+        api = {"bind": "127.0.0.1", "port": free_port()} | sections.pop("api", {})
         storage = {"data_dir": str(data_dir), "min_free_mb": 1} | sections.pop("storage", {})
         config = write_config(
             tmp_path / f"gateway{len(started)}.toml",
-            {"storage": storage, "dicom": dicom, "hl7": hl7, "api": {"bind": "127.0.0.1"}}
+            {"storage": storage, "dicom": dicom, "hl7": hl7, "api": api}
             | sections,
         )
         gateway = GatewayProcess(config, Path(storage["data_dir"]), int(dicom["port"]), int(hl7["port"]),
-                                 ae_title=dicom.get("ae_title", "VM_GATEWAY"))
+                                 int(api["port"]), ae_title=dicom.get("ae_title", "VM_GATEWAY"))
         started.append(gateway)
         if start:
             gateway.start()

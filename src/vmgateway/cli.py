@@ -43,6 +43,17 @@ def _parser() -> argparse.ArgumentParser:
     echo.add_argument("--timeout", type=float, default=10, help="seconds to wait for each step (default 10)")
     echo.set_defaults(handler=_echo)
 
+    token = commands.add_parser("token", help="API tokens: create (shown once), list, revoke")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    for action, text in (("create", "make a new token and print it once"), ("revoke", "revoke a token for good")):
+        sub = token_commands.add_parser(action, help=text)
+        sub.add_argument("name", help="who or what the token is for, e.g. vetmanager-server")
+        sub.add_argument("--config", metavar="FILE", help=config_help)
+        sub.set_defaults(handler=_token)
+    listing = token_commands.add_parser("list", help="the tokens' names and dates (never the tokens)")
+    listing.add_argument("--config", metavar="FILE", help=config_help)
+    listing.set_defaults(handler=_token)
+
     send_hl7 = commands.add_parser("send-hl7", help="send HL7 files MLLP-framed and print each ACK")
     send_hl7.add_argument("files", nargs="+", metavar="FILE", help="one HL7 message per file, sent as it is")
     send_hl7.add_argument("--host", default="127.0.0.1", help="the gateway (default 127.0.0.1)")
@@ -97,6 +108,48 @@ def _echo(args: argparse.Namespace) -> int:
     result = echo(args.host, args.port, args.aet, args.called_aet, args.timeout)
     print(result.message, file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1
+
+
+def _token(args: argparse.Namespace) -> int:
+    import time
+
+    from vmgateway.store.access import TokenExists, create_token, list_tokens, revoke_token
+    from vmgateway.store.journal import Journal
+
+    settings = load_settings(args.config)
+    journal = Journal(settings.journal_path)
+    journal.open()  # creates or migrates the journal, so tokens can be made before the first run
+    try:
+        if args.token_command == "create":
+            token, write = create_token(args.name, time.time())
+            try:
+                journal.write(write)
+            except TokenExists as exc:
+                print(f"vmgateway: {exc}", file=sys.stderr)
+                return 1
+            print(token)
+            print(f"Token {args.name!r} created. It is shown only this once: store it now.", file=sys.stderr)
+        elif args.token_command == "revoke":
+            if not journal.write(revoke_token(args.name, time.time())):
+                print(f"vmgateway: no valid token named {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"Token {args.name!r} revoked.")
+        else:
+            from vmgateway.store.journal import connect
+
+            conn = connect(settings.journal_path, read_only=True)
+            try:
+                tokens = list_tokens(conn)
+            finally:
+                conn.close()
+            for info in tokens:
+                state = f"revoked {_when(info.revoked_at)}" if info.revoked_at else "valid"
+                print(f"{info.name:<24} created {_when(info.created_at)}  {state}")
+            if not tokens:
+                print("no tokens yet: vmgateway token create NAME")
+    finally:
+        journal.close()
+    return 0
 
 
 def _send_hl7(args: argparse.Namespace) -> int:

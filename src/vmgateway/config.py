@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError
 
+from vmgateway.addresses import parse_address_set
 from vmgateway.hl7.charsets import KNOWN, is_known
 
 ENV_CONFIG = "VMGATEWAY_CONFIG"
@@ -108,9 +109,41 @@ class Hl7Config(_Section):
     """On stop, how long a connection may take to finish the message it is sending."""
 
 
+def _address_set(value: str) -> str:
+    try:
+        parse_address_set(value)
+    except ValueError:
+        raise ValueError("an IP address, a network (10.0.0.0/8) or a range (10.0.0.5-10.0.0.9)") from None
+    return value
+
+
+def _existing_file(value: Path) -> Path:
+    if not value.is_file():
+        raise ValueError("a file that exists")
+    return value
+
+
+AddressSet = Annotated[str, AfterValidator(_address_set)]
+ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
+MANAGEMENT_ADDRESSES = ["213.212.63.52", "62.20.41.162-62.20.41.166"]
+"""Vetmanager's server and office (the seed)."""
+
+
 class ApiConfig(_Section):
     bind: BindAddress = "0.0.0.0"
     port: Port = 3000
+    allow: list[AddressSet] = MANAGEMENT_ADDRESSES
+    """Who may talk to the API; loopback is always allowed. Anyone else gets 403."""
+    tls: bool = True
+    """Plain HTTP only when this is set to false explicitly."""
+    tls_cert: ExistingFile | None = None
+    tls_key: ExistingFile | None = None
+    """Without these, a self-signed certificate is made in the data folder at first start."""
+    client_ca: ExistingFile | None = None
+    """When set, clients must present a certificate signed by this CA (mutual TLS)."""
+    max_body_bytes: Annotated[int, Field(ge=1024, le=2**24)] = 65536
+    failed_auth_limit: Annotated[int, Field(ge=1, le=1000)] = 10
+    """Failed token checks per address and minute before it is answered 429."""
 
 
 class Settings(_Section):

@@ -38,3 +38,5 @@ def configure(level: int = logging.INFO) -> None:
     root.setLevel(level)
     # pynetdicom logs every PDU at INFO/DEBUG; only its warnings matter to an operator.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # uvicorn announces itself at INFO; the API logs its own start.
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)

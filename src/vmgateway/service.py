@@ -11,8 +11,12 @@ import contextlib
 import logging
 import signal
 import sys
+import time
+from typing import Any
 
 from vmgateway import __version__
+from vmgateway.api.app import GatewayView
+from vmgateway.api.server import ApiServer
 from vmgateway.config import Settings
 from vmgateway.dicom.receiver import DicomReceiver
 from vmgateway.dicom.studies import complete_quiet_studies
@@ -32,7 +36,30 @@ class Gateway:
         self.store = Store(settings.storage.data_dir, settings.storage.min_free_mb)
         self.dicom = DicomReceiver(settings.dicom, self.store)
         self.hl7 = Hl7Receiver(settings.hl7, self.store)
+        self.api = ApiServer(GatewayView(settings, self.store, time.time(), self._components))
+        self._running: set[str] = set()
         self._stop = asyncio.Event()
+
+    def _components(self) -> dict[str, dict[str, str]]:
+        return {name: {"state": "running" if name in self._running else "stopped"} for name in ("dicom", "hl7")}
+
+    async def _stop_listeners(self, timeout: float | None) -> int:
+        """Drain the receivers side by side, then stop the API; return aborted associations."""
+        dicom_timeout = self.settings.dicom.drain_timeout_s if timeout is None else timeout
+        hl7_timeout = self.settings.hl7.drain_timeout_s if timeout is None else timeout
+        aborted = 0
+        waits: list[Any] = []
+        if "dicom" in self._running:
+            waits.append(asyncio.to_thread(self.dicom.drain, dicom_timeout))
+        if "hl7" in self._running:
+            waits.append(self.hl7.drain(hl7_timeout))
+        for result in await asyncio.gather(*waits):
+            aborted += result or 0
+        self._running -= {"dicom", "hl7"}
+        if "api" in self._running:
+            await self.api.stop()
+            self._running.discard("api")
+        return aborted
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -56,20 +83,21 @@ class Gateway:
             except OSError as exc:
                 cfg = self.settings.dicom
                 raise StartupError(f"cannot listen for DICOM on {cfg.bind}:{cfg.port}: {exc.strerror or exc}") from exc
-            try:
-                await self.hl7.start()
-            except OSError as exc:
-                await asyncio.to_thread(self.dicom.drain, 0)
-                hl7 = self.settings.hl7
-                raise StartupError(f"cannot listen for HL7 on {hl7.bind}:{hl7.port}: {exc.strerror or exc}") from exc
+            self._running.add("dicom")
+            listeners = (("HL7", self.settings.hl7, self.hl7.start), ("API", self.settings.api, self.api.start))
+            for name, listener, start in listeners:
+                try:
+                    await start()
+                except OSError as exc:
+                    await self._stop_listeners(0)
+                    where = f"{listener.bind}:{listener.port}"
+                    raise StartupError(f"cannot listen for {name} on {where}: {exc.strerror or exc}") from exc
+                self._running.add(name.lower())
             sweeper = asyncio.create_task(complete_quiet_studies(self.store, self.settings.dicom.stable_after_s))
             log.info("gateway running", extra={"version": __version__, "data_dir": str(self.settings.storage.data_dir)})
             await self._stop.wait()
             log.info("gateway stopping")
-            aborted, _ = await asyncio.gather(
-                asyncio.to_thread(self.dicom.drain, self.settings.dicom.drain_timeout_s),
-                self.hl7.drain(self.settings.hl7.drain_timeout_s),
-            )
+            aborted = await self._stop_listeners(None)
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper

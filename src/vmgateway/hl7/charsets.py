@@ -42,6 +42,14 @@ def codec_for(charset: str) -> str:
         return "latin-1"
 
 
+def http_charset(charset: str) -> str:
+    """The IANA name of an MSH-18 charset, for an HTTP Content-Type."""
+    name = codecs.lookup(codec_for(charset or FALLBACK_CHARSET)).name  # e.g. "iso8859-1"
+    if name.startswith("iso8859-"):
+        return "ISO-8859-" + name.removeprefix("iso8859-")
+    return {"ascii": "US-ASCII"}.get(name, name.upper())
+
+
 def is_known(charset: str) -> bool:
     if charset.strip().upper() in _CODECS:
         return True

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 
 from vmgateway.store.journal import Journal, JournalClosed, JournalError, connect
@@ -81,20 +84,27 @@ class Store:
 
     def hl7_without_details(self) -> list[tuple[int, bytes]]:
         """Messages kept but not yet read in full (the gateway stopped in between)."""
-        conn = connect(self.journal.path, read_only=True)
-        try:
+        with self.reading() as conn:
             rows = conn.execute(
                 "SELECT h.item_id, p.data FROM hl7_messages h JOIN payloads p ON p.item_id = h.item_id"
                 " WHERE h.details_read = 0"
             ).fetchall()
-        finally:
-            conn.close()
         return [(int(item_id), bytes(data)) for item_id, data in rows]
 
     def add_hl7_details(self, details: list[tuple[int, Hl7Details]]) -> None:
         """Record what full parses found, many messages in one commit (nothing is promised
         on it: a lost batch is read again at the next start)."""
         self.journal.write(record_hl7_details(details))
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection of its own (WAL: reads never wait for the writer)."""
+        conn = connect(self.journal.path, read_only=True)
+        conn.row_factory = sqlite3.Row
+        try:
+            yield conn
+        finally:
+            conn.close()
 
     def record_event(self, kind: str, detail: str = "") -> None:
         self.journal.write(record_event(kind, detail, time.time()))

@@ -181,6 +181,24 @@ def record_hl7_details(details: list[tuple[int, Hl7Details]]) -> Write[None]:
     return write
 
 
+def mark_delivered(item_ids: list[int], at: float) -> Write[list[int]]:
+    """Items the pull side has taken; returns those that were not delivered before."""
+
+    def write(conn: sqlite3.Connection) -> list[int]:
+        changed = []
+        for item_id in item_ids:
+            row = conn.execute(
+                "UPDATE items SET state = 'delivered', delivered_at = ? WHERE id = ? AND state != 'delivered'"
+                " RETURNING id",
+                (at, item_id),
+            ).fetchone()
+            if row:
+                changed.append(int(row[0]))
+        return changed
+
+    return write
+
+
 def record_event(kind: str, detail: str, at: float) -> Write[None]:
     def write(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)", (at, kind, detail))

@@ -117,6 +117,22 @@ MIGRATIONS: list[str] = [
         ON hl7_messages (sending_application, sending_facility, control_id);
     CREATE INDEX hl7_messages_details_pending ON hl7_messages (item_id) WHERE details_read = 0;
     """,
+    # 3: the management API: tokens (only their SHA-256 is kept) and switches such as whether
+    #    transfers are active.
+    """
+    CREATE TABLE api_tokens (
+        name          TEXT PRIMARY KEY,
+        sha256        TEXT NOT NULL UNIQUE,
+        created_at    REAL NOT NULL,
+        revoked_at    REAL,
+        last_used_at  REAL
+    );
+
+    CREATE TABLE settings (
+        key    TEXT PRIMARY KEY,
+        value  TEXT NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,233 @@
+"""The management API (FastAPI), versioned under /api/v1/.
+
+It reads and writes only through the store, and learns about the running receivers through
+the small `GatewayView` the service hands it. (No `from __future__ import annotations` here:
+FastAPI reads the dependency annotations at run time.)
+"""
+
+
+import asyncio
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from vmgateway import __version__
+from vmgateway.api.metrics import metrics_text
+from vmgateway.api.security import AllowlistMiddleware, BodyLimitMiddleware, FailedAuthLimiter
+from vmgateway.config import AETitle, Settings
+from vmgateway.dicom.echo import echo
+from vmgateway.hl7.charsets import http_charset
+from vmgateway.store import Store
+from vmgateway.store import feed as feed_reads
+from vmgateway.store.access import get_setting, set_setting, token_owner
+from vmgateway.store.journal import connect
+from vmgateway.store.records import mark_delivered, record_event
+
+TRANSFERS_ACTIVE = "transfers_active"
+HL7_MEDIA_TYPE = "x-application/hl7-v2+er7"
+_CHUNK = 1 << 20
+
+
+@dataclass
+class GatewayView:
+    """What the API may know of the running gateway beyond the store."""
+
+    settings: Settings
+    store: Store
+    started_at: float
+    components: Callable[[], dict[str, dict[str, Any]]]
+
+
+class EchoRequest(BaseModel):
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+    called_ae: AETitle = "ANY-SCP"
+    calling_ae: AETitle | None = None
+
+
+class AckRequest(BaseModel):
+    item_ids: list[int] = Field(min_length=1, max_length=10000)
+
+
+def create_app(view: GatewayView) -> Any:
+    api = FastAPI(title="vmgateway management API", version=__version__, openapi_url="/api/v1/openapi.json",
+                  docs_url=None, redoc_url=None)
+    bearer = HTTPBearer(auto_error=False)
+    limiter = FailedAuthLimiter(view.settings.api.failed_auth_limit)
+    store = view.store
+
+    def reading() -> Iterator[Any]:
+        with store.reading() as conn:
+            yield conn
+
+    Reader = Annotated[Any, Depends(reading)]
+
+    def caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+        """The name of the token presented; 401 without a valid one, 429 after too many failures."""
+        address = request.client.host if request.client else "?"
+        if limiter.blocked(address):
+            raise HTTPException(429, "too many failed attempts; wait a minute")
+        token = credentials.credentials if credentials else request.cookies.get("vmgateway_token")
+        name = None
+        if token:
+            conn = connect(store.journal.path, read_only=True)
+            try:
+                name = token_owner(conn, token)
+            finally:
+                conn.close()
+        if name is None:
+            limiter.failed(address)
+            raise HTTPException(401, "a valid token is needed", headers={"WWW-Authenticate": "Bearer"})
+        return name
+
+    Caller = Annotated[str, Depends(caller)]
+
+    def transfers_active(conn: Any) -> bool:
+        return get_setting(conn, TRANSFERS_ACTIVE, "false") == "true"
+
+    def require_active(conn: Any) -> None:
+        if not transfers_active(conn):
+            raise HTTPException(409, "transfers are not active: activate them first (POST /api/v1/transfers/activate)")
+
+    async def audit(who: str, what: str) -> None:
+        await asyncio.to_thread(store.journal.write, record_event("audit", f"{who}: {what}", time.time()))
+
+    @api.get("/api/v1/health", tags=["gateway"])
+    def health() -> dict[str, str]:
+        """Liveness: the only endpoint that needs no token."""
+        return {"status": "ok"}
+
+    @api.get("/api/v1/status", tags=["gateway"])
+    def status(who: Caller, conn: Reader) -> dict[str, Any]:
+        disk = shutil.disk_usage(view.settings.storage.data_dir)
+        queued = conn.execute("SELECT count(*) FROM items WHERE state != 'delivered'").fetchone()[0]
+        by_kind = {row[0]: {"items": row[1], "bytes": row[2]}
+                   for row in conn.execute("SELECT kind, count(*), sum(size) FROM items GROUP BY kind")}
+        components = view.components() | {
+            "transfers": {"state": "active" if transfers_active(conn) else "inactive"},
+            "disk": {"state": "ok" if disk.free >= view.settings.storage.min_free_mb * 2**20 else "full",
+                     "free_mb": disk.free // 2**20, "min_free_mb": view.settings.storage.min_free_mb},
+        }
+        return {
+            "version": __version__,
+            "site": view.settings.site.name,
+            "uptime_s": round(time.time() - view.started_at, 1),
+            "components": components,
+            "transfers_active": transfers_active(conn),
+            "queue": {"undelivered": queued},
+            "received": by_kind,
+        }
+
+    @api.get("/api/v1/devices", tags=["tests"])
+    def devices(who: Caller, conn: Reader) -> list[dict[str, Any]]:
+        """Every DICOM calling AE / address and HL7 sender seen, with first/last contact."""
+        return feed_reads.senders(conn)
+
+    @api.post("/api/v1/tests/echo", tags=["tests"])
+    async def echo_test(request: EchoRequest, who: Caller) -> dict[str, Any]:
+        """C-ECHO from the gateway to a PACS or modality."""
+        began = time.monotonic()
+        calling = request.calling_ae or view.settings.dicom.ae_title
+        result = await asyncio.to_thread(echo, request.host, request.port, calling, request.called_ae, 10)
+        await audit(who, f"echo {request.called_ae}@{request.host}:{request.port}: {result.message}")
+        return {"ok": result.ok, "message": result.message, "seconds": round(time.monotonic() - began, 3)}
+
+    @api.get("/api/v1/transfers", tags=["transfers"])
+    def transfers(who: Caller, conn: Reader) -> dict[str, bool]:
+        return {"active": transfers_active(conn)}
+
+    @api.post("/api/v1/transfers/activate", tags=["transfers"])
+    async def activate(who: Caller) -> dict[str, bool]:
+        await asyncio.to_thread(store.journal.write, set_setting(TRANSFERS_ACTIVE, "true"))
+        await audit(who, "transfers activated")
+        return {"active": True}
+
+    @api.post("/api/v1/transfers/deactivate", tags=["transfers"])
+    async def deactivate(who: Caller) -> dict[str, bool]:
+        await asyncio.to_thread(store.journal.write, set_setting(TRANSFERS_ACTIVE, "false"))
+        await audit(who, "transfers deactivated")
+        return {"active": False}
+
+    @api.get("/api/v1/feed", tags=["feed"])
+    def feed(who: Caller, conn: Reader, after: Annotated[int, Query(ge=0)] = 0,
+             limit: Annotated[int, Query(ge=1, le=1000)] = 100, undelivered: bool = True) -> dict[str, Any]:
+        """Items received after the cursor `after` (an item ID), oldest first."""
+        require_active(conn)
+        items = feed_reads.items_after(conn, after, limit, undelivered)
+        return {"items": items, "next": items[-1]["id"] if items else after}
+
+    @api.get("/api/v1/studies", tags=["feed"])
+    def studies(who: Caller, conn: Reader, after: str = "",
+                limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+        """Complete studies (quiet for dicom.stable_after_s) with their instances' item IDs."""
+        require_active(conn)
+        quiet_since = time.time() - view.settings.dicom.stable_after_s
+        found = feed_reads.complete_studies(conn, quiet_since, after, limit)
+        return {"studies": found, "next": found[-1]["study_instance_uid"] if found else after}
+
+    @api.get("/api/v1/items/{item_id}", tags=["feed"])
+    def item(item_id: int, who: Caller, conn: Reader) -> dict[str, Any]:
+        require_active(conn)
+        found = feed_reads.item(conn, item_id)
+        if found is None:
+            raise HTTPException(404, f"no item {item_id}")
+        return found[0]
+
+    @api.get("/api/v1/items/{item_id}/content", tags=["feed"], response_model=None)
+    def content(item_id: int, who: Caller, conn: Reader) -> FileResponse | StreamingResponse:
+        """The item's bytes exactly as received: DICOM as a Part 10 file (Range supported),
+        HL7 as the raw message."""
+        require_active(conn)
+        found = feed_reads.item(conn, item_id)
+        if found is None:
+            raise HTTPException(404, f"no item {item_id}")
+        record, spool_path = found
+        if spool_path is not None:
+            return FileResponse(store.spool.root / spool_path, media_type="application/dicom",
+                                filename=f"{record['dicom']['sop_instance_uid']}.dcm")
+        charset = http_charset(record["hl7"]["charset_used"] or record["hl7"]["charset"] or "")
+        return StreamingResponse(_payload_chunks(store, item_id), media_type=f"{HL7_MEDIA_TYPE}; charset={charset}",
+                                 headers={"content-length": str(record["size"])})
+
+    @api.post("/api/v1/feed/ack", tags=["feed"])
+    async def acknowledge(request: AckRequest, who: Caller) -> dict[str, Any]:
+        """Mark items as delivered (taken by Vetmanager)."""
+        with store.reading() as conn:
+            require_active(conn)
+        changed = await asyncio.to_thread(store.journal.write, mark_delivered(request.item_ids, time.time()))
+        if changed:
+            await audit(who, f"acknowledged {len(changed)} item(s)")
+        return {"delivered": changed}
+
+    @api.get("/api/v1/events", tags=["gateway"])
+    def events(who: Caller, conn: Reader, before: Annotated[int | None, Query(ge=1)] = None,
+               limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+        """Events, newest first; page with `before` = the last ID seen."""
+        found = feed_reads.events(conn, before, limit)
+        return {"events": found, "next": found[-1]["id"] if found else None}
+
+    @api.get("/api/v1/metrics", tags=["gateway"], response_class=PlainTextResponse)
+    def metrics(who: Caller, conn: Reader) -> PlainTextResponse:
+        """Prometheus text format."""
+        body, content_type = metrics_text(conn, view.settings.storage.data_dir, view.components())
+        return PlainTextResponse(body, media_type=content_type)
+
+    app: Any = BodyLimitMiddleware(api, view.settings.api.max_body_bytes)
+    app = AllowlistMiddleware(app, view.settings.api.allow)
+    app.fastapi = api  # for the OpenAPI document
+    return app
+
+
+def _payload_chunks(store: Store, item_id: int) -> Iterator[bytes]:
+    """An HL7 payload read from the journal in pieces: never the whole message at once."""
+    with store.reading() as conn:
+        with conn.blobopen("payloads", "data", item_id, readonly=True) as blob:
+            while chunk := blob.read(_CHUNK):
+                yield chunk

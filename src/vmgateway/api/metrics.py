@@ -1,0 +1,50 @@
+"""Prometheus metrics, computed from the journal at scrape time.
+
+The receivers count nothing themselves: the journal already knows what was received and
+delivered, so a collector reads it (a few indexed aggregates) when Prometheus asks.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class _JournalCollector(Collector):
+    def __init__(self, conn: sqlite3.Connection, data_dir: Path, components: dict[str, dict[str, Any]]) -> None:
+        self.conn = conn
+        self.data_dir = data_dir
+        self.components = components
+
+    def collect(self) -> Iterator[Metric]:
+        received = CounterMetricFamily("vmgateway_received_items", "Items received and kept", labels=["kind"])
+        received_bytes = CounterMetricFamily("vmgateway_received_bytes", "Bytes received and kept", labels=["kind"])
+        totals = self.conn.execute("SELECT kind, count(*), coalesce(sum(size), 0) FROM items GROUP BY kind")
+        for kind, count, size in totals:
+            received.add_metric([kind], count)
+            received_bytes.add_metric([kind], size)
+        yield received
+        yield received_bytes
+        queue = GaugeMetricFamily("vmgateway_items", "Items by state", labels=["state"])
+        for state, count in self.conn.execute("SELECT state, count(*) FROM items GROUP BY state"):
+            queue.add_metric([state], count)
+        yield queue
+        disk = shutil.disk_usage(self.data_dir)
+        yield GaugeMetricFamily("vmgateway_disk_free_bytes", "Free space on the data file system", value=disk.free)
+        up = GaugeMetricFamily("vmgateway_component_up", "1 when a component is running", labels=["component"])
+        for name, component in self.components.items():
+            up.add_metric([name], 1 if component.get("state") == "running" else 0)
+        yield up
+
+
+def metrics_text(conn: sqlite3.Connection, data_dir: Path, components: dict[str, dict[str, Any]]) -> tuple[bytes, str]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_JournalCollector(conn, data_dir, components))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,57 @@
+"""The API's TLS certificate: the configured one, or a self-signed one made at first start.
+
+Vetmanager pins the certificate by its SHA-256 fingerprint (logged at every start), so a
+self-signed certificate is as trustworthy as a CA-signed one here, and needs no internet.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import ssl
+from pathlib import Path
+
+
+def ensure_self_signed(folder: Path, common_name: str) -> tuple[Path, Path]:
+    """The (certificate, key) files in `folder`, created on first use (key mode 0600)."""
+    cert_path, key_path = folder / "api-cert.pem", folder / "api-key.pem"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    # Imported here: cryptography costs ~8 MB of memory and is needed once per box.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    key_bytes = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(key_bytes)
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    os.chmod(cert_path, 0o600)
+    return cert_path, key_path
+
+
+def fingerprint(cert_path: Path) -> str:
+    """SHA-256 of the certificate's DER form, as `AB:CD:…` (what browsers and curl show)."""
+    der = ssl.PEM_cert_to_DER_cert(cert_path.read_text())
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))

@@ -1,0 +1,87 @@
+"""Reads for the pull feed: what was received after a cursor, one item, and events."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+_ITEM_COLUMNS = """
+    i.id, i.kind, i.state, i.received_at, i.sender, i.peer_address, i.size, i.sha256, i.delivered_at,
+    i.spool_path,
+    d.sop_instance_uid, d.version, d.sop_class_uid, d.transfer_syntax_uid, d.study_instance_uid,
+    d.series_instance_uid, d.patient_id AS dicom_patient_id, d.patient_name AS dicom_patient_name,
+    d.accession_number, d.modality, d.study_date, d.species, d.breed, d.responsible_person,
+    h.sending_application, h.sending_facility, h.message_type, h.control_id, h.version AS hl7_version,
+    h.charset, h.charset_used, h.patient_id AS hl7_patient_id, h.patient_name AS hl7_patient_name,
+    h.placer_order_number, h.filler_order_number, h.observation_count
+"""
+_FROM = """
+    FROM items i
+    LEFT JOIN dicom_instances d ON d.item_id = i.id
+    LEFT JOIN hl7_messages h ON h.item_id = i.id
+"""
+_DICOM = ("sop_instance_uid", "version", "sop_class_uid", "transfer_syntax_uid", "study_instance_uid",
+          "series_instance_uid", "accession_number", "modality", "study_date", "species", "breed",
+          "responsible_person")
+_HL7 = ("sending_application", "sending_facility", "message_type", "control_id", "charset", "charset_used",
+        "placer_order_number", "filler_order_number", "observation_count")
+
+
+def _item(row: sqlite3.Row) -> dict[str, Any]:
+    item = {key: row[key] for key in ("id", "kind", "state", "received_at", "sender", "peer_address", "size",
+                                      "sha256", "delivered_at")}
+    if row["kind"] == "dicom":
+        item["dicom"] = {key: row[key] for key in _DICOM} | {
+            "patient_id": row["dicom_patient_id"], "patient_name": row["dicom_patient_name"]}
+    elif row["kind"] == "hl7":
+        item["hl7"] = {key: row[key] for key in _HL7} | {
+            "version": row["hl7_version"], "patient_id": row["hl7_patient_id"],
+            "patient_name": row["hl7_patient_name"]}
+    return item
+
+
+def items_after(conn: sqlite3.Connection, cursor: int, limit: int, undelivered_only: bool) -> list[dict[str, Any]]:
+    condition = "AND i.state != 'delivered'" if undelivered_only else ""
+    rows = conn.execute(
+        f"SELECT {_ITEM_COLUMNS} {_FROM} WHERE i.id > ? {condition} ORDER BY i.id LIMIT ?", (cursor, limit)
+    ).fetchall()
+    return [_item(row) for row in rows]
+
+
+def item(conn: sqlite3.Connection, item_id: int) -> tuple[dict[str, Any], str | None] | None:
+    """The item, and its spool path (None when its bytes are in the journal)."""
+    row = conn.execute(f"SELECT {_ITEM_COLUMNS} {_FROM} WHERE i.id = ?", (item_id,)).fetchone()
+    return (_item(row), row["spool_path"]) if row else None
+
+
+def complete_studies(conn: sqlite3.Connection, quiet_since: float, cursor: str, limit: int) -> list[dict[str, Any]]:
+    """Complete studies (by Study Instance UID order after `cursor`) with their instances' item IDs."""
+    studies = conn.execute(
+        "SELECT * FROM studies WHERE (completed_at IS NOT NULL OR last_received_at < ?) AND study_instance_uid > ?"
+        " ORDER BY study_instance_uid LIMIT ?",
+        (quiet_since, cursor, limit),
+    ).fetchall()
+    result = []
+    for study in studies:
+        instances = conn.execute(
+            "SELECT item_id, sop_instance_uid, version, series_instance_uid FROM dicom_instances"
+            " WHERE study_instance_uid = ? ORDER BY item_id",
+            (study["study_instance_uid"],),
+        ).fetchall()
+        result.append(dict(study) | {"instances": [dict(i) for i in instances]})
+    return result
+
+
+def events(conn: sqlite3.Connection, before: int | None, limit: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT id, at, kind, detail FROM events WHERE id < ? ORDER BY id DESC LIMIT ?",
+        (before if before is not None else 2**62, limit),
+    ).fetchall()
+    return [dict(row) for row in rows]
+
+
+def senders(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT protocol, name, address, first_seen_at, last_seen_at, items FROM senders ORDER BY last_seen_at DESC"
+    ).fetchall()
+    return [dict(row) for row in rows]

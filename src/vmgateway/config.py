@@ -133,7 +133,7 @@ class ApiConfig(_Section):
     bind: BindAddress = "0.0.0.0"
     port: Port = 3000
     allow: list[AddressSet] = MANAGEMENT_ADDRESSES
-    """Who may talk to the API; loopback is always allowed. Anyone else gets 403."""
+    """Who may talk to the API; 127.0.0.1 and ::1 are always allowed. Anyone else gets 403."""
     tls: bool = True
     """Plain HTTP only when this is set to false explicitly."""
     tls_cert: ExistingFile | None = None

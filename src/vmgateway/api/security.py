@@ -20,7 +20,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-LOOPBACK = parse_address_set("127.0.0.0/8") + parse_address_set("::1")
+LOOPBACK = parse_address_set("127.0.0.1") + parse_address_set("::1")
+"""The box itself (its own tools, tests): always allowed. Not all of 127.0.0.0/8."""
 
 
 async def _refuse(send: Send, status: int, detail: str) -> None:

@@ -1,0 +1,219 @@
+"""The management API over TLS against a running gateway: the guard, the pull feed, OpenAPI."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from tests.conftest import GatewayProcess, dcmtk
+from tests.dicomdata import copies_of_ct_small
+
+SAMPLES = Path(__file__).parent / "samples" / "hl7"
+MLLP_SEND = Path(sys.executable).parent / "mllp_send"
+
+
+def vmgateway(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vmgateway", *args], capture_output=True, text=True, timeout=60)
+
+
+def new_token(gateway: GatewayProcess, name: str) -> str:
+    created = vmgateway("token", "create", name, "--config", str(gateway.config))
+    assert created.returncode == 0, created.stderr
+    return created.stdout.strip()
+
+
+def client(gateway: GatewayProcess, token: str | None = None, **options: Any) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=f"https://127.0.0.1:{gateway.api_port}", verify=False, headers=headers,
+                        timeout=30, **options)
+
+
+def test_tls_by_default_with_the_logged_fingerprint(gateway: GatewayProcess) -> None:
+    line = json.loads(gateway.wait_for_log('"msg": "api certificate"'))
+    served = ssl.get_server_certificate(("127.0.0.1", gateway.api_port))
+    digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(served)).hexdigest().upper()
+    assert line["sha256_fingerprint"].replace(":", "") == digest
+    key = gateway.data_dir / "api-key.pem"
+    assert key.stat().st_mode & 0o777 == 0o600
+    with client(gateway) as https:
+        assert https.get("/api/v1/health").json() == {"status": "ok"}
+    with pytest.raises(httpx.HTTPError):  # plain HTTP gets no answer from a TLS port
+        httpx.get(f"http://127.0.0.1:{gateway.api_port}/api/v1/health", timeout=10)
+
+
+def test_tokens_are_needed_checked_and_revocable(gateway: GatewayProcess) -> None:
+    token = new_token(gateway, "vetmanager")
+    assert vmgateway("token", "create", "vetmanager", "--config", str(gateway.config)).returncode == 1
+    with client(gateway) as anonymous:
+        assert anonymous.get("/api/v1/status").status_code == 401
+    with client(gateway, "not-a-token") as wrong:
+        assert wrong.get("/api/v1/status").status_code == 401
+    with client(gateway, token) as good:
+        status = good.get("/api/v1/status").json()
+        assert status["components"]["dicom"]["state"] == "running"
+        assert status["components"]["hl7"]["state"] == "running"
+        assert status["transfers_active"] is False
+    listed = vmgateway("token", "list", "--config", str(gateway.config)).stdout
+    assert "vetmanager" in listed and token not in listed
+    assert vmgateway("token", "revoke", "vetmanager", "--config", str(gateway.config)).returncode == 0
+    with client(gateway, token) as revoked:
+        assert revoked.get("/api/v1/status").status_code == 401
+
+
+def test_failed_attempts_are_rate_limited(make_gateway: Any) -> None:
+    gateway = make_gateway(api={"failed_auth_limit": 3})
+    token = new_token(gateway, "vetmanager")
+    with client(gateway, "guess") as guesser:
+        assert [guesser.get("/api/v1/status").status_code for _ in range(3)] == [401, 401, 401]
+        assert guesser.get("/api/v1/status").status_code == 429
+    with client(gateway, token) as same_address:  # the address is blocked, even with a good token
+        assert same_address.get("/api/v1/status").status_code == 429
+
+
+def test_addresses_outside_the_allowlist_get_a_bare_403(gateway: GatewayProcess) -> None:
+    token = new_token(gateway, "vetmanager")
+    transport = httpx.HTTPTransport(local_address="127.0.0.2", verify=False)
+    with client(gateway, token, transport=transport) as stranger:
+        for path in ("/api/v1/health", "/api/v1/status", "/api/v1/openapi.json", "/nothing"):
+            answer = stranger.get(path)
+            assert (answer.status_code, answer.json()) == (403, {"detail": "forbidden"})
+
+
+def test_allowlist_ranges_in_the_app(tmp_path: Path) -> None:
+    from vmgateway.api.app import GatewayView, create_app
+    from vmgateway.config import parse_settings
+    from vmgateway.store import Store
+
+    settings = parse_settings({"storage": {"data_dir": str(tmp_path)}})  # the seed's addresses
+    store = Store(tmp_path, 0)
+    store.open()
+    try:
+        app = create_app(GatewayView(settings, store, time.time(), dict))
+        for address, expected in (("62.20.41.164", 200), ("213.212.63.52", 200), ("62.20.41.167", 403),
+                                  ("10.0.0.1", 403), ("127.0.0.1", 200)):
+            with TestClient(app, client=(address, 40000)) as asgi:
+                assert asgi.get("/api/v1/health").status_code == expected, address
+        with TestClient(app, client=("127.0.0.1", 40000)) as asgi:
+            big = asgi.post("/api/v1/feed/ack", content=b"x" * 70000, headers={"content-type": "application/json"})
+            assert big.status_code == 413
+    finally:
+        store.close()
+
+
+def test_pull_feed_end_to_end(gateway: GatewayProcess, tmp_path: Path) -> None:
+    token = new_token(gateway, "vetmanager")
+    instance = copies_of_ct_small(tmp_path / "ct", 1)[0]
+    assert dcmtk("storescu", "-aec", "VM_GATEWAY", "127.0.0.1", str(gateway.port), instance).returncode == 0
+    hl7 = SAMPLES / "oru_r01_swedish_latin1_v25.hl7"
+    (tmp_path / "m.hl7").write_bytes(b"\x0b" + hl7.read_bytes() + b"\x1c\r")
+    sent = subprocess.run([str(MLLP_SEND), "-p", str(gateway.hl7_port), "-f", str(tmp_path / "m.hl7"), "127.0.0.1"],
+                          capture_output=True, timeout=60)
+    assert sent.returncode == 0
+
+    with client(gateway, token) as api:
+        refused = api.get("/api/v1/feed")
+        assert refused.status_code == 409 and "activate" in refused.json()["detail"]
+        assert api.post("/api/v1/transfers/activate").json() == {"active": True}
+        items = api.get("/api/v1/feed").json()["items"]
+        assert [item["kind"] for item in items] == ["dicom", "hl7"]
+        dicom, message = items
+        stored = gateway.data_dir / "spool" / gateway.instances()[0]["spool_path"]
+        download = api.get(f"/api/v1/items/{dicom['id']}/content")
+        assert download.headers["content-type"] == "application/dicom"
+        assert download.content == stored.read_bytes()
+        assert hashlib.sha256(download.content).hexdigest() == dicom["sha256"]
+        part = api.get(f"/api/v1/items/{dicom['id']}/content", headers={"Range": "bytes=128-131"})
+        assert (part.status_code, part.content) == (206, b"DICM")
+        raw = api.get(f"/api/v1/items/{message['id']}/content")
+        assert raw.headers["content-type"] == "x-application/hl7-v2+er7; charset=ISO-8859-1"
+        assert raw.content == hl7.read_bytes().strip(b"\r")  # mllp_send strips the final CR
+        assert message["hl7"]["control_id"] == "UV-5521"
+        acked = api.post("/api/v1/feed/ack", json={"item_ids": [dicom["id"], message["id"]]}).json()
+        assert acked == {"delivered": [dicom["id"], message["id"]]}
+        assert api.get("/api/v1/feed").json()["items"] == []  # only what was not taken yet
+        assert len(api.get("/api/v1/feed", params={"undelivered": "false"}).json()["items"]) == 2
+        devices = api.get("/api/v1/devices").json()
+        assert {(d["protocol"], d["name"]) for d in devices} == {("dicom", "STORESCU"), ("hl7", "URIN-VET^KEM")}
+        audit = [e["detail"] for e in api.get("/api/v1/events").json()["events"] if e["kind"] == "audit"]
+        assert audit[:2] == ["vetmanager: acknowledged 2 item(s)", "vetmanager: transfers activated"]
+        metrics = api.get("/api/v1/metrics").text
+        assert 'vmgateway_received_items_total{kind="dicom"} 1.0' in metrics
+        assert 'vmgateway_items{state="delivered"} 2.0' in metrics
+
+
+def test_echo_from_the_api(gateway: GatewayProcess) -> None:
+    token = new_token(gateway, "vetmanager")
+    with client(gateway, token) as api:
+        ok = api.post("/api/v1/tests/echo", json={"host": "127.0.0.1", "port": gateway.port,
+                                                   "called_ae": "VM_GATEWAY"}).json()
+        assert ok["ok"] is True
+        wrong = api.post("/api/v1/tests/echo", json={"host": "127.0.0.1", "port": gateway.port,
+                                                      "called_ae": "NOT_ME"}).json()
+        assert wrong["ok"] is False and "called AE title not recognised" in wrong["message"]
+        invalid = api.post("/api/v1/tests/echo", json={"host": "127.0.0.1", "port": 0})
+        assert invalid.status_code == 422
+
+
+def test_committed_openapi_document_is_the_served_one(gateway: GatewayProcess) -> None:
+    committed = json.loads((Path(__file__).parent.parent / "docs" / "openapi.json").read_text())
+    with client(gateway) as api:
+        assert api.get("/api/v1/openapi.json").json() == committed
+
+
+def _certificate(subject: str, issuer_key: Any, public_key: Any, issuer: str, ca: bool) -> Any:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+def test_client_certificates_when_a_client_ca_is_configured(make_gateway: Any, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate("Vetmanager CA", ca_key, ca_key.public_key(), "Vetmanager CA", ca=True)
+    cert = _certificate("vetmanager-server", ca_key, client_key.public_key(), "Vetmanager CA", ca=False)
+    pem = serialization.Encoding.PEM
+    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (tmp_path / "client.pem").write_bytes(cert.public_bytes(pem))
+    (tmp_path / "client.key").write_bytes(client_key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+    gateway = make_gateway(api={"client_ca": str(tmp_path / "ca.pem")})
+    with pytest.raises((httpx.HTTPError, ssl.SSLError, OSError)), client(gateway) as anonymous:
+        anonymous.get("/api/v1/health")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.load_cert_chain(tmp_path / "client.pem", tmp_path / "client.key")
+    with httpx.Client(base_url=f"https://127.0.0.1:{gateway.api_port}", verify=context, timeout=30) as holder:
+        assert holder.get("/api/v1/health").json() == {"status": "ok"}
+
+
+def test_plain_http_only_when_configured(make_gateway: Any) -> None:
+    gateway = make_gateway(api={"tls": False})
+    assert httpx.get(f"http://127.0.0.1:{gateway.api_port}/api/v1/health", timeout=10).json() == {"status": "ok"}

@@ -40,7 +40,7 @@ class ApiServer:
                 cert, key = api.tls_cert, api.tls_key
             else:
                 name = f"vmgateway {self.view.settings.site.name}".strip()
-                cert, key = await asyncio.to_thread(ensure_self_signed, self.view.settings.storage.data_dir, name)
+                cert, key = await ensure_self_signed(self.view.settings.storage.data_dir, name)
             options = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
             if api.client_ca is not None:
                 options |= {"ssl_ca_certs": str(api.client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}

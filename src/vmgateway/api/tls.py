@@ -6,24 +6,43 @@ self-signed certificate is as trustworthy as a CA-signed one here, and needs no 
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import os
 import ssl
+import sys
 from pathlib import Path
 
 
-def ensure_self_signed(folder: Path, common_name: str) -> tuple[Path, Path]:
-    """The (certificate, key) files in `folder`, created on first use (key mode 0600)."""
-    cert_path, key_path = folder / "api-cert.pem", folder / "api-key.pem"
-    if cert_path.exists() and key_path.exists():
-        return cert_path, key_path
-    # Imported here: cryptography costs ~8 MB of memory and is needed once per box.
+def certificate_files(folder: Path) -> tuple[Path, Path]:
+    return folder / "api-cert.pem", folder / "api-key.pem"
+
+
+async def ensure_self_signed(folder: Path, common_name: str) -> tuple[Path, Path]:
+    """The (certificate, key) files in `folder`, created on first use (key mode 0600).
+
+    Made by a short-lived child process: cryptography adds ~12 MB to a process for good, and
+    the gateway needs it once per box.
+    """
+    cert_path, key_path = certificate_files(folder)
+    if not (cert_path.exists() and key_path.exists()):
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "vmgateway.api.tls", str(folder), common_name, stderr=asyncio.subprocess.PIPE
+        )
+        _, error = await child.communicate()
+        if child.returncode != 0:
+            raise OSError(f"could not create the API certificate: {error.decode(errors='replace')[-500:]}")
+    return cert_path, key_path
+
+
+def _create(folder: Path, common_name: str) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
+    cert_path, key_path = certificate_files(folder)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
@@ -47,7 +66,6 @@ def ensure_self_signed(folder: Path, common_name: str) -> tuple[Path, Path]:
         handle.write(key_bytes)
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     os.chmod(cert_path, 0o600)
-    return cert_path, key_path
 
 
 def fingerprint(cert_path: Path) -> str:
@@ -55,3 +73,7 @@ def fingerprint(cert_path: Path) -> str:
     der = ssl.PEM_cert_to_DER_cert(cert_path.read_text())
     digest = hashlib.sha256(der).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+if __name__ == "__main__":
+    _create(Path(sys.argv[1]), sys.argv[2])

@@ -12,13 +12,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from vmgateway import __version__
+from vmgateway.api import page
 from vmgateway.api.metrics import metrics_text
 from vmgateway.api.security import AllowlistMiddleware, BodyLimitMiddleware, FailedAuthLimiter
 from vmgateway.config import AETitle, Settings
@@ -27,10 +29,10 @@ from vmgateway.hl7.charsets import http_charset
 from vmgateway.store import Store
 from vmgateway.store import feed as feed_reads
 from vmgateway.store.access import get_setting, set_setting, token_owner
-from vmgateway.store.journal import connect
 from vmgateway.store.records import mark_delivered, record_event
 
 TRANSFERS_ACTIVE = "transfers_active"
+COOKIE = "vmgateway_token"
 HL7_MEDIA_TYPE = "x-application/hl7-v2+er7"
 _CHUNK = 1 << 20
 
@@ -69,21 +71,24 @@ def create_app(view: GatewayView) -> Any:
 
     Reader = Annotated[Any, Depends(reading)]
 
-    def caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
-        """The name of the token presented; 401 without a valid one, 429 after too many failures."""
+    def identify(request: Request, token: str | None) -> str | None:
+        """The name of a valid token; failures are counted per address (429 past the limit)."""
         address = request.client.host if request.client else "?"
         if limiter.blocked(address):
             raise HTTPException(429, "too many failed attempts; wait a minute")
-        token = credentials.credentials if credentials else request.cookies.get("vmgateway_token")
         name = None
         if token:
-            conn = connect(store.journal.path, read_only=True)
-            try:
+            with store.reading() as conn:
                 name = token_owner(conn, token)
-            finally:
-                conn.close()
         if name is None:
             limiter.failed(address)
+        return name
+
+    def caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+        """The name of the token presented (header or the status page's cookie); 401 without one."""
+        token = credentials.credentials if credentials else request.cookies.get(COOKIE)
+        name = identify(request, token)
+        if name is None:
             raise HTTPException(401, "a valid token is needed", headers={"WWW-Authenticate": "Bearer"})
         return name
 
@@ -104,8 +109,7 @@ def create_app(view: GatewayView) -> Any:
         """Liveness: the only endpoint that needs no token."""
         return {"status": "ok"}
 
-    @api.get("/api/v1/status", tags=["gateway"])
-    def status(who: Caller, conn: Reader) -> dict[str, Any]:
+    def gateway_status(conn: Any) -> dict[str, Any]:
         disk = shutil.disk_usage(view.settings.storage.data_dir)
         queued = conn.execute("SELECT count(*) FROM items WHERE state != 'delivered'").fetchone()[0]
         by_kind = {row[0]: {"items": row[1], "bytes": row[2]}
@@ -125,6 +129,14 @@ def create_app(view: GatewayView) -> Any:
             "received": by_kind,
         }
 
+    async def switch_transfers(who: str, active: bool) -> None:
+        await asyncio.to_thread(store.journal.write, set_setting(TRANSFERS_ACTIVE, "true" if active else "false"))
+        await audit(who, "transfers activated" if active else "transfers deactivated")
+
+    @api.get("/api/v1/status", tags=["gateway"])
+    def status(who: Caller, conn: Reader) -> dict[str, Any]:
+        return gateway_status(conn)
+
     @api.get("/api/v1/devices", tags=["tests"])
     def devices(who: Caller, conn: Reader) -> list[dict[str, Any]]:
         """Every DICOM calling AE / address and HL7 sender seen, with first/last contact."""
@@ -133,6 +145,9 @@ def create_app(view: GatewayView) -> Any:
     @api.post("/api/v1/tests/echo", tags=["tests"])
     async def echo_test(request: EchoRequest, who: Caller) -> dict[str, Any]:
         """C-ECHO from the gateway to a PACS or modality."""
+        return await run_echo(who, request)
+
+    async def run_echo(who: str, request: EchoRequest) -> dict[str, Any]:
         began = time.monotonic()
         calling = request.calling_ae or view.settings.dicom.ae_title
         result = await asyncio.to_thread(echo, request.host, request.port, calling, request.called_ae, 10)
@@ -145,14 +160,12 @@ def create_app(view: GatewayView) -> Any:
 
     @api.post("/api/v1/transfers/activate", tags=["transfers"])
     async def activate(who: Caller) -> dict[str, bool]:
-        await asyncio.to_thread(store.journal.write, set_setting(TRANSFERS_ACTIVE, "true"))
-        await audit(who, "transfers activated")
+        await switch_transfers(who, True)
         return {"active": True}
 
     @api.post("/api/v1/transfers/deactivate", tags=["transfers"])
     async def deactivate(who: Caller) -> dict[str, bool]:
-        await asyncio.to_thread(store.journal.write, set_setting(TRANSFERS_ACTIVE, "false"))
-        await audit(who, "transfers deactivated")
+        await switch_transfers(who, False)
         return {"active": False}
 
     @api.get("/api/v1/feed", tags=["feed"])
@@ -218,6 +231,64 @@ def create_app(view: GatewayView) -> Any:
         """Prometheus text format."""
         body, content_type = metrics_text(conn, view.settings.storage.data_dir, view.components())
         return PlainTextResponse(body, media_type=content_type)
+
+    # --- the status page (not part of the versioned API) ---
+
+    def page_user(request: Request) -> str | None:
+        token = request.cookies.get(COOKIE)
+        return identify(request, token) if token else None
+
+    async def form(request: Request) -> dict[str, str]:
+        fields = parse_qs((await request.body()).decode("utf-8", "replace"))
+        return {key: values[0] for key, values in fields.items()}
+
+    def see_page() -> RedirectResponse:
+        return RedirectResponse("/", status_code=303)
+
+    @api.get("/", include_in_schema=False, response_class=HTMLResponse)
+    def home(request: Request, echo_result: str = "") -> HTMLResponse:
+        if page_user(request) is None:
+            return HTMLResponse(page.sign_in())
+        with store.reading() as conn:
+            last = conn.execute("SELECT max(received_at) FROM items").fetchone()[0]
+            return HTMLResponse(page.status_page(gateway_status(conn), feed_reads.senders(conn), last, echo_result))
+
+    @api.post("/signin", include_in_schema=False, response_model=None)
+    async def signin(request: Request) -> HTMLResponse | RedirectResponse:
+        token = (await form(request)).get("token", "")
+        if identify(request, token) is None:
+            return HTMLResponse(page.sign_in("That token is not valid / Ogiltig nyckel"), status_code=401)
+        answer = see_page()
+        answer.set_cookie(COOKIE, token, httponly=True, secure=view.settings.api.tls, samesite="strict")
+        return answer
+
+    @api.post("/signout", include_in_schema=False)
+    def signout() -> RedirectResponse:
+        answer = see_page()
+        answer.delete_cookie(COOKIE)
+        return answer
+
+    @api.post("/ui/transfers/{action}", include_in_schema=False)
+    async def ui_transfers(action: str, request: Request) -> RedirectResponse:
+        who = page_user(request)
+        if who is None or action not in ("activate", "deactivate"):
+            return see_page()
+        await switch_transfers(who, action == "activate")
+        return see_page()
+
+    @api.post("/ui/echo", include_in_schema=False, response_model=None)
+    async def ui_echo(request: Request) -> HTMLResponse | RedirectResponse:
+        who = page_user(request)
+        if who is None:
+            return see_page()
+        fields = await form(request)
+        try:
+            wanted = EchoRequest(host=fields.get("host", ""), port=int(fields.get("port", "0")),
+                                 called_ae=fields.get("called_ae") or "ANY-SCP")
+        except (ValueError, ValidationError) as exc:
+            return home(request, f"Echo not sent: {exc}".splitlines()[0])
+        result = await run_echo(who, wanted)
+        return home(request, result["message"])
 
     app: Any = BodyLimitMiddleware(api, view.settings.api.max_body_bytes)
     app = AllowlistMiddleware(app, view.settings.api.allow)

@@ -134,8 +134,14 @@ class DicomReceiver:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    @staticmethod
-    def _on_c_echo(event: evt.Event) -> int:
+    def _on_c_echo(self, event: evt.Event) -> int:
+        """Answered Success; the caller is noted as seen, so Vetmanager can watch a clinic's
+        modality send its test echo."""
+        requestor = event.assoc.requestor
+        try:
+            self.store.record_contact(Sender("dicom", requestor.ae_title, requestor.address))
+        except (JournalError, TimeoutError) as exc:
+            log.warning("could not note the echo's caller", extra={"error": str(exc)})
         return SUCCESS
 
     def _on_c_store(self, event: evt.Event) -> int | Dataset:

@@ -23,6 +23,7 @@ from vmgateway.store.records import (
     Receipt,
     Sender,
     complete_quiet_studies,
+    record_contact,
     record_dicom_instance,
     record_event,
     record_hl7_details,
@@ -105,6 +106,10 @@ class Store:
             yield conn
         finally:
             conn.close()
+
+    def record_contact(self, sender: Sender) -> None:
+        """Note that a sender was heard from (a C-ECHO, a test message) without an item."""
+        self.journal.write(record_contact(sender, time.time()))
 
     def record_event(self, kind: str, detail: str = "") -> None:
         self.journal.write(record_event(kind, detail, time.time()))

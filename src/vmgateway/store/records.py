@@ -181,6 +181,19 @@ def record_hl7_details(details: list[tuple[int, Hl7Details]]) -> Write[None]:
     return write
 
 
+def record_contact(sender: Sender, at: float) -> Write[None]:
+    """A sender was heard from without sending an item (a C-ECHO): first/last seen only."""
+
+    def write(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO senders (protocol, name, address, first_seen_at, last_seen_at, items) VALUES (?, ?, ?, ?, ?, 0)"
+            " ON CONFLICT (protocol, name, address) DO UPDATE SET last_seen_at = excluded.last_seen_at",
+            (sender.protocol, sender.name, sender.address, at, at),
+        )
+
+    return write
+
+
 def mark_delivered(item_ids: list[int], at: float) -> Write[list[int]]:
     """Items the pull side has taken; returns those that were not delivered before."""
 

@@ -1,0 +1,93 @@
+"""The status page at `/`: one server-rendered HTML page, no JavaScript, no external assets.
+
+A person at Vetmanager signs in with a token (kept in an HttpOnly, Secure, SameSite=Strict
+cookie), sees at a glance whether the gateway is well, and can switch transfers and run an
+echo. The page refreshes itself. HTML is built with f-strings and `html.escape`: one page
+does not justify a template engine.
+"""
+
+from datetime import datetime
+from html import escape
+from typing import Any
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;background:#f6f7f9;color:#1d2430}
+h1{font-size:1.4rem;margin:0 0 1rem} h2{font-size:1.05rem;margin:1.2rem 0 .4rem}
+.state{display:inline-block;padding:.15rem .6rem;border-radius:1rem;font-weight:600}
+.ok{background:#d8f3dc;color:#1b4332} .warn{background:#fff3bf;color:#7c5e00} .bad{background:#ffd6d6;color:#8a1c1c}
+table{border-collapse:collapse;background:#fff;min-width:40rem}
+td,th{padding:.3rem .7rem;border-bottom:1px solid #e3e6ea;text-align:left}
+form{display:inline-block;margin:.3rem .5rem .3rem 0} input{padding:.25rem} button{padding:.3rem .8rem}
+.note{color:#5b6472;font-size:.9rem}
+"""
+
+
+_FINE = {"running", "ok", "active"}
+
+
+def _page(title: str, body: str, refresh: bool = False) -> str:
+    meta = '<meta http-equiv="refresh" content="15">' if refresh else ""
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body>{body}</body></html>"
+    )
+
+
+def _when(timestamp: float | None) -> str:
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "–"
+
+
+def sign_in(message: str = "") -> str:
+    note = f'<p class="state bad">{escape(message)}</p>' if message else ""
+    return _page("vmgateway – sign in", f"""
+<h1>Vetmanager Gateway</h1>{note}
+<form method="post" action="/signin">
+<label>Token / Nyckel <input type="password" name="token" autocomplete="off" required></label>
+<button type="submit">Sign in / Logga in</button></form>
+<p class="note">A token is made on the box with <code>vmgateway token create NAME</code>.</p>""")
+
+
+def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_received: float | None,
+                echo_result: str = "") -> str:
+    components = status["components"]
+    problems = [name for name, c in components.items() if c.get("state") not in _FINE | {"inactive"}]
+    overall = ("bad", "Needs attention / Kräver åtgärd: " + ", ".join(problems)) if problems else (
+        "ok", "All well / Allt OK")
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td><span class='state {'ok' if c.get('state') in _FINE else 'warn'}'>"
+        f"{escape(str(c.get('state')))}</span></td><td>{escape(_details(c))}</td></tr>"
+        for name, c in components.items()
+    )
+    device_rows = "".join(
+        f"<tr><td>{escape(d['protocol'].upper())}</td><td>{escape(d['name'])}</td><td>{escape(d['address'])}</td>"
+        f"<td>{_when(d['first_seen_at'])}</td><td>{_when(d['last_seen_at'])}</td><td>{d['items']}</td></tr>"
+        for d in devices
+    ) or "<tr><td colspan='6'>No device has sent anything yet / Inga enheter än</td></tr>"
+    active = status["transfers_active"]
+    switch = ("deactivate", "Deactivate transfers / Stoppa överföring") if active else (
+        "activate", "Activate transfers / Aktivera överföring")
+    echo_note = f'<p class="note" id="echo-result">{escape(echo_result)}</p>' if echo_result else ""
+    body = f"""
+<h1>Vetmanager Gateway {escape(status['site'])}</h1>
+<p><span class="state {overall[0]}" id="overall">{escape(overall[1])}</span>
+ <span class="note">version {escape(status['version'])}, up {status['uptime_s'] / 3600:.1f} h,
+ last received / senast mottaget: {_when(last_received)}</span></p>
+<h2>Components / Komponenter</h2><table id="components">{rows}</table>
+<h2>Transfers / Överföring: <span id="transfers">{'on / på' if active else 'off / av'}</span></h2>
+<p>Queue / Kö: {status['queue']['undelivered']} item(s) not yet taken by Vetmanager.</p>
+<form method="post" action="/ui/transfers/{switch[0]}"><button type="submit">{switch[1]}</button></form>
+<h2>Devices seen / Enheter</h2>
+<table id="devices"><tr><th>Protocol</th><th>Name (AE / application^facility)</th><th>Address</th><th>First seen</th>
+<th>Last seen</th><th>Items</th></tr>{device_rows}</table>
+<h2>Echo a PACS or modality / Testa anslutning</h2>
+<form method="post" action="/ui/echo"><input name="host" placeholder="host" required>
+<input name="port" placeholder="port" size="6" required><input name="called_ae" placeholder="AE title" value="ANY-SCP">
+<button type="submit">C-ECHO</button></form>{echo_note}
+<form method="post" action="/signout"><button type="submit">Sign out / Logga ut</button></form>
+"""
+    return _page("vmgateway – status", body, refresh=not echo_result)
+
+
+def _details(component: dict[str, Any]) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in component.items() if k != "state")

@@ -1,0 +1,53 @@
+"""The status page as a person sees it: Debian's Chromium, headless, driven by Playwright."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from playwright.sync_api import expect, sync_playwright
+
+from tests.conftest import GatewayProcess, dcmtk
+from tests.test_api import new_token
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+# Chromium as root needs --no-sandbox; the rest keeps it from reaching for the internet.
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+def test_sign_in_see_devices_activate_transfers(gateway: GatewayProcess) -> None:
+    token = new_token(gateway, "office")
+    assert dcmtk("echoscu", "-aet", "XRAY_ROOM1", "-aec", "VM_GATEWAY", "127.0.0.1", str(gateway.port)).returncode == 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_context(ignore_https_errors=True).new_page()
+            page.goto(f"https://127.0.0.1:{gateway.api_port}/")
+            page.fill("input[name=token]", "wrong")
+            page.click("button[type=submit]")
+            expect(page.locator("body")).to_contain_text("That token is not valid")
+            page.fill("input[name=token]", token)
+            page.click("button[type=submit]")
+            expect(page.locator("#overall")).to_contain_text("All well")
+            expect(page.locator("#devices")).to_contain_text("XRAY_ROOM1")
+            expect(page.locator("#transfers")).to_contain_text("off")
+            page.click("text=Activate transfers")
+            expect(page.locator("#transfers")).to_contain_text("on")
+            page.fill("input[name=host]", "127.0.0.1")
+            page.fill("input[name=port]", str(gateway.port))
+            page.fill("input[name=called_ae]", "VM_GATEWAY")
+            page.click("text=C-ECHO")
+            expect(page.locator("#echo-result")).to_contain_text("succeeded")
+            page.screenshot(path=str(ARTIFACTS / "status-page.png"), full_page=True)
+            cookies = page.context.cookies()
+            assert [(c["name"], c["httpOnly"], c["secure"], c["sameSite"]) for c in cookies] == [
+                ("vmgateway_token", True, True, "Strict")]
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "status-page.png").stat().st_size > 10_000
+    with gateway.journal() as conn:
+        audit = [r[0] for r in conn.execute("SELECT detail FROM events WHERE kind = 'audit' ORDER BY id")]
+    assert audit[0] == "office: transfers activated"

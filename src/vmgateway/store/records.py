@@ -185,11 +185,7 @@ def record_contact(sender: Sender, at: float) -> Write[None]:
     """A sender was heard from without sending an item (a C-ECHO): first/last seen only."""
 
     def write(conn: sqlite3.Connection) -> None:
-        conn.execute(
-            "INSERT INTO senders (protocol, name, address, first_seen_at, last_seen_at, items) VALUES (?, ?, ?, ?, ?, 0)"
-            " ON CONFLICT (protocol, name, address) DO UPDATE SET last_seen_at = excluded.last_seen_at",
-            (sender.protocol, sender.name, sender.address, at, at),
-        )
+        _touch_sender(conn, sender, at, items=0)
 
     return write
 
@@ -242,11 +238,12 @@ def _insert_item(conn: sqlite3.Connection, kind: str, spooled: SpooledFile, send
     return int(cursor.lastrowid or 0)
 
 
-def _touch_sender(conn: sqlite3.Connection, sender: Sender, at: float) -> None:
+def _touch_sender(conn: sqlite3.Connection, sender: Sender, at: float, items: int = 1) -> None:
     conn.execute(
-        "INSERT INTO senders (protocol, name, address, first_seen_at, last_seen_at, items) VALUES (?, ?, ?, ?, ?, 1)"
-        " ON CONFLICT (protocol, name, address) DO UPDATE SET last_seen_at = excluded.last_seen_at, items = items + 1",
-        (sender.protocol, sender.name, sender.address, at, at),
+        "INSERT INTO senders (protocol, name, address, first_seen_at, last_seen_at, items) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (protocol, name, address) DO UPDATE SET last_seen_at = excluded.last_seen_at,"
+        " items = items + excluded.items",
+        (sender.protocol, sender.name, sender.address, at, at, items),
     )
 
 

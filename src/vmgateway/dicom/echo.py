@@ -42,6 +42,8 @@ def echo(host: str, port: int, calling_aet: str, called_aet: str, timeout: float
     pynetdicom_log.addHandler(capture)
     try:
         assoc = ae.associate(host, port, ae_title=called_aet)
+    except (OSError, ValueError) as exc:  # e.g. a host name that cannot even be looked up
+        return EchoResult(False, f"cannot connect to {host}:{port}: {exc}")
     finally:
         pynetdicom_log.removeHandler(capture)
     where = f"{called_aet}@{host}:{port}"

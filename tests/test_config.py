@@ -49,7 +49,7 @@ def test_environment_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ({"dicom": {"bind": "localhost"}}, "dicom.bind = 'localhost': a bind address is an IP address"),
         ({"storage": {"min_free_mb": -1}}, "storage.min_free_mb = -1: Input should be greater than or equal to 0"),
         ({"dicom": {"prot": 1}}, "dicom.prot: unknown key (allowed here: bind, port, ae_title,"),
-        ({"dicmo": {}}, "dicmo: unknown key (allowed here: site, storage, dicom, hl7, api)"),
+        ({"dicmo": {}}, "dicmo: unknown key (allowed here: site, pacs, storage, dicom, hl7, api)"),
     ],
 )
 def test_wrong_values_are_refused_by_key(data: dict, expected: str) -> None:

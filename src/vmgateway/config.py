@@ -57,8 +57,44 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _optional_ip(value: str) -> str:
+    if value:
+        try:
+            ip_address(value)
+        except ValueError:
+            raise ValueError("an IP address such as 192.0.2.10, or empty") from None
+    return value
+
+
+OptionalIP = Annotated[str, AfterValidator(_optional_ip)]
+
+
+class ContactConfig(_Section):
+    """The clinic's contact person (the site form)."""
+
+    name: Annotated[str, Field(max_length=200)] = ""
+    phone: Annotated[str, Field(max_length=50, pattern=r"^[0-9+()\- ]*$")] = ""
+    email: Annotated[str, Field(max_length=200, pattern=r"^$|^[^@\s]+@[^@\s]+\.[^@\s]+$")] = ""
+
+
 class SiteConfig(_Section):
-    name: str = ""
+    """The clinic's form: where the gateway stands and how it is connected."""
+
+    name: Annotated[str, Field(max_length=200)] = ""
+    external_ip: OptionalIP = ""
+    internal_ip: OptionalIP = ""
+    one_to_one_nat: bool = False
+    router_option: Annotated[int, Field(ge=1, le=4)] = 1
+    """1 DMZ (recommended), 2 WAN + LAN, 3 one-to-one NAT, 4 port forwarding."""
+    contact: ContactConfig = ContactConfig()
+
+
+class PacsConfig(_Section):
+    """The clinic's PACS, where the gateway polls one (empty host: none)."""
+
+    host: Annotated[str, Field(max_length=253)] = ""
+    port: Port = 104
+    ae_title: Annotated[str, Field(max_length=16)] = ""
 
 
 class StorageConfig(_Section):
@@ -148,6 +184,7 @@ class ApiConfig(_Section):
 
 class Settings(_Section):
     site: SiteConfig = SiteConfig()
+    pacs: PacsConfig = PacsConfig()
     storage: StorageConfig = StorageConfig()
     dicom: DicomConfig = DicomConfig()
     hl7: Hl7Config = Hl7Config()

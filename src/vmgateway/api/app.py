@@ -7,6 +7,7 @@ FastAPI reads the dependency annotations at run time.)
 
 
 import asyncio
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
@@ -23,15 +25,18 @@ from vmgateway import __version__
 from vmgateway.api import page
 from vmgateway.api.metrics import metrics_text
 from vmgateway.api.security import AllowlistMiddleware, BodyLimitMiddleware, FailedAuthLimiter
-from vmgateway.config import AETitle, Settings
+from vmgateway.config import AETitle, ContactConfig, PacsConfig, Settings
 from vmgateway.dicom.echo import echo
 from vmgateway.hl7.charsets import http_charset
+from vmgateway.hl7.client import send_messages
 from vmgateway.store import Store
 from vmgateway.store import feed as feed_reads
 from vmgateway.store.access import get_setting, set_setting, token_owner
 from vmgateway.store.records import mark_delivered, record_event
 
 TRANSFERS_ACTIVE = "transfers_active"
+SITE_CONTACT = "site.contact"
+SITE_PACS = "site.pacs"
 COOKIE = "vmgateway_token"
 HL7_MEDIA_TYPE = "x-application/hl7-v2+er7"
 _CHUNK = 1 << 20
@@ -54,8 +59,13 @@ class EchoRequest(BaseModel):
     calling_ae: AETitle | None = None
 
 
+MAX_ID = 2**63 - 1
+"""SQLite's largest integer: IDs beyond it cannot exist (and cannot even be looked up)."""
+ItemId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+
+
 class AckRequest(BaseModel):
-    item_ids: list[int] = Field(min_length=1, max_length=10000)
+    item_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=10000)
 
 
 def create_app(view: GatewayView) -> Any:
@@ -137,6 +147,48 @@ def create_app(view: GatewayView) -> Any:
     def status(who: Caller, conn: Reader) -> dict[str, Any]:
         return gateway_status(conn)
 
+    def site_form(conn: Any) -> dict[str, Any]:
+        """The site form as configured, with the contact and PACS as last changed here."""
+        site = view.settings.site.model_dump(mode="json")
+        site["contact"] = json.loads(get_setting(conn, SITE_CONTACT, json.dumps(site["contact"])))
+        pacs = json.loads(get_setting(conn, SITE_PACS, view.settings.pacs.model_dump_json()))
+        return {"site": site, "pacs": pacs}
+
+    @api.get("/api/v1/site", tags=["site"])
+    def site(who: Caller, conn: Reader) -> dict[str, Any]:
+        """The clinic's form. IP addresses and the router option are set at provisioning, not here."""
+        return site_form(conn)
+
+    @api.put("/api/v1/site/contact", tags=["site"])
+    async def change_contact(contact: ContactConfig, who: Caller) -> dict[str, Any]:
+        await asyncio.to_thread(store.journal.write, set_setting(SITE_CONTACT, contact.model_dump_json()))
+        await audit(who, f"site contact changed to {contact.model_dump_json()}")
+        with store.reading() as conn:
+            return site_form(conn)
+
+    @api.put("/api/v1/site/pacs", tags=["site"])
+    async def change_pacs(pacs: PacsConfig, who: Caller) -> dict[str, Any]:
+        await asyncio.to_thread(store.journal.write, set_setting(SITE_PACS, pacs.model_dump_json()))
+        await audit(who, f"site PACS changed to {pacs.model_dump_json()}")
+        with store.reading() as conn:
+            return site_form(conn)
+
+    @api.post("/api/v1/tests/hl7", tags=["tests"])
+    async def hl7_test(who: Caller) -> dict[str, Any]:
+        """A test message (MSH-11 = T) sent to the gateway's own HL7 listener, and its ACK."""
+        control_id = f"TEST{int(time.time() * 1000)}"
+        message = (f"MSH|^~\\&|VMGATEWAY-TEST|{view.settings.site.name or 'SITE'}|VM_GATEWAY|VM_GATEWAY|"
+                   f"{time.strftime('%Y%m%d%H%M%S')}||ORU^R01|{control_id}|T|2.5\r").encode()
+        began = time.monotonic()
+        try:
+            [answer] = await asyncio.to_thread(send_messages, "127.0.0.1", view.settings.hl7.port, [message], 10)
+        except (OSError, ConnectionError) as exc:
+            await audit(who, f"hl7 test: {exc}")
+            return {"ok": False, "message": f"no answer from the HL7 listener: {exc}", "seconds": None}
+        await audit(who, f"hl7 test {control_id}: {answer.code}")
+        return {"ok": answer.code in ("AA", "CA"), "message": f"ACK {answer.code} {answer.text}".strip(),
+                "control_id": control_id, "seconds": round(time.monotonic() - began, 3)}
+
     @api.get("/api/v1/devices", tags=["tests"])
     def devices(who: Caller, conn: Reader) -> list[dict[str, Any]]:
         """Every DICOM calling AE / address and HL7 sender seen, with first/last contact."""
@@ -169,7 +221,7 @@ def create_app(view: GatewayView) -> Any:
         return {"active": False}
 
     @api.get("/api/v1/feed", tags=["feed"])
-    def feed(who: Caller, conn: Reader, after: Annotated[int, Query(ge=0)] = 0,
+    def feed(who: Caller, conn: Reader, after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
              limit: Annotated[int, Query(ge=1, le=1000)] = 100, undelivered: bool = True) -> dict[str, Any]:
         """Items received after the cursor `after` (an item ID), oldest first."""
         require_active(conn)
@@ -186,7 +238,7 @@ def create_app(view: GatewayView) -> Any:
         return {"studies": found, "next": found[-1]["study_instance_uid"] if found else after}
 
     @api.get("/api/v1/items/{item_id}", tags=["feed"])
-    def item(item_id: int, who: Caller, conn: Reader) -> dict[str, Any]:
+    def item(item_id: ItemId, who: Caller, conn: Reader) -> dict[str, Any]:
         require_active(conn)
         found = feed_reads.item(conn, item_id)
         if found is None:
@@ -194,7 +246,7 @@ def create_app(view: GatewayView) -> Any:
         return found[0]
 
     @api.get("/api/v1/items/{item_id}/content", tags=["feed"], response_model=None)
-    def content(item_id: int, who: Caller, conn: Reader) -> FileResponse | StreamingResponse:
+    def content(item_id: ItemId, who: Caller, conn: Reader) -> FileResponse | StreamingResponse:
         """The item's bytes exactly as received: DICOM as a Part 10 file (Range supported),
         HL7 as the raw message."""
         require_active(conn)
@@ -220,7 +272,7 @@ def create_app(view: GatewayView) -> Any:
         return {"delivered": changed}
 
     @api.get("/api/v1/events", tags=["gateway"])
-    def events(who: Caller, conn: Reader, before: Annotated[int | None, Query(ge=1)] = None,
+    def events(who: Caller, conn: Reader, before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
         """Events, newest first; page with `before` = the last ID seen."""
         found = feed_reads.events(conn, before, limit)

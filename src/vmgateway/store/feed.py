@@ -75,7 +75,7 @@ def complete_studies(conn: sqlite3.Connection, quiet_since: float, cursor: str, 
 def events(conn: sqlite3.Connection, before: int | None, limit: int) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT id, at, kind, detail FROM events WHERE id < ? ORDER BY id DESC LIMIT ?",
-        (before if before is not None else 2**62, limit),
+        (before if before is not None else 2**63 - 1, limit),
     ).fetchall()
     return [dict(row) for row in rows]
 

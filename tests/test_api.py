@@ -151,6 +151,9 @@ def test_pull_feed_end_to_end(gateway: GatewayProcess, tmp_path: Path) -> None:
         metrics = api.get("/api/v1/metrics").text
         assert 'vmgateway_received_items_total{kind="dicom"} 1.0' in metrics
         assert 'vmgateway_items{state="delivered"} 2.0' in metrics
+        assert 'vmgateway_dicom_store_responses_total{status="0x0000"} 1.0' in metrics
+        assert 'vmgateway_hl7_acks_total{code="CA"} 1.0' in metrics
+        assert "process_resident_memory_bytes" in metrics
 
 
 def test_echo_from_the_api(gateway: GatewayProcess) -> None:

@@ -1,7 +1,8 @@
-"""Prometheus metrics, computed from the journal at scrape time.
+"""Prometheus metrics: most computed from the journal at scrape time.
 
-The receivers count nothing themselves: the journal already knows what was received and
-delivered, so a collector reads it (a few indexed aggregates) when Prometheus asks.
+The journal already knows what was received and delivered, so a collector reads it (a few
+indexed aggregates) when Prometheus asks. Only what the journal cannot know — answers that
+refused something — is counted by the receivers (vmgateway.counters).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -45,6 +46,7 @@ class _JournalCollector(Collector):
 
 
 def metrics_text(conn: sqlite3.Connection, data_dir: Path, components: dict[str, dict[str, Any]]) -> tuple[bytes, str]:
+    """The journal's figures, the receivers' answer counters and the process's own metrics."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_JournalCollector(conn, data_dir, components))
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY) + generate_latest(registry), CONTENT_TYPE_LATEST

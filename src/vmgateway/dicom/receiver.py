@@ -23,6 +23,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from vmgateway.config import DicomConfig
+from vmgateway.counters import DICOM_STORE_RESPONSES
 from vmgateway.dicom.metadata import UnreadableInstance, read_instance
 from vmgateway.dicom.rejection import describe_rejection
 from vmgateway.store import JournalError, Outcome, Sender, SpoolFull, Store
@@ -145,6 +146,12 @@ class DicomReceiver:
         return SUCCESS
 
     def _on_c_store(self, event: evt.Event) -> int | Dataset:
+        answer = self._store(event)
+        status = answer if isinstance(answer, int) else int(answer.Status)
+        DICOM_STORE_RESPONSES.labels(f"0x{status:04X}").inc()
+        return answer
+
+    def _store(self, event: evt.Event) -> int | Dataset:
         requestor = event.assoc.requestor
         sender = Sender("dicom", requestor.ae_title, requestor.address)
         path = event.dataset_path

@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 
-from vmgateway.hl7.framing import Frame, MllpDecoder
-from vmgateway.hl7.receiver import framed
+from vmgateway.hl7.framing import Frame, MllpDecoder, framed
+from vmgateway.hl7.messages import AckSummary, summarise
 
 _ACK_LIMIT = 1 << 20
-
-
-@dataclass(frozen=True)
-class AckSummary:
-    code: str
-    """MSA-1: AA/AE/AR (or CA/CE/CR), empty when no MSA was found."""
-    text: str
-    """MSA-3, the sender's error text if any."""
-    raw: bytes
-
-
-def summarise(ack: bytes) -> AckSummary:
-    for segment in ack.replace(b"\n", b"\r").split(b"\r"):
-        if segment.startswith(b"MSA") and len(segment) > 3:
-            fields = segment.decode("latin-1").split(chr(segment[3]))
-            return AckSummary(fields[1] if len(fields) > 1 else "", fields[3] if len(fields) > 3 else "", ack)
-    return AckSummary("", "no MSA segment in the answer", ack)
 
 
 def send_messages(host: str, port: int, messages: list[bytes], timeout: float = 30) -> list[AckSummary]:

@@ -119,6 +119,11 @@ class MllpDecoder:
         self._buffer += chunk[:room]
 
 
+def framed(message: bytes) -> bytes:
+    """`message` in MLLP framing, as it goes on the wire."""
+    return bytes([START]) + message + bytes([END, CR])
+
+
 def _find(view: memoryview, byte: int) -> int:
     """Index of `byte` in a buffer, searched in slices so a large one is never copied whole."""
     step = 65536

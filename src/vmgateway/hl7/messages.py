@@ -163,3 +163,22 @@ def _escape(text: str, fs: str, enc: str) -> str:
     for character, code in zip(enc[:2] + enc[3:4], "SRT", strict=False):
         out = out.replace(character, f"{escape}{code}{escape}")
     return out.replace("\r", " ").replace("\n", " ")
+
+
+@dataclass(frozen=True, slots=True)
+class AckSummary:
+    """An ACK as a sender reads it."""
+
+    code: str
+    """MSA-1: AA/AE/AR (or CA/CE/CR), empty when no MSA was found."""
+    text: str
+    """MSA-3, the sender's error text if any."""
+    raw: bytes
+
+
+def summarise(ack: bytes) -> AckSummary:
+    for segment in ack.replace(b"\n", b"\r").split(b"\r"):
+        if segment.startswith(b"MSA") and len(segment) > 3:
+            fields = segment.decode("latin-1").split(chr(segment[3]))
+            return AckSummary(fields[1] if len(fields) > 1 else "", fields[3] if len(fields) > 3 else "", ack)
+    return AckSummary("", "no MSA segment in the answer", ack)

@@ -14,8 +14,9 @@ import socket
 from ipaddress import ip_address
 
 from vmgateway.config import Hl7Config
-from vmgateway.hl7.framing import END, START, Frame, Garbage, MllpDecoder, Oversized
-from vmgateway.hl7.messages import Header, UnusableHeader, build_ack, read_details, read_header
+from vmgateway.counters import HL7_ACKS
+from vmgateway.hl7.framing import Frame, Garbage, MllpDecoder, Oversized, framed
+from vmgateway.hl7.messages import Header, UnusableHeader, build_ack, read_details, read_header, summarise
 from vmgateway.store import JournalError, Outcome, Sender, SpoolFull, Store
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,6 @@ _DETAILS_DELAY_S = 0.5
 # Error codes, HL7 table 0357
 _APPLICATION_ERROR = "207"
 _UNSUPPORTED_MESSAGE = "200"
-
-
-def framed(message: bytes) -> bytes:
-    return bytes([START]) + message + bytes([END, 0x0D])
 
 
 def _codes(header: Header | None) -> tuple[str, str, str]:
@@ -130,6 +127,7 @@ class Hl7Receiver:
                                 extra={"address": address, "sample": event.sample[:32].hex()})
                     return
                 if ack is not None:
+                    HL7_ACKS.labels(summarise(ack).code or "?").inc()
                     writer.write(framed(ack))
                     await writer.drain()
                 if not keep_open:

@@ -159,19 +159,19 @@ def create_app(view: GatewayView) -> Any:
         """The clinic's form. IP addresses and the router option are set at provisioning, not here."""
         return site_form(conn)
 
-    @api.put("/api/v1/site/contact", tags=["site"])
-    async def change_contact(contact: ContactConfig, who: Caller) -> dict[str, Any]:
-        await asyncio.to_thread(store.journal.write, set_setting(SITE_CONTACT, contact.model_dump_json()))
-        await audit(who, f"site contact changed to {contact.model_dump_json()}")
+    async def change_site(who: str, key: str, value: BaseModel) -> dict[str, Any]:
+        await asyncio.to_thread(store.journal.write, set_setting(key, value.model_dump_json()))
+        await audit(who, f"{key} changed to {value.model_dump_json()}")
         with store.reading() as conn:
             return site_form(conn)
 
+    @api.put("/api/v1/site/contact", tags=["site"])
+    async def change_contact(contact: ContactConfig, who: Caller) -> dict[str, Any]:
+        return await change_site(who, SITE_CONTACT, contact)
+
     @api.put("/api/v1/site/pacs", tags=["site"])
     async def change_pacs(pacs: PacsConfig, who: Caller) -> dict[str, Any]:
-        await asyncio.to_thread(store.journal.write, set_setting(SITE_PACS, pacs.model_dump_json()))
-        await audit(who, f"site PACS changed to {pacs.model_dump_json()}")
-        with store.reading() as conn:
-            return site_form(conn)
+        return await change_site(who, SITE_PACS, pacs)
 
     @api.post("/api/v1/tests/hl7", tags=["tests"])
     async def hl7_test(who: Caller) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import json
 import re
+import socket
 import ssl
 import subprocess
 import sys
@@ -154,6 +155,18 @@ def test_pull_feed_end_to_end(gateway: GatewayProcess, tmp_path: Path) -> None:
         assert 'vmgateway_dicom_store_responses_total{status="0x0000"} 1.0' in metrics
         assert 'vmgateway_hl7_acks_total{code="CA"} 1.0' in metrics
         assert "process_resident_memory_bytes" in metrics
+
+
+def test_status_names_each_components_last_problem(gateway: GatewayProcess) -> None:
+    token = new_token(gateway, "vetmanager")
+    with socket.create_connection(("127.0.0.1", gateway.hl7_port), timeout=10) as junk:
+        junk.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        assert junk.recv(100) == b""  # dropped
+    gateway.wait_for_log("outside MLLP frames")
+    with client(gateway, token) as api:
+        components = api.get("/api/v1/status").json()["components"]
+    assert components["hl7"]["last_problem"]["message"].startswith("hl7 connection sent bytes outside MLLP frames")
+    assert components["dicom"]["last_problem"] is None
 
 
 def test_echo_from_the_api(gateway: GatewayProcess) -> None:

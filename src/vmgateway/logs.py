@@ -40,3 +40,21 @@ def configure(level: int = logging.INFO) -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     # uvicorn announces itself at INFO; the API logs its own start.
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
+
+
+class LastProblems(logging.Handler):
+    """Remembers the last warning or error of each part of the gateway, for the status API.
+
+    Parts are named by their logger: `vmgateway.dicom.receiver` belongs to `dicom`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: dict[str, dict[str, object]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        parts = record.name.split(".")
+        if len(parts) > 1 and parts[0] == "vmgateway":
+            detail = getattr(record, "error", None) or getattr(record, "reason", None)
+            message = record.getMessage() + (f": {detail}" if detail else "")
+            self.last[parts[1]] = {"at": record.created, "level": record.levelname.lower(), "message": message}

@@ -21,6 +21,7 @@ from vmgateway.config import Settings
 from vmgateway.dicom.receiver import DicomReceiver
 from vmgateway.dicom.studies import complete_quiet_studies
 from vmgateway.hl7.receiver import Hl7Receiver
+from vmgateway.logs import LastProblems
 from vmgateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,16 @@ class Gateway:
         self.hl7 = Hl7Receiver(settings.hl7, self.store)
         self.api = ApiServer(GatewayView(settings, self.store, time.time(), self._components))
         self._running: set[str] = set()
+        self._problems = LastProblems()
+        logging.getLogger("vmgateway").addHandler(self._problems)
         self._stop = asyncio.Event()
 
-    def _components(self) -> dict[str, dict[str, str]]:
-        return {name: {"state": "running" if name in self._running else "stopped"} for name in ("dicom", "hl7")}
+    def _components(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {"state": "running" if name in self._running else "stopped",
+                   "last_problem": self._problems.last.get(name)}
+            for name in ("dicom", "hl7")
+        }
 
     async def _stop_listeners(self, timeout: float | None) -> int:
         """Drain the receivers side by side, then stop the API; return aborted associations."""

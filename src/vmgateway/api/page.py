@@ -90,4 +90,12 @@ def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_rece
 
 
 def _details(component: dict[str, Any]) -> str:
-    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in component.items() if k != "state")
+    parts = []
+    for key, value in component.items():
+        if key == "state" or value is None:
+            continue
+        if key == "last_problem":
+            parts.append(f"last problem {_when(value['at'])}: {value['message']}")
+        else:
+            parts.append(f"{key.replace('_', ' ')} {value}")
+    return ", ".join(parts)

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,22 @@ def test_a_taken_port_stops_the_start_with_a_clear_message(gateway: GatewayProce
     )
     assert result.returncode == 1
     assert f"cannot listen for DICOM on 127.0.0.1:{gateway.port}: Address already in use" in result.stderr
+
+
+def test_partial_file_of_an_aborted_association_is_removed(make_gateway: Any, tmp_path: Path) -> None:
+    gateway = make_gateway(dicom={"network_timeout_s": 1})
+    big = secondary_capture(tmp_path / "loop.dcm", frames=512, rows=1024, columns=1024)  # 512 MiB
+    sender = subprocess.Popen(["storescu", "-aec", "VM_GATEWAY", "127.0.0.1", str(gateway.port), str(big)],
+                              env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(2000):  # bounded: until the dataset has started to arrive
+            if gateway.incoming_files():
+                break
+            time.sleep(0.005)
+        assert gateway.incoming_files(), "the transfer did not start"
+    finally:
+        sender.kill()  # the modality dies mid-dataset
+        sender.wait(30)
+    gateway.wait_for_log("removed unacknowledged partial files")
+    assert gateway.incoming_files() == []
+    assert gateway.instances() == []

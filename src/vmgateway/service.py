@@ -7,7 +7,6 @@ blocking calls into it or the store are made with `asyncio.to_thread`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -19,7 +18,7 @@ from vmgateway.api.app import GatewayView
 from vmgateway.api.server import ApiServer
 from vmgateway.config import Settings
 from vmgateway.dicom.receiver import DicomReceiver
-from vmgateway.dicom.studies import complete_quiet_studies
+from vmgateway.dicom.studies import complete_quiet_studies, remove_abandoned_transfers
 from vmgateway.hl7.receiver import Hl7Receiver
 from vmgateway.logs import LastProblems
 from vmgateway.store import Store
@@ -100,14 +99,17 @@ class Gateway:
                     where = f"{listener.bind}:{listener.port}"
                     raise StartupError(f"cannot listen for {name} on {where}: {exc.strerror or exc}") from exc
                 self._running.add(name.lower())
-            sweeper = asyncio.create_task(complete_quiet_studies(self.store, self.settings.dicom.stable_after_s))
+            background = [
+                asyncio.create_task(complete_quiet_studies(self.store, self.settings.dicom.stable_after_s)),
+                asyncio.create_task(remove_abandoned_transfers(self.store, self.settings.dicom.network_timeout_s)),
+            ]
             log.info("gateway running", extra={"version": __version__, "data_dir": str(self.settings.storage.data_dir)})
             await self._stop.wait()
             log.info("gateway stopping")
             aborted = await self._stop_listeners(None)
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             self.store.record_event("stop", f"clean; {aborted} association(s) aborted")
         finally:
             self.store.close()

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BufferedReader
@@ -63,19 +64,32 @@ class Spool:
         rename out of it), so it is safe to delete.
         """
         self.incoming.mkdir(parents=True, exist_ok=True)
-        leftovers = 0
-        for entry in self.incoming.iterdir():
-            if entry.is_file():
-                entry.unlink()
-                leftovers += 1
-        if leftovers:
-            log.info("removed unacknowledged partial files", extra={"count": leftovers})
+        self.remove_partial_files(older_than_s=0)
         for kind in ("dicom",):
             base = self.root / kind
             for sub in _FANOUT:
                 (base / sub).mkdir(parents=True, exist_ok=True)
             fsync_directory(base)
         fsync_directory(self.root)
+
+    def remove_partial_files(self, older_than_s: float) -> int:
+        """Delete files in `incoming/` untouched for `older_than_s` seconds; return how many.
+
+        A transfer in progress writes to its file at least every network timeout, so a file
+        older than that belongs to an association that was aborted: it was never acknowledged.
+        """
+        horizon = time.time() - older_than_s
+        removed = 0
+        for entry in self.incoming.iterdir():
+            try:
+                if entry.is_file() and entry.stat().st_mtime <= horizon:
+                    entry.unlink()
+                    removed += 1
+            except FileNotFoundError:  # its transfer just completed and took it
+                continue
+        if removed:
+            log.info("removed unacknowledged partial files", extra={"count": removed})
+        return removed
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free

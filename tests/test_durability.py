@@ -60,6 +60,7 @@ def test_kill_9_loses_nothing_acknowledged(make_gateway: Any, tmp_path: Path) ->
         stored_path = gateway.data_dir / "spool" / row["spool_path"]
         assert hashlib.sha256(stored_path.read_bytes()).hexdigest() == row["sha256"]
     assert gateway.incoming_files() == []
+    assert len(gateway.spool_files()) == len(rows)  # no orphan either
     assert gateway.stop() == 0
 
 

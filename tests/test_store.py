@@ -109,3 +109,21 @@ def test_leftovers_in_incoming_are_removed_at_start(tmp_path: Path) -> None:
     store.open()
     store.close()
     assert list(store.incoming_dir.iterdir()) == []
+
+
+def test_spool_files_the_journal_never_recorded_are_removed_at_start(tmp_path: Path) -> None:
+    from vmgateway.store import DicomInstance, Sender
+
+    store = Store(tmp_path / "var", min_free_mb=0)
+    store.open()
+    kept = store.incoming_dir / "kept.dcm"
+    kept.write_bytes(b"recorded instance")
+    receipt = store.put_dicom(kept, DicomInstance("1.2", "1.2.3", "1.2.840.10008.1.2.1"), Sender("dicom", "X", "127.0.0.1"))
+    store.close()
+    orphan = tmp_path / "var" / "spool" / "dicom" / "ab" / ("ab" + "0" * 62 + ".dcm")
+    orphan.write_bytes(b"renamed, then the process died before the journal commit")
+    store.open()
+    store.close()
+    assert not orphan.exists()
+    files = [p for p in (tmp_path / "var" / "spool" / "dicom").rglob("*") if p.is_file()]
+    assert len(files) == 1 and receipt.item_id == 1

@@ -58,8 +58,22 @@ class Store:
         return self.spool.incoming
 
     def open(self) -> None:
+        """Open the spool and the journal, and remove spool files the journal never recorded.
+
+        Such orphans are left when the process died between a file's rename and its journal
+        commit: never acknowledged, so the sender still has them. Done before any receiver
+        runs, so no commit can be under way.
+        """
         self.spool.open()
         self.journal.open()
+        with self.reading() as conn:
+            orphans = self.spool.remove_unrecorded(
+                lambda folder: {row[0] for row in conn.execute(  # "/" + 1 == "0": the folder's range
+                    "SELECT spool_path FROM items WHERE spool_path >= ? AND spool_path < ?",
+                    (folder, folder[:-1] + "0"))}
+            )
+        if orphans:
+            log.info("removed spool files the journal never recorded", extra={"count": orphans})
 
     def close(self) -> None:
         self.journal.close()

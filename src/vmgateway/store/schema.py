@@ -118,7 +118,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX hl7_messages_details_pending ON hl7_messages (item_id) WHERE details_read = 0;
     """,
     # 3: the management API: tokens (only their SHA-256 is kept) and switches such as whether
-    #    transfers are active.
+    #    transfers are active; spool paths indexed for the orphan sweep at start.
     """
     CREATE TABLE api_tokens (
         name          TEXT PRIMARY KEY,
@@ -132,6 +132,8 @@ MIGRATIONS: list[str] = [
         key    TEXT PRIMARY KEY,
         value  TEXT NOT NULL
     );
+
+    CREATE INDEX items_spool_path ON items (spool_path);
     """,
 ]
 

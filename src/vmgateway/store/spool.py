@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BufferedReader
@@ -28,6 +29,8 @@ _CHUNK = 1 << 20
 _OVERLAP_FROM = 1 << 20
 """From this size on, fsync and hashing run side by side (below, a thread hand-off costs more)."""
 _FANOUT = [f"{i:02x}" for i in range(256)]
+_KINDS = ("dicom",)
+"""Kinds of item kept as spool files (HL7 messages live in the journal)."""
 
 
 class SpoolFull(Exception):
@@ -65,7 +68,7 @@ class Spool:
         """
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.remove_partial_files(older_than_s=0)
-        for kind in ("dicom",):
+        for kind in _KINDS:
             base = self.root / kind
             for sub in _FANOUT:
                 (base / sub).mkdir(parents=True, exist_ok=True)
@@ -89,6 +92,23 @@ class Spool:
                 continue
         if removed:
             log.info("removed unacknowledged partial files", extra={"count": removed})
+        return removed
+
+    def remove_unrecorded(self, recorded_in: Callable[[str], set[str]]) -> int:
+        """Delete content files that `recorded_in(folder)` does not list; return how many.
+
+        Walks one fan-out folder at a time, so only 1/256 of the journal's paths are in
+        memory at once.
+        """
+        removed = 0
+        for kind in _KINDS:
+            for sub in _FANOUT:
+                folder = f"{kind}/{sub}/"
+                recorded = recorded_in(folder)
+                for entry in (self.root / folder).iterdir():
+                    if f"{folder}{entry.name}" not in recorded:
+                        entry.unlink()
+                        removed += 1
         return removed
 
     def free_bytes(self) -> int:

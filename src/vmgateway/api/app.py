@@ -338,9 +338,9 @@ def create_app(view: GatewayView) -> Any:
             wanted = EchoRequest(host=fields.get("host", ""), port=int(fields.get("port", "0")),
                                  called_ae=fields.get("called_ae") or "ANY-SCP")
         except (ValueError, ValidationError) as exc:
-            return home(request, f"Echo not sent: {exc}".splitlines()[0])
+            return await asyncio.to_thread(home, request, f"Echo not sent: {exc}".splitlines()[0])
         result = await run_echo(who, wanted)
-        return home(request, result["message"])
+        return await asyncio.to_thread(home, request, result["message"])
 
     app: Any = BodyLimitMiddleware(api, view.settings.api.max_body_bytes)
     app = AllowlistMiddleware(app, view.settings.api.allow)

@@ -7,6 +7,7 @@ before any routing: a bare 403 that tells nothing about what is behind it.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -93,17 +94,20 @@ class FailedAuthLimiter:
         self.limit = limit
         self.window_s = window_s
         self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()  # checks run in FastAPI's thread pool
 
     def blocked(self, address: str) -> bool:
-        failures = self._failures.get(address)
-        if not failures:
-            return False
-        horizon = time.monotonic() - self.window_s
-        while failures and failures[0] < horizon:
-            failures.popleft()
-        return len(failures) >= self.limit
+        with self._lock:
+            failures = self._failures.get(address)
+            if not failures:
+                return False
+            horizon = time.monotonic() - self.window_s
+            while failures and failures[0] < horizon:
+                failures.popleft()
+            return len(failures) >= self.limit
 
     def failed(self, address: str) -> None:
-        self._failures.setdefault(address, deque()).append(time.monotonic())
-        if len(self._failures) > 10000:  # bounded memory under a scan from many addresses
-            self._failures.pop(next(iter(self._failures)))
+        with self._lock:
+            self._failures.setdefault(address, deque()).append(time.monotonic())
+            if len(self._failures) > 10000:  # bounded memory under a scan from many addresses
+                self._failures.pop(next(iter(self._failures)))

@@ -39,34 +39,30 @@ def _ae_title(value: str) -> str:
     return stripped
 
 
-def _bind_address(value: str) -> str:
-    try:
-        ip_address(value)
-    except ValueError:
-        raise ValueError("a bind address is an IP address such as 0.0.0.0 (all) or 127.0.0.1") from None
-    return value
+def _ip_address(allowed: str, empty_too: bool = False) -> AfterValidator:
+    """A validator for IP address strings; `allowed` is what the refusal says is allowed."""
+
+    def check(value: str) -> str:
+        if empty_too and not value:
+            return value
+        try:
+            ip_address(value)
+        except ValueError:
+            raise ValueError(allowed) from None
+        return value
+
+    return AfterValidator(check)
 
 
 AETitle = Annotated[str, AfterValidator(_ae_title)]
-BindAddress = Annotated[str, AfterValidator(_bind_address)]
+BindAddress = Annotated[str, _ip_address("a bind address is an IP address such as 0.0.0.0 (all) or 127.0.0.1")]
+OptionalIP = Annotated[str, _ip_address("an IP address such as 192.0.2.10, or empty", empty_too=True)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _optional_ip(value: str) -> str:
-    if value:
-        try:
-            ip_address(value)
-        except ValueError:
-            raise ValueError("an IP address such as 192.0.2.10, or empty") from None
-    return value
-
-
-OptionalIP = Annotated[str, AfterValidator(_optional_ip)]
 
 
 class ContactConfig(_Section):

@@ -16,7 +16,7 @@ from ipaddress import ip_address
 from vmgateway.config import Hl7Config
 from vmgateway.counters import HL7_ACKS
 from vmgateway.hl7.framing import Frame, Garbage, MllpDecoder, Oversized, framed
-from vmgateway.hl7.messages import Header, UnusableHeader, build_ack, read_details, read_header, summarise
+from vmgateway.hl7.messages import Header, UnusableHeader, build_ack, read_details, read_header
 from vmgateway.store import JournalError, Outcome, Sender, SpoolFull, Store
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,12 @@ def _codes(header: Header | None) -> tuple[str, str, str]:
     if header is not None and header.enhanced_mode:
         return "CA", "CE", "CR"
     return "AA", "AE", "AR"
+
+
+def _reply(header: Header | None, code: str, text: str = "", error_code: str = "") -> bytes:
+    """Every ACK the receiver sends is built here, and counted by its MSA-1 code."""
+    HL7_ACKS.labels(code).inc()
+    return build_ack(header, code, text, error_code)
 
 
 class Hl7Receiver:
@@ -127,7 +133,6 @@ class Hl7Receiver:
                                 extra={"address": address, "sample": event.sample[:32].hex()})
                     return
                 if ack is not None:
-                    HL7_ACKS.labels(summarise(ack).code or "?").inc()
                     writer.write(framed(ack))
                     await writer.drain()
                 if not keep_open:
@@ -141,7 +146,7 @@ class Hl7Receiver:
         except UnusableHeader as exc:
             log.warning("hl7 message refused", extra={"address": address, "reason": str(exc), "size": len(raw)})
             is_hl7 = bytes(raw[:64]).lstrip(b"\r\n\x00 \t").startswith(b"MSH")
-            return build_ack(None, "AR", str(exc), _UNSUPPORTED_MESSAGE), is_hl7
+            return _reply(None, "AR", str(exc), _UNSUPPORTED_MESSAGE), is_hl7
         accept, error, _ = _codes(header)
         sender = Sender("hl7", f"{header.sending_application}^{header.sending_facility}", address)
         try:
@@ -167,7 +172,7 @@ class Hl7Receiver:
             wanted == "NE" or (wanted == "ER" and code == "CA") or (wanted == "SU" and code != "CA")
         ):
             return None
-        return build_ack(header, code, text, error_code)
+        return _reply(header, code, text, error_code)
 
     def _refuse_oversized(self, event: Oversized, address: str) -> bytes | None:
         limit = self.config.max_message_bytes
@@ -177,7 +182,7 @@ class Hl7Receiver:
         except UnusableHeader:
             return None
         _, _, reject = _codes(header)
-        return build_ack(header, reject, f"message of {event.size} bytes exceeds the limit of {limit}", "203")
+        return _reply(header, reject, f"message of {event.size} bytes exceeds the limit of {limit}", "203")
 
     def _read_details_later(self, item_id: int, raw: bytes | bytearray, header: Header) -> None:
         """Queue a stored message for its full parse. Parses run in batches off the event

@@ -25,10 +25,22 @@ START_TIMEOUT_S = 20
 DCMTK_ENV = os.environ | {"TCP_NODELAY": "1"}
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: all held open while chosen, so the kernel cannot hand out
+    the same one twice (three separate calls to a one-port helper once gave DICOM and the API
+    the same port)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def dcmtk(*args: str | os.PathLike[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -154,9 +166,10 @@ def make_gateway(tmp_path: Path) -> Iterator[Any]:
 
     def make(start: bool = True, **sections: dict[str, Any]) -> GatewayProcess:
         data_dir = tmp_path / f"var{len(started)}"
-        dicom = {"bind": "127.0.0.1", "port": free_port()} | sections.pop("dicom", {})
-        hl7 = {"bind": "127.0.0.1", "port": free_port()} | sections.pop("hl7", {})
-        api = {"bind": "127.0.0.1", "port": free_port()} | sections.pop("api", {})
+        dicom_port, hl7_port, api_port = free_ports(3)
+        dicom = {"bind": "127.0.0.1", "port": dicom_port} | sections.pop("dicom", {})
+        hl7 = {"bind": "127.0.0.1", "port": hl7_port} | sections.pop("hl7", {})
+        api = {"bind": "127.0.0.1", "port": api_port} | sections.pop("api", {})
         storage = {"data_dir": str(data_dir), "min_free_mb": 1} | sections.pop("storage", {})
         config = write_config(
             tmp_path / f"gateway{len(started)}.toml",

@@ -83,6 +83,8 @@ class GatewayProcess:
     api_port: int
     ae_title: str = "VM_GATEWAY"
     proc: subprocess.Popen[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """Added to the child's environment (e.g. NOTIFY_SOCKET)."""
     log_lines: list[str] = field(default_factory=list)
     _running: threading.Event = field(default_factory=threading.Event)
     _new_line: threading.Condition = field(default_factory=threading.Condition)
@@ -92,7 +94,7 @@ class GatewayProcess:
         self._running.clear()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vmgateway", "run", "--config", str(self.config)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ | self.env,
         )
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
         self._reader.start()
@@ -109,10 +111,11 @@ class GatewayProcess:
             if '"gateway running"' in line:
                 self._running.set()
 
-    def wait_for_log(self, text: str, timeout: float = 30) -> str:
-        """The first log line containing `text`, waiting for it to be written."""
+    def wait_for_log(self, text: str, timeout: float = 30, after: int = 0) -> str:
+        """The first log line containing `text` (from line `after` on), waiting for it to be written."""
         with self._new_line:
-            found = self._new_line.wait_for(lambda: next((line for line in self.log_lines if text in line), None), timeout)
+            found = self._new_line.wait_for(
+                lambda: next((line for line in self.log_lines[after:] if text in line), None), timeout)
         if not found:
             raise AssertionError(f"no log line with {text!r} within {timeout} s:\n" + "\n".join(self.log_lines))
         return found
@@ -171,6 +174,7 @@ def make_gateway(tmp_path: Path) -> Iterator[Any]:
         hl7 = {"bind": "127.0.0.1", "port": hl7_port} | sections.pop("hl7", {})
         api = {"bind": "127.0.0.1", "port": api_port} | sections.pop("api", {})
         storage = {"data_dir": str(data_dir), "min_free_mb": 1} | sections.pop("storage", {})
+        sections.setdefault("power", {"enabled": False})  # tests that watch a UPS start their own upsd
         config = write_config(
             tmp_path / f"gateway{len(started)}.toml",
             {"storage": storage, "dicom": dicom, "hl7": hl7, "api": api}

@@ -49,7 +49,13 @@ def test_environment_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ({"dicom": {"bind": "localhost"}}, "dicom.bind = 'localhost': a bind address is an IP address"),
         ({"storage": {"min_free_mb": -1}}, "storage.min_free_mb = -1: Input should be greater than or equal to 0"),
         ({"dicom": {"prot": 1}}, "dicom.prot: unknown key (allowed here: bind, port, ae_title,"),
-        ({"dicmo": {}}, "dicmo: unknown key (allowed here: site, pacs, storage, dicom, hl7, api)"),
+        ({"dicmo": {}}, "dicmo: unknown key (allowed here: site, pacs, storage, dicom, hl7, api, power)"),
+        ({"power": {"nut_port": 0}}, "power.nut_port = 0: Input should be greater than or equal to 1"),
+        ({"power": {"ups": "my ups"}}, "power.ups = 'my ups': String should match pattern"),
+        ({"power": {"poll_interval_s": 0.01}}, "power.poll_interval_s = 0.01: Input should be greater than or equal to 0.2"),
+        ({"power": {"password_file": "/nonexistent/nut-password"}},
+         "power.password_file = '/nonexistent/nut-password': a file that exists"),
+        ({"power": {"shutdown_command": "poweroff"}}, "power.shutdown_command = 'poweroff': Input should be a valid list"),
     ],
 )
 def test_wrong_values_are_refused_by_key(data: dict, expected: str) -> None:

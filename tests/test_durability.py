@@ -90,7 +90,7 @@ def test_sigterm_refuses_new_associations_and_lets_running_ones_finish(gateway: 
     with gateway.journal() as conn:
         kinds = [tuple(r) for r in conn.execute("SELECT kind, detail FROM events ORDER BY id")]
     assert kinds[0][0] == "start"
-    assert kinds[-1] == ("stop", "clean; 0 association(s) aborted")
+    assert kinds[-1] == ("stop", "clean (stop requested); 0 association(s) aborted")
 
 
 def test_sigterm_aborts_associations_that_outlast_the_drain_timeout(make_gateway: Any) -> None:
@@ -149,3 +149,21 @@ def test_sigterm_lets_an_hl7_sender_finish_then_stops(make_gateway: Any) -> None
     assert peer.closed_by_gateway()  # closed when the drain time is up
     assert gateway.proc.wait(30) == 0
     assert [r["control_id"] for r in gateway.hl7_messages()] == ["BEFORE", "DURING"]
+
+
+def test_a_connection_that_never_associates_does_not_hold_the_drain(make_gateway: Any) -> None:
+    """A port scan or a peer that hung up before its A-ASSOCIATE-RQ has nothing in flight: the
+    drain must not wait the ACSE timeout (here 60 s, drain timeout 30 s) for it."""
+    import socket
+
+    gateway = make_gateway(dicom={"acse_timeout_s": 60, "drain_timeout_s": 30})
+    silent = socket.create_connection(("127.0.0.1", gateway.port))
+    try:
+        gateway.wait_for_log('"msg": "gateway running"')
+        assert gateway.proc is not None
+        gateway.proc.send_signal(signal.SIGTERM)
+        assert gateway.proc.wait(10) == 0
+    finally:
+        silent.close()
+    gateway.wait_for_log('"running_associations": 0')
+    gateway.wait_for_log('"aborted_associations": 0')

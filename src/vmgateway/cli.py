@@ -60,7 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     send_hl7.add_argument("--port", type=int, default=2575, help="its HL7 port (default 2575)")
     send_hl7.add_argument("--timeout", type=float, default=30, help="seconds to wait for each ACK (default 30)")
     send_hl7.set_defaults(handler=_send_hl7)
+
+    host = commands.add_parser("host", help="files for the box the gateway runs on")
+    host_commands = host.add_subparsers(dest="host_command", required=True, metavar="ACTION")
+    unit = host_commands.add_parser("unit", help="print the systemd service unit")
+    unit.add_argument("--config", metavar="FILE", default=DEFAULT_HOST_CONFIG,
+                      help=f"the configuration the service runs with (default {DEFAULT_HOST_CONFIG})")
+    unit.add_argument("--executable", metavar="PATH", help="the vmgateway program (default: this one)")
+    unit.set_defaults(handler=_host_unit)
     return parser
+
+
+DEFAULT_HOST_CONFIG = "/etc/vmgateway/vmgateway.toml"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,6 +160,21 @@ def _token(args: argparse.Namespace) -> int:
                 print("no tokens yet: vmgateway token create NAME")
     finally:
         journal.close()
+    return 0
+
+
+def _host_unit(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
+    from vmgateway.config import Settings
+    from vmgateway.host.systemd import unit_file
+
+    executable = args.executable or shutil.which("vmgateway") or os.path.abspath(sys.argv[0])
+    settings = load_settings(args.config) if os.path.exists(args.config) else Settings()
+    # systemd's stop timeout must outlast the longest drain, or it kills a clean stop half-way.
+    drains = (settings.dicom.drain_timeout_s, settings.hl7.drain_timeout_s, settings.power.drain_timeout_s)
+    print(unit_file(os.path.abspath(executable), os.path.abspath(args.config), max(drains) + 30), end="")
     return 0
 
 

@@ -178,6 +178,29 @@ class ApiConfig(_Section):
     """Failed token checks per address and minute before it is answered 429."""
 
 
+class PowerConfig(_Section):
+    """The UPS, as NUT's upsd on the box reports it."""
+
+    enabled: bool = True
+    nut_host: Annotated[str, Field(min_length=1, max_length=253)] = "127.0.0.1"
+    nut_port: Port = 3493
+    ups: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = "ups"
+    """The UPS's name in NUT's ups.conf."""
+    user: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")] = ""
+    password_file: ExistingFile | None = None
+    """A file holding the password of `user` (a secret does not belong in the configuration)."""
+    poll_interval_s: Annotated[float, Field(ge=0.2, le=60)] = 2
+    min_runtime_s: Annotated[float, Field(ge=0, le=86400)] = 90
+    """On battery with less runtime than this left, drain (0: only on the UPS's own low-battery signal)."""
+    drain_timeout_s: Seconds = 15
+    """When the power fails, how long running transfers may take to finish (upsmon's shutdown follows)."""
+    shutdown_command: list[Annotated[str, Field(min_length=1)]] = []
+    """Run after a power drain, e.g. ["systemctl", "poweroff"]. Empty: NUT's upsmon owns the host shutdown."""
+
+    def password(self) -> str:
+        return self.password_file.read_text().strip() if self.password_file else ""
+
+
 class Settings(_Section):
     site: SiteConfig = SiteConfig()
     pacs: PacsConfig = PacsConfig()
@@ -185,6 +208,7 @@ class Settings(_Section):
     dicom: DicomConfig = DicomConfig()
     hl7: Hl7Config = Hl7Config()
     api: ApiConfig = ApiConfig()
+    power: PowerConfig = PowerConfig()
 
     @property
     def journal_path(self) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import subprocess
 import sys
 import time
 from typing import Any
@@ -20,8 +21,10 @@ from vmgateway.config import Settings
 from vmgateway.dicom.receiver import DicomReceiver
 from vmgateway.dicom.studies import complete_quiet_studies, remove_abandoned_transfers
 from vmgateway.hl7.receiver import Hl7Receiver
+from vmgateway.host.systemd import Notifier
 from vmgateway.logs import LastProblems
-from vmgateway.store import Store
+from vmgateway.power.monitor import PowerMonitor
+from vmgateway.store import StartupCheck, Store
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +39,14 @@ class Gateway:
         self.store = Store(settings.storage.data_dir, settings.storage.min_free_mb)
         self.dicom = DicomReceiver(settings.dicom, self.store)
         self.hl7 = Hl7Receiver(settings.hl7, self.store)
-        self.api = ApiServer(GatewayView(settings, self.store, time.time(), self._components))
+        self.power = PowerMonitor(settings.power, self.store, self._drain_for_power) if settings.power.enabled else None
+        self.api = ApiServer(GatewayView(settings, self.store, time.time(), self._components, self._power))
+        self.notifier = Notifier()
         self._running: set[str] = set()
         self._problems = LastProblems()
         logging.getLogger("vmgateway").addHandler(self._problems)
         self._stop = asyncio.Event()
+        self._power_failing: str | None = None
 
     def _components(self) -> dict[str, dict[str, Any]]:
         return {
@@ -67,8 +73,41 @@ class Gateway:
             self._running.discard("api")
         return aborted
 
+    def _power(self) -> dict[str, Any]:
+        if self.power is None:
+            return {"state": "disabled"}
+        return self.power.reading.as_dict()
+
     def request_stop(self) -> None:
         self._stop.set()
+
+    def _drain_for_power(self, reason: str) -> None:
+        self._power_failing = reason
+        self._stop.set()
+
+    def _report_startup(self, check: StartupCheck) -> None:
+        """Record what the store found; a crash or a missing file must be seen by a person."""
+        if check.missing_files:
+            log.error("recorded items are missing their files", extra={"startup_check": check.describe()})
+        elif not check.clean_stop:
+            log.warning("recovered after an unclean stop", extra={"startup_check": check.describe()})
+        if check.missing_files or not check.clean_stop or check.anything_found:
+            self.store.record_event("recovery", check.describe())
+
+    def _shut_down_host(self) -> None:
+        """Run `power.shutdown_command`, when one is configured (by default NUT's upsmon does it)."""
+        command = self.settings.power.shutdown_command
+        if not command:
+            return
+        log.warning("running the configured shutdown command", extra={"command": command})
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.error("shutdown command failed", extra={"command": command, "error": str(exc)})
+            return
+        if result.returncode != 0:
+            log.error("shutdown command failed", extra={"command": command, "exit_status": result.returncode,
+                                                        "stderr": result.stderr.strip()[-500:]})
 
     async def run(self) -> None:
         """Run until SIGINT/SIGTERM (or request_stop), then drain and stop cleanly."""
@@ -79,10 +118,11 @@ class Gateway:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.request_stop)
         try:
-            self.store.open()
+            check = self.store.open()
         except Exception as exc:
             raise StartupError(f"cannot open the store in {self.settings.storage.data_dir}: {exc}") from exc
         try:
+            self._report_startup(check)
             self.store.record_event("start", f"vmgateway {__version__}")
             try:
                 self.dicom.start()
@@ -102,15 +142,23 @@ class Gateway:
             background = [
                 asyncio.create_task(complete_quiet_studies(self.store, self.settings.dicom.stable_after_s)),
                 asyncio.create_task(remove_abandoned_transfers(self.store, self.settings.dicom.network_timeout_s)),
+                asyncio.create_task(self.notifier.keep_alive()),
             ]
+            if self.power is not None:
+                background.append(asyncio.create_task(self.power.run()))
             log.info("gateway running", extra={"version": __version__, "data_dir": str(self.settings.storage.data_dir)})
+            self.notifier.ready("receiving")
             await self._stop.wait()
-            log.info("gateway stopping")
-            aborted = await self._stop_listeners(None)
+            reason = self._power_failing or "stop requested"
+            log.info("gateway stopping", extra={"reason": reason})
+            self.notifier.stopping(f"draining: {reason}")
+            aborted = await self._stop_listeners(self.settings.power.drain_timeout_s if self._power_failing else None)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            self.store.record_event("stop", f"clean; {aborted} association(s) aborted")
+            self.store.record_event("stop", f"clean ({reason}); {aborted} association(s) aborted")
         finally:
             self.store.close()
         log.info("gateway stopped")
+        if self._power_failing:
+            self._shut_down_host()

@@ -50,6 +50,8 @@ class GatewayView:
     store: Store
     started_at: float
     components: Callable[[], dict[str, dict[str, Any]]]
+    power: Callable[[], dict[str, Any]]
+    """The UPS as last read (`state` online, on_battery, low_battery, forced_shutdown, unknown or disabled)."""
 
 
 class EchoRequest(BaseModel):
@@ -125,6 +127,7 @@ def create_app(view: GatewayView) -> Any:
         by_kind = {row[0]: {"items": row[1], "bytes": row[2]}
                    for row in conn.execute("SELECT kind, count(*), sum(size) FROM items GROUP BY kind")}
         components = view.components() | {
+            "power": view.power(),
             "transfers": {"state": "active" if transfers_active(conn) else "inactive"},
             "disk": {"state": "ok" if disk.free >= view.settings.storage.min_free_mb * 2**20 else "full",
                      "free_mb": disk.free // 2**20, "min_free_mb": view.settings.storage.min_free_mb},
@@ -281,7 +284,7 @@ def create_app(view: GatewayView) -> Any:
     @api.get("/api/v1/metrics", tags=["gateway"], response_class=PlainTextResponse)
     def metrics(who: Caller, conn: Reader) -> PlainTextResponse:
         """Prometheus text format."""
-        body, content_type = metrics_text(conn, view.settings.storage.data_dir, view.components())
+        body, content_type = metrics_text(conn, view.settings.storage.data_dir, view.components(), view.power())
         return PlainTextResponse(body, media_type=content_type)
 
     # --- the status page (not part of the versioned API) ---

@@ -19,10 +19,12 @@ from prometheus_client.registry import Collector
 
 
 class _JournalCollector(Collector):
-    def __init__(self, conn: sqlite3.Connection, data_dir: Path, components: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, conn: sqlite3.Connection, data_dir: Path, components: dict[str, dict[str, Any]],
+                 power: dict[str, Any]) -> None:
         self.conn = conn
         self.data_dir = data_dir
         self.components = components
+        self.power = power
 
     def collect(self) -> Iterator[Metric]:
         received = CounterMetricFamily("vmgateway_received_items", "Items received and kept", labels=["kind"])
@@ -43,10 +45,32 @@ class _JournalCollector(Collector):
         for name, component in self.components.items():
             up.add_metric([name], 1 if component.get("state") == "running" else 0)
         yield up
+        yield from _power_metrics(self.power)
 
 
-def metrics_text(conn: sqlite3.Connection, data_dir: Path, components: dict[str, dict[str, Any]]) -> tuple[bytes, str]:
-    """The journal's figures, the receivers' answer counters and the process's own metrics."""
+_POWER_STATES = ("online", "on_battery", "low_battery", "forced_shutdown", "unknown", "disabled")
+_POWER_VALUES = (
+    ("battery_charge_percent", "vmgateway_ups_battery_charge_percent", "UPS battery charge"),
+    ("battery_runtime_s", "vmgateway_ups_battery_runtime_seconds", "UPS runtime left on battery"),
+    ("input_voltage", "vmgateway_ups_input_voltage_volts", "Mains voltage at the UPS"),
+    ("load_percent", "vmgateway_ups_load_percent", "UPS load"),
+)
+
+
+def _power_metrics(power: dict[str, Any]) -> Iterator[Metric]:
+    """One gauge per power state (1 for the current one, the usual enum pattern) and the UPS's figures."""
+    state = GaugeMetricFamily("vmgateway_power_state", "1 for the power state the UPS reports", labels=["state"])
+    for name in _POWER_STATES:
+        state.add_metric([name], 1 if power.get("state") == name else 0)
+    yield state
+    for key, name, text in _POWER_VALUES:
+        if power.get(key) is not None:
+            yield GaugeMetricFamily(name, text, value=power[key])
+
+
+def metrics_text(conn: sqlite3.Connection, data_dir: Path, components: dict[str, dict[str, Any]],
+                 power: dict[str, Any]) -> tuple[bytes, str]:
+    """The journal's figures, the power state, the receivers' answer counters and the process's own metrics."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_JournalCollector(conn, data_dir, components))
+    registry.register(_JournalCollector(conn, data_dir, components, power))
     return generate_latest(REGISTRY) + generate_latest(registry), CONTENT_TYPE_LATEST

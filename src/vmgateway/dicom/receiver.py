@@ -109,13 +109,19 @@ class DicomReceiver:
         """
         self.ae.draining = True
         deadline = time.monotonic() + timeout
-        running = [a for a in self.ae.active_associations if a.is_acceptor]
+        accepted = [a for a in self.ae.active_associations if a.is_acceptor]
+        for association in accepted:
+            if not association.is_established:
+                # A connection that never sent its A-ASSOCIATE-RQ (a port scan, a peer that
+                # hung up) would hold the drain for the whole ACSE timeout; nothing is in flight.
+                association.abort()
+        running = [a for a in accepted if a.is_established]
         log.info("dicom receiver draining", extra={"running_associations": len(running)})
         for association in running:
             association.join(max(0.0, deadline - time.monotonic()))
         aborted = 0
-        for association in self.ae.active_associations:
-            if association.is_acceptor and association.is_alive():
+        for association in running:
+            if association.is_alive():
                 association.abort()
                 aborted += 1
         if self._server is not None:

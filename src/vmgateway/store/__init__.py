@@ -29,6 +29,7 @@ from vmgateway.store.records import (
     record_hl7_details,
     record_hl7_message,
 )
+from vmgateway.store.recovery import StartupCheck, stopped_cleanly
 from vmgateway.store.spool import Spool, SpoolFull
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "Sender",
     "Store",
     "SpoolFull",
+    "StartupCheck",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,23 +59,30 @@ class Store:
         """Where receivers write partial files: same file system as the spool."""
         return self.spool.incoming
 
-    def open(self) -> None:
-        """Open the spool and the journal, and remove spool files the journal never recorded.
+    def open(self) -> StartupCheck:
+        """Open the spool and the journal, clear what a crash left, and say what was found.
 
-        Such orphans are left when the process died between a file's rename and its journal
-        commit: never acknowledged, so the sender still has them. Done before any receiver
-        runs, so no commit can be under way.
+        Partial files and spool files the journal never recorded (the process died between a
+        file's rename and its journal commit) were never acknowledged, so their senders still
+        have them: they are removed, and counted. After an unclean stop every recorded file is
+        also looked for; one that is missing is reported, never forgotten. Done before any
+        receiver runs, so no commit can be under way.
         """
-        self.spool.open()
+        partial = self.spool.open()
         self.journal.open()
         with self.reading() as conn:
-            orphans = self.spool.remove_unrecorded(
+            unrecorded = self.spool.remove_unrecorded(
                 lambda folder: {row[0] for row in conn.execute(  # "/" + 1 == "0": the folder's range
                     "SELECT spool_path FROM items WHERE spool_path >= ? AND spool_path < ?",
                     (folder, folder[:-1] + "0"))}
             )
-        if orphans:
-            log.info("removed spool files the journal never recorded", extra={"count": orphans})
+            clean = stopped_cleanly(conn)
+            missing = [] if clean else [
+                (int(item_id), path) for item_id, path in conn.execute(
+                    "SELECT id, spool_path FROM items WHERE spool_path IS NOT NULL")
+                if not (self.spool.root / path).is_file()
+            ]
+        return StartupCheck(clean, partial, unrecorded, missing)
 
     def close(self) -> None:
         self.journal.close()

@@ -60,20 +60,21 @@ class Spool:
         self.min_free_bytes = min_free_bytes
         self._fsync_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spool-fsync")
 
-    def open(self) -> None:
-        """Create the folder tree and remove what a crash left in `incoming/`.
+    def open(self) -> int:
+        """Create the folder tree and remove what a crash left in `incoming/`; return how many.
 
         Anything still in `incoming/` was never acknowledged (acknowledgement comes after the
         rename out of it), so it is safe to delete.
         """
         self.incoming.mkdir(parents=True, exist_ok=True)
-        self.remove_partial_files(older_than_s=0)
+        removed = self.remove_partial_files(older_than_s=0)
         for kind in _KINDS:
             base = self.root / kind
             for sub in _FANOUT:
                 (base / sub).mkdir(parents=True, exist_ok=True)
             fsync_directory(base)
         fsync_directory(self.root)
+        return removed
 
     def remove_partial_files(self, older_than_s: float) -> int:
         """Delete files in `incoming/` untouched for `older_than_s` seconds; return how many.

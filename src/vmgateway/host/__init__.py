@@ -1,0 +1,1 @@
+"""The host around the gateway: systemd, and (later) the files a box needs."""

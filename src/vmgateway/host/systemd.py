@@ -1,0 +1,118 @@
+"""Living under systemd: the notify protocol and the unit file.
+
+sd_notify(3) is one datagram on the socket in $NOTIFY_SOCKET, so a few lines here replace a
+dependency on libsystemd or a wrapper package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Mapping
+
+log = logging.getLogger(__name__)
+
+
+class Notifier:
+    """Tells systemd READY, STOPPING and WATCHDOG; does nothing when not run by systemd."""
+
+    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
+        path = environ.get("NOTIFY_SOCKET", "")
+        self._address = "\0" + path[1:] if path.startswith("@") else path  # "@": abstract namespace
+        self.watchdog_interval_s: float | None = None
+        usec = environ.get("WATCHDOG_USEC", "")
+        pid = environ.get("WATCHDOG_PID", "")
+        if usec.isdigit() and int(usec) > 0 and pid in ("", str(os.getpid())):
+            self.watchdog_interval_s = int(usec) / 2e6  # ping twice per period, as sd_watchdog_enabled advises
+        self._failed = False
+
+    def send(self, *assignments: str) -> None:
+        if not self._address:
+            return
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.connect(self._address)
+                # Never block the event loop: a reader that does not keep up loses a ping, not the gateway.
+                sock.send("\n".join(assignments).encode(), socket.MSG_DONTWAIT)
+        except OSError as exc:
+            if not self._failed:  # once: a broken socket must not flood the log every ping
+                log.warning("cannot notify systemd", extra={"error": str(exc)})
+                self._failed = True
+
+    def ready(self, status: str) -> None:
+        self.send("READY=1", f"STATUS={status}")
+
+    def stopping(self, status: str) -> None:
+        self.send("STOPPING=1", f"STATUS={status}")
+
+    async def keep_alive(self) -> None:
+        """Ping the watchdog from the event loop until cancelled: if the loop hangs, the pings
+        stop and systemd restarts the service."""
+        if self.watchdog_interval_s is None:
+            return
+        while True:
+            self.send("WATCHDOG=1")
+            await asyncio.sleep(self.watchdog_interval_s)
+
+
+def unit_file(executable: str, config: str, stop_timeout_s: float) -> str:
+    """The service unit: Type=notify, watchdog, hardened, no capabilities (all ports > 1024).
+
+    `Restart=always` also brings the gateway back when it drained for a power failure and the
+    host was not shut down after all; during a host shutdown systemd restarts nothing.
+    """
+    return f"""\
+[Unit]
+Description=Vetmanager Gateway (DICOM and HL7 for Vetmanager)
+Documentation=https://vetmanager.se
+Wants=network-online.target
+After=network-online.target nut-server.service
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={executable} run --config {config}
+User=vmgateway
+Group=vmgateway
+StateDirectory=vmgateway
+StateDirectoryMode=0750
+WorkingDirectory=/var/lib/vmgateway
+Restart=always
+RestartSec=30
+WatchdogSec=30
+TimeoutStartSec=120
+TimeoutStopSec={int(stop_timeout_s)}
+KillMode=mixed
+UMask=0027
+LimitNOFILE=8192
+MemoryMax=1G
+
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+RemoveIPC=yes
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+
+[Install]
+WantedBy=multi-user.target
+"""

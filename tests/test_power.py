@@ -226,6 +226,8 @@ def test_low_battery_drains_under_load_and_loses_nothing(make_gateway: Any, nut:
     assert held.send_c_store(last).Status == 0x0000  # the running association may finish
     held.release()
     assert gateway.proc is not None and gateway.proc.wait(60) == 0  # exits by itself, cleanly
+    wal = gateway.data_dir / "journal.sqlite-wal"
+    assert not wal.exists() or wal.stat().st_size == 0  # the journal was checkpointed
     sender.join(60)
     assert len(dicom_acknowledged) >= 40 and len(hl7_acknowledged) > 0
 

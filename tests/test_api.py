@@ -101,7 +101,7 @@ def test_allowlist_ranges_in_the_app(tmp_path: Path) -> None:
     store = Store(tmp_path, 0)
     store.open()
     try:
-        app = create_app(GatewayView(settings, store, time.time(), dict, dict))
+        app = create_app(GatewayView(settings, store, time.time(), dict, dict, dict))
         for address, expected in (("62.20.41.164", 200), ("213.212.63.52", 200), ("62.20.41.167", 403),
                                   ("10.0.0.1", 403), ("127.0.0.1", 200)):
             with TestClient(app, client=(address, 40000)) as asgi:

@@ -12,9 +12,9 @@ import os
 import tomllib
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, model_validator
 
 from vmgateway.addresses import parse_address_set
 from vmgateway.hl7.charsets import KNOWN, is_known
@@ -97,6 +97,10 @@ class StorageConfig(_Section):
     data_dir: Path = Path("./var")
     min_free_mb: Annotated[int, Field(ge=0)] = 1024
     """Below this much free space on the data file system, nothing more is accepted."""
+    keep_delivered_days: Annotated[float, Field(ge=0, le=3650)] = 7
+    """Delivered files are removed this long after delivery (the journal keeps their record)."""
+    soft_min_free_mb: Annotated[int, Field(ge=0)] = 4096
+    """Below this much free space, delivered files go sooner, oldest first; undelivered ones never."""
 
 
 class DicomConfig(_Section):
@@ -201,6 +205,70 @@ class PowerConfig(_Section):
         return self.password_file.read_text().strip() if self.password_file else ""
 
 
+def _upstream_url(value: str) -> str:
+    if value and not value.startswith(("https://", "http://")):
+        raise ValueError("an https:// URL (http:// only with allow_plain_http = true), or empty")
+    if any(c.isspace() for c in value):
+        raise ValueError("a URL without spaces")
+    return value.rstrip("/")
+
+
+UpstreamUrl = Annotated[str, Field(max_length=2000), AfterValidator(_upstream_url)]
+
+
+class TransfersConfig(_Section):
+    """Push transfers to Vetmanager (mode = "push"); "pull" leaves them to the feed."""
+
+    mode: Literal["pull", "push"] = "pull"
+    dicomweb_url: UpstreamUrl = ""
+    """DICOMweb root; instances are POSTed to {dicomweb_url}/studies (STOW-RS)."""
+    hl7_url: UpstreamUrl = ""
+    """HL7 messages are POSTed here, raw."""
+    allow_plain_http: bool = False
+    """http:// URLs are refused unless this is set (a test archive on the same host, say)."""
+    ca_file: ExistingFile | None = None
+    """CA bundle to verify the upstream with (default: the system's)."""
+    pinned_cert: ExistingFile | None = None
+    """The upstream's own certificate (PEM): trusted alone, whoever signed it."""
+    client_cert: ExistingFile | None = None
+    client_key: ExistingFile | None = None
+    auth: Literal["none", "bearer", "basic"] = "none"
+    token_file: ExistingFile | None = None
+    """The bearer token, in a file (a secret does not belong in the configuration)."""
+    username: Annotated[str, Field(max_length=200)] = ""
+    password_file: ExistingFile | None = None
+    concurrency: Annotated[int, Field(ge=1, le=16)] = 2
+    """Requests in flight per destination."""
+    batch_max_instances: Annotated[int, Field(ge=1, le=1000)] = 50
+    batch_max_mb: Annotated[int, Field(ge=1, le=4096)] = 64
+    timeout_s: Seconds = 120
+    """Connect, read and write timeout of one request (a large batch on a slow line needs time)."""
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 5
+    """An item refused this many times (4xx, a STOW failure for it) is dead: kept, shown, retryable."""
+    max_age_h: Annotated[float, Field(gt=0, le=24 * 365)] = 168
+    """An item not delivered this long after receipt (the upstream down all the while) is dead."""
+    backoff_initial_s: Annotated[float, Field(gt=0, le=3600)] = 2
+    backoff_max_s: Annotated[float, Field(gt=0, le=86400)] = 600
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TransfersConfig:
+        problems = []
+        for key in ("dicomweb_url", "hl7_url"):
+            if getattr(self, key).startswith("http://") and not self.allow_plain_http:
+                problems.append(f"transfers.{key} is plain http://: use https:// or set allow_plain_http = true")
+        if self.mode == "push" and not (self.dicomweb_url or self.hl7_url):
+            problems.append('transfers.mode = "push" needs dicomweb_url or hl7_url')
+        if (self.client_cert is None) != (self.client_key is None):
+            problems.append("transfers.client_cert and transfers.client_key go together")
+        if self.auth == "bearer" and self.token_file is None:
+            problems.append('transfers.auth = "bearer" needs token_file')
+        if self.auth == "basic" and not (self.username and self.password_file):
+            problems.append('transfers.auth = "basic" needs username and password_file')
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class Settings(_Section):
     site: SiteConfig = SiteConfig()
     pacs: PacsConfig = PacsConfig()
@@ -209,6 +277,7 @@ class Settings(_Section):
     hl7: Hl7Config = Hl7Config()
     api: ApiConfig = ApiConfig()
     power: PowerConfig = PowerConfig()
+    transfers: TransfersConfig = TransfersConfig()
 
     @property
     def journal_path(self) -> Path:
@@ -229,6 +298,8 @@ def _describe(error: Any, model: type[BaseModel]) -> str:
         allowed = ", ".join(section.model_fields) if section else "?"
         return f"{key}: unknown key (allowed here: {allowed})"
     message = error["msg"].removeprefix("Value error, ")
+    if isinstance(error["input"], dict):  # a whole section's consistency: the message names the keys
+        return f"{key}: {message}"
     return f"{key} = {error['input']!r}: {message}"
 
 

@@ -25,6 +25,9 @@ from vmgateway.host.systemd import Notifier
 from vmgateway.logs import LastProblems
 from vmgateway.power.monitor import PowerMonitor
 from vmgateway.store import StartupCheck, Store
+from vmgateway.transfers import destinations
+from vmgateway.transfers.retention import remove_delivered_files
+from vmgateway.transfers.worker import Destination
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,9 @@ class Gateway:
         self.dicom = DicomReceiver(settings.dicom, self.store)
         self.hl7 = Hl7Receiver(settings.hl7, self.store)
         self.power = PowerMonitor(settings.power, self.store, self._drain_for_power) if settings.power.enabled else None
-        self.api = ApiServer(GatewayView(settings, self.store, time.time(), self._components, self._power))
+        self.destinations: list[Destination] = []
+        self.api = ApiServer(GatewayView(settings, self.store, time.time(), self._components, self._power,
+                                         self._destinations))
         self.notifier = Notifier()
         self._running: set[str] = set()
         self._problems = LastProblems()
@@ -77,6 +82,9 @@ class Gateway:
         if self.power is None:
             return {"state": "disabled"}
         return self.power.reading.as_dict()
+
+    def _destinations(self) -> dict[str, dict[str, Any]]:
+        return {d.sink.name: d.state.as_dict() for d in self.destinations}
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -124,6 +132,7 @@ class Gateway:
         try:
             self._report_startup(check)
             self.store.record_event("start", f"vmgateway {__version__}")
+            self.destinations = destinations.build(self.settings.transfers, self.store)
             try:
                 self.dicom.start()
             except OSError as exc:
@@ -143,6 +152,8 @@ class Gateway:
                 asyncio.create_task(complete_quiet_studies(self.store, self.settings.dicom.stable_after_s)),
                 asyncio.create_task(remove_abandoned_transfers(self.store, self.settings.dicom.network_timeout_s)),
                 asyncio.create_task(self.notifier.keep_alive()),
+                asyncio.create_task(remove_delivered_files(self.store, self.settings.storage)),
+                *(asyncio.create_task(destination.run()) for destination in self.destinations),
             ]
             if self.power is not None:
                 background.append(asyncio.create_task(self.power.run()))

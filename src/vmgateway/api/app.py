@@ -27,18 +27,17 @@ from vmgateway.api.metrics import metrics_text
 from vmgateway.api.security import AllowlistMiddleware, BodyLimitMiddleware, FailedAuthLimiter
 from vmgateway.config import AETitle, ContactConfig, PacsConfig, Settings
 from vmgateway.dicom.echo import echo
-from vmgateway.hl7.charsets import http_charset
+from vmgateway.hl7.charsets import HL7_MEDIA_TYPE, http_charset
 from vmgateway.hl7.client import send_messages
-from vmgateway.store import Store
+from vmgateway.store import Store, deliveries
 from vmgateway.store import feed as feed_reads
-from vmgateway.store.access import get_setting, set_setting, token_owner
+from vmgateway.store.access import TRANSFERS_ACTIVE, get_setting, set_setting, token_owner
+from vmgateway.store.access import transfers_active as transfers_switched_on
 from vmgateway.store.records import mark_delivered, record_event
 
-TRANSFERS_ACTIVE = "transfers_active"
 SITE_CONTACT = "site.contact"
 SITE_PACS = "site.pacs"
 COOKIE = "vmgateway_token"
-HL7_MEDIA_TYPE = "x-application/hl7-v2+er7"
 _CHUNK = 1 << 20
 
 
@@ -52,6 +51,8 @@ class GatewayView:
     components: Callable[[], dict[str, dict[str, Any]]]
     power: Callable[[], dict[str, Any]]
     """The UPS as last read (`state` online, on_battery, low_battery, forced_shutdown, unknown or disabled)."""
+    destinations: Callable[[], dict[str, dict[str, Any]]]
+    """Push destinations by name (dicomweb, hl7): url, state ok/paused, last delivery and error."""
 
 
 class EchoRequest(BaseModel):
@@ -64,6 +65,10 @@ class EchoRequest(BaseModel):
 MAX_ID = 2**63 - 1
 """SQLite's largest integer: IDs beyond it cannot exist (and cannot even be looked up)."""
 ItemId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+
+
+class RetryRequest(BaseModel):
+    item_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(default=None, min_length=1, max_length=10000)
 
 
 class AckRequest(BaseModel):
@@ -107,7 +112,7 @@ def create_app(view: GatewayView) -> Any:
     Caller = Annotated[str, Depends(caller)]
 
     def transfers_active(conn: Any) -> bool:
-        return get_setting(conn, TRANSFERS_ACTIVE, "false") == "true"
+        return transfers_switched_on(conn)
 
     def require_active(conn: Any) -> None:
         if not transfers_active(conn):
@@ -128,7 +133,7 @@ def create_app(view: GatewayView) -> Any:
                    for row in conn.execute("SELECT kind, count(*), sum(size) FROM items GROUP BY kind")}
         components = view.components() | {
             "power": view.power(),
-            "transfers": {"state": "active" if transfers_active(conn) else "inactive"},
+            "transfers": transfers_state(conn),
             "disk": {"state": "ok" if disk.free >= view.settings.storage.min_free_mb * 2**20 else "full",
                      "free_mb": disk.free // 2**20, "min_free_mb": view.settings.storage.min_free_mb},
         }
@@ -209,9 +214,33 @@ def create_app(view: GatewayView) -> Any:
         await audit(who, f"echo {request.called_ae}@{request.host}:{request.port}: {result.message}")
         return {"ok": result.ok, "message": result.message, "seconds": round(time.monotonic() - began, 3)}
 
+    def transfers_state(conn: Any) -> dict[str, Any]:
+        queue = deliveries.queue_summary(conn)
+        destinations = view.destinations()
+        paused = any(d["state"] == "paused" for d in destinations.values())
+        dead = sum(kind["dead"] for kind in queue.values())
+        state = "inactive" if not transfers_active(conn) else "attention" if paused or dead else "active"
+        return {"state": state, "mode": view.settings.transfers.mode, "destinations": destinations,
+                "waiting": sum(kind["waiting"] for kind in queue.values()), "dead": dead}
+
     @api.get("/api/v1/transfers", tags=["transfers"])
-    def transfers(who: Caller, conn: Reader) -> dict[str, bool]:
-        return {"active": transfers_active(conn)}
+    def transfers(who: Caller, conn: Reader) -> dict[str, Any]:
+        """Whether transfers are active; in push mode each destination's state; items waiting and dead."""
+        return {"active": transfers_active(conn)} | transfers_state(conn) | {"queue": deliveries.queue_summary(conn)}
+
+    @api.get("/api/v1/transfers/dead", tags=["transfers"])
+    def dead(who: Caller, conn: Reader, after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+             limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        """Items given up on (refused transfers.max_attempts times, or undeliverable for transfers.max_age_h)."""
+        found = deliveries.dead_items(conn, after, limit)
+        return {"items": found, "next": found[-1]["id"] if found else after}
+
+    @api.post("/api/v1/transfers/retry", tags=["transfers"])
+    async def retry(request: RetryRequest, who: Caller) -> dict[str, Any]:
+        """Put dead items back in the queue (all of them when item_ids is left out)."""
+        revived = await asyncio.to_thread(store.journal.write, deliveries.revive(request.item_ids))
+        await audit(who, f"retried {len(revived)} dead item(s)")
+        return {"retried": revived}
 
     @api.post("/api/v1/transfers/activate", tags=["transfers"])
     async def activate(who: Caller) -> dict[str, bool]:
@@ -257,7 +286,10 @@ def create_app(view: GatewayView) -> Any:
         if found is None:
             raise HTTPException(404, f"no item {item_id}")
         record, spool_path = found
-        if spool_path is not None:
+        if record["kind"] == "dicom":
+            if spool_path is None:
+                raise HTTPException(410, f"item {item_id} was delivered and its file removed"
+                                         " (storage.keep_delivered_days)")
             return FileResponse(store.spool.root / spool_path, media_type="application/dicom",
                                 filename=f"{record['dicom']['sop_instance_uid']}.dcm")
         charset = http_charset(record["hl7"]["charset_used"] or record["hl7"]["charset"] or "")

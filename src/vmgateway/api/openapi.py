@@ -16,7 +16,7 @@ from vmgateway.store import Store
 def document() -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         settings = Settings.model_validate({"storage": {"data_dir": folder}})
-        view = GatewayView(settings, Store(Path(folder), 0), time.time(), dict, dict)
+        view = GatewayView(settings, Store(Path(folder), 0), time.time(), dict, dict, dict)
         return create_app(view).fastapi.openapi()  # type: ignore[no-any-return]
 
 

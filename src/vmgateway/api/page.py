@@ -96,6 +96,9 @@ def _details(component: dict[str, Any]) -> str:
             continue
         if key == "last_problem":
             parts.append(f"last problem {_when(value['at'])}: {value['message']}")
+        elif isinstance(value, dict):  # e.g. push destinations: name and state, and the error if any
+            parts += [f"{name} {inner.get('state')}" + (f" ({inner['last_error']})" if inner.get("last_error") else "")
+                      for name, inner in value.items() if isinstance(inner, dict)]
         else:
             parts.append(f"{key.replace('_', ' ')} {value}")
     return ", ".join(parts)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import codecs
 
+HL7_MEDIA_TYPE = "x-application/hl7-v2+er7"
+"""How HL7 v2 (ER7 encoding) is labelled over HTTP: the feed's content and pushed messages."""
 FALLBACK_CHARSET = "8859/1"
 """What a message without MSH-18 (or with bytes that do not fit it) is read as."""
 

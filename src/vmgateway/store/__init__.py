@@ -9,11 +9,13 @@ import hashlib
 import logging
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 
+from vmgateway.store.access import claim_gateway_id
 from vmgateway.store.journal import Journal, JournalClosed, JournalError, connect
 from vmgateway.store.records import (
     DicomInstance,
@@ -30,6 +32,7 @@ from vmgateway.store.records import (
     record_hl7_message,
 )
 from vmgateway.store.recovery import StartupCheck, stopped_cleanly
+from vmgateway.store.retention import forget_files, removable_files
 from vmgateway.store.spool import Spool, SpoolFull
 
 __all__ = [
@@ -47,6 +50,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_RETENTION_BATCH = 500
 
 
 class Store:
@@ -93,7 +98,10 @@ class Store:
         Raises SpoolFull, OSError or JournalError when the promise cannot be kept.
         """
         spooled = self.spool.absorb(temporary, "dicom", ".dcm")
-        return self.journal.write(record_dicom_instance(instance, spooled, sender, time.time()))
+        try:
+            return self.journal.write(record_dicom_instance(instance, spooled, sender, time.time()))
+        finally:
+            self.spool.release(spooled.relative_path)
 
     def submit_hl7(self, raw: bytes | bytearray, message: Hl7Message, sender: Sender) -> Future[Receipt]:
         """Queue a message's raw bytes and header for the journal; the future resolves once
@@ -130,12 +138,42 @@ class Store:
         finally:
             conn.close()
 
+    def payload(self, item_id: int) -> bytes:
+        """An item's bytes kept in the journal (HL7: at most hl7.max_message_bytes)."""
+        with self.reading() as conn:
+            row = conn.execute("SELECT data FROM payloads WHERE item_id = ?", (item_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"item {item_id} has no payload in the journal")
+        return bytes(row[0])
+
+    def gateway_id(self) -> str:
+        """This box's identity (made once, kept in the journal)."""
+        return self.journal.write(claim_gateway_id(str(uuid.uuid4())))
+
     def record_contact(self, sender: Sender) -> None:
         """Note that a sender was heard from (a C-ECHO, a test message) without an item."""
         self.journal.write(record_contact(sender, time.time()))
 
     def record_event(self, kind: str, detail: str = "") -> None:
         self.journal.write(record_event(kind, detail, time.time()))
+
+    def remove_delivered_files(self, delivered_before: float, soft_min_free_bytes: int) -> int:
+        """Remove files delivered before `delivered_before` and, while free space is under
+        `soft_min_free_bytes`, younger delivered ones too, oldest first. Returns how many."""
+        removed = 0
+        for _ in range(10000):  # bounded: each pass removes up to _RETENTION_BATCH files or stops
+            low_disk = self.spool.free_bytes() < soft_min_free_bytes
+            with self.reading() as conn:
+                candidates = removable_files(conn, None if low_disk else delivered_before, _RETENTION_BATCH)
+            if not candidates:
+                break
+            doomed = self.journal.write(forget_files(self.spool, candidates, time.time()))
+            removed += sum(self.spool.remove_doomed(path) for path in doomed)
+            if not doomed or len(candidates) < _RETENTION_BATCH and not low_disk:
+                break
+            if low_disk and self.spool.free_bytes() >= soft_min_free_bytes:
+                break
+        return removed
 
     def complete_quiet_studies(self, stable_after_s: float) -> list[str]:
         now = time.time()

@@ -68,6 +68,27 @@ def token_owner(conn: sqlite3.Connection, token: str) -> str | None:
     return str(row[0]) if row else None
 
 
+TRANSFERS_ACTIVE = "transfers_active"
+"""Setting: "true" while Vetmanager has switched transfers on (pull feed and push alike)."""
+GATEWAY_ID = "gateway_id"
+"""Setting: this box's identity, made at first start; part of every idempotency key."""
+
+
+def transfers_active(conn: sqlite3.Connection) -> bool:
+    return get_setting(conn, TRANSFERS_ACTIVE, "false") == "true"
+
+
+def claim_gateway_id(candidate: str) -> Write[str]:
+    """Keep `candidate` as the gateway's identity unless it has one; return the identity."""
+
+    def write(conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                     (GATEWAY_ID, candidate))
+        return get_setting(conn, GATEWAY_ID, candidate)
+
+    return write
+
+
 def get_setting(conn: sqlite3.Connection, key: str, default: str) -> str:
     row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
     return str(row[0]) if row else default

@@ -135,6 +135,13 @@ MIGRATIONS: list[str] = [
 
     CREATE INDEX items_spool_path ON items (spool_path);
     """,
+    # 4: push transfers and retention: the next due item of a kind is found by (state, kind, id);
+    #    removed_at says when a delivered item's file was removed (its spool_path is then NULL).
+    """
+    CREATE INDEX items_due ON items (state, kind, id);
+    ALTER TABLE items ADD COLUMN removed_at REAL;
+    CREATE INDEX items_removable ON items (delivered_at) WHERE state = 'delivered' AND spool_path IS NOT NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

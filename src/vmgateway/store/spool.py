@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +60,11 @@ class Spool:
         self.incoming = root / "incoming"
         self.min_free_bytes = min_free_bytes
         self._fsync_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spool-fsync")
+        self._names = threading.Lock()
+        self._claimed: dict[str, int] = {}
+        """Content names a receiver is placing right now (until its journal commit)."""
+        self._doomed: set[str] = set()
+        """Content names retention cleared in the journal and will remove once committed."""
 
     def open(self) -> int:
         """Create the folder tree and remove what a crash left in `incoming/`; return how many.
@@ -142,9 +148,43 @@ class Spool:
                 os.fsync(handle.fileno())
         relative = f"{kind}/{sha256[:2]}/{sha256}{suffix}"
         final = self.root / relative
-        os.replace(temporary, final)
-        fsync_directory(final.parent)
+        with self._names:  # the same bytes may be on their way out: keep them
+            self._claimed[relative] = self._claimed.get(relative, 0) + 1
+            self._doomed.discard(relative)
+        try:
+            os.replace(temporary, final)
+            fsync_directory(final.parent)
+        except BaseException:
+            self.release(relative)
+            raise
         return SpooledFile(relative, sha256, size)
+
+    def release(self, relative: str) -> None:
+        """The receiver that absorbed `relative` has committed (or given up) its journal row."""
+        with self._names:
+            count = self._claimed.pop(relative, 0) - 1
+            if count > 0:
+                self._claimed[relative] = count
+
+    def doom(self, relative: str) -> bool:
+        """Mark a file for removal unless a receiver is placing the same bytes right now."""
+        with self._names:
+            if relative in self._claimed:
+                return False
+            self._doomed.add(relative)
+            return True
+
+    def remove_doomed(self, relative: str) -> bool:
+        """Remove a doomed file, unless a receiver claimed the same bytes since; return whether removed."""
+        with self._names:
+            if relative not in self._doomed:
+                return False
+            self._doomed.discard(relative)
+            try:
+                (self.root / relative).unlink()
+            except FileNotFoundError:
+                return False
+        return True
 
 
 def _sha256(handle: BufferedReader, size: int) -> str:

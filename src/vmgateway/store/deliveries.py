@@ -1,0 +1,142 @@
+"""Push transfers' side of the journal: what is due, and what became of each attempt.
+
+An item's life: `received` → `delivered`, or → `dead` after too many refusals or too long
+undeliverable (kept, listed, retryable: never deleted silently). `attempts` counts refusals
+(a 4xx, a STOW failure for that instance), not outages: an unreachable upstream is the
+destination's problem, not the item's.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from vmgateway.store.journal import Write
+
+
+@dataclass(frozen=True)
+class Due:
+    """An item ready to be sent, with what a sink needs to send it."""
+
+    item_id: int
+    kind: str
+    spool_path: str | None
+    size: int
+    sha256: str
+    received_at: float
+    attempts: int
+    study_instance_uid: str | None = None
+    sop_instance_uid: str | None = None
+
+
+_DUE = """
+    SELECT i.id, i.kind, i.spool_path, i.size, i.sha256, i.received_at, i.attempts,
+           d.study_instance_uid, d.sop_instance_uid
+    FROM items i LEFT JOIN dicom_instances d ON d.item_id = i.id
+"""
+
+
+def _due(rows: Iterator[sqlite3.Row], busy: set[int]) -> Iterator[Due]:
+    for row in rows:
+        if row[0] not in busy:
+            yield Due(*row)
+
+
+def next_batch(conn: sqlite3.Connection, kind: str, now: float, busy: set[int], max_items: int,
+               max_bytes: int) -> list[Due]:
+    """The oldest due item of `kind` not in `busy`, and (DICOM) the due instances of its study
+    after it, up to `max_items` / `max_bytes` (the first item goes alone if it is larger)."""
+    rows = conn.execute(
+        f"{_DUE} WHERE i.state = 'received' AND i.kind = ? AND (i.next_try_at IS NULL OR i.next_try_at <= ?)"
+        " ORDER BY i.id", (kind, now))
+    first = next(_due(rows, busy), None)
+    rows.close()
+    if first is None:
+        return []
+    batch, size = [first], first.size
+    if first.study_instance_uid is None or max_items == 1:
+        return batch
+    siblings = conn.execute(
+        f"{_DUE} WHERE d.study_instance_uid = ? AND i.id > ? AND i.state = 'received'"
+        " AND (i.next_try_at IS NULL OR i.next_try_at <= ?) ORDER BY i.id",
+        (first.study_instance_uid, first.item_id, now))
+    for due in _due(siblings, busy):
+        if len(batch) >= max_items or size + due.size > max_bytes:
+            break
+        batch.append(due)
+        size += due.size
+    siblings.close()
+    return batch
+
+
+def record_refused(refusals: list[tuple[int, str]], at: float, max_attempts: int,
+                   retry_at: dict[int, float]) -> Write[list[int]]:
+    """Count a refusal per item; an item refused `max_attempts` times is dead. Returns the dead."""
+
+    def write(conn: sqlite3.Connection) -> list[int]:
+        dead = []
+        for item_id, error in refusals:
+            row = conn.execute(
+                "UPDATE items SET attempts = attempts + 1, last_error = ?, next_try_at = ?,"
+                " state = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE state END"
+                " WHERE id = ? AND state = 'received' RETURNING state",
+                (error, retry_at.get(item_id, at), max_attempts, item_id)).fetchone()
+            if row and row[0] == "dead":
+                dead.append(item_id)
+        return dead
+
+    return write
+
+
+def record_unreachable(item_ids: list[int], error: str, dead_before: float) -> Write[list[int]]:
+    """Note why items could not be sent; those received before `dead_before` are dead."""
+
+    def write(conn: sqlite3.Connection) -> list[int]:
+        dead = []
+        for item_id in item_ids:
+            row = conn.execute(
+                "UPDATE items SET last_error = ?,"
+                " state = CASE WHEN received_at < ? THEN 'dead' ELSE state END"
+                " WHERE id = ? AND state = 'received' RETURNING state",
+                (error, dead_before, item_id)).fetchone()
+            if row and row[0] == "dead":
+                dead.append(item_id)
+        return dead
+
+    return write
+
+
+def revive(item_ids: list[int] | None) -> Write[list[int]]:
+    """Dead items (all of them when `item_ids` is None) go back in the queue, attempts reset."""
+
+    def write(conn: sqlite3.Connection) -> list[int]:
+        if item_ids is None:
+            rows = conn.execute("UPDATE items SET state = 'received', attempts = 0, next_try_at = NULL"
+                                " WHERE state = 'dead' RETURNING id").fetchall()
+        else:
+            rows = [row for item_id in item_ids for row in conn.execute(
+                "UPDATE items SET state = 'received', attempts = 0, next_try_at = NULL"
+                " WHERE id = ? AND state = 'dead' RETURNING id", (item_id,)).fetchall()]
+        return sorted(int(row[0]) for row in rows)
+
+    return write
+
+
+def dead_items(conn: sqlite3.Connection, after: int, limit: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT i.id, i.kind, i.received_at, i.sender, i.size, i.attempts, i.last_error,"
+        " d.sop_instance_uid, d.study_instance_uid, h.control_id, h.sending_application"
+        " FROM items i LEFT JOIN dicom_instances d ON d.item_id = i.id LEFT JOIN hl7_messages h ON h.item_id = i.id"
+        " WHERE i.state = 'dead' AND i.id > ? ORDER BY i.id LIMIT ?", (after, limit)).fetchall()
+    return [dict(row) for row in rows]
+
+
+def queue_summary(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """Items per kind waiting to be delivered, and dead."""
+    summary: dict[str, dict[str, int]] = {}
+    for kind, state, count in conn.execute(
+            "SELECT kind, state, count(*) FROM items WHERE state IN ('received', 'dead') GROUP BY kind, state"):
+        summary.setdefault(kind, {"waiting": 0, "dead": 0})["waiting" if state == "received" else "dead"] = count
+    return summary

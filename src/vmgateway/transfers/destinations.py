@@ -1,0 +1,25 @@
+"""The destinations `[transfers]` configures, each with its sink and HTTP client."""
+
+from __future__ import annotations
+
+from vmgateway.config import TransfersConfig
+from vmgateway.store import Store
+from vmgateway.transfers import upstream
+from vmgateway.transfers.hl7_post import Hl7Sink
+from vmgateway.transfers.stow import StowSink
+from vmgateway.transfers.worker import Destination
+
+
+def build(config: TransfersConfig, store: Store) -> list[Destination]:
+    """Nothing in pull mode; in push mode one destination per configured URL."""
+    if config.mode != "push":
+        return []
+    found = []
+    if config.dicomweb_url:
+        stow = StowSink(config.dicomweb_url, upstream.client(config), store.spool.root,
+                        config.batch_max_instances, config.batch_max_mb * 2**20)
+        found.append(Destination(stow, config.dicomweb_url, store, config))
+    if config.hl7_url:
+        hl7 = Hl7Sink(config.hl7_url, upstream.client(config), store, store.gateway_id())
+        found.append(Destination(hl7, config.hl7_url, store, config))
+    return found

@@ -1,0 +1,178 @@
+"""One destination's delivery loop: due items out, outcomes into the journal.
+
+Each destination (DICOMweb, HL7) runs on its own, so one that is down never holds the other
+up. Within one, an outage pauses the destination (exponential backoff with jitter, or the
+server's Retry-After) and counts against no item; a refusal counts against that item alone,
+which then waits its own backoff while the rest go on. A batch refused as a whole without
+saying which instance is to blame is sent again one instance at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from vmgateway.config import TransfersConfig
+from vmgateway.counters import DELIVERIES, UPSTREAM_FAILURES
+from vmgateway.store import Store
+from vmgateway.store.access import transfers_active
+from vmgateway.store.deliveries import Due, next_batch, record_refused, record_unreachable
+from vmgateway.store.records import mark_delivered, record_event
+from vmgateway.transfers.outcome import Outcome
+
+log = logging.getLogger(__name__)
+
+IDLE_S = 1.0
+"""How often an idle or switched-off destination looks for work."""
+
+
+class Sink(Protocol):
+    name: str
+    kind: str
+    max_items: int
+    max_bytes: int
+    http: httpx.AsyncClient
+
+    async def send(self, batch: list[Due]) -> Outcome: ...
+
+
+def backoff(config: TransfersConfig, failures: int) -> float:
+    """Exponential, capped, with jitter (50–100 %) so a hundred boxes do not retry in step."""
+    ceiling = min(config.backoff_max_s, config.backoff_initial_s * 2 ** max(0, failures - 1))
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+@dataclass
+class DestinationState:
+    """What status shows of a destination."""
+
+    url: str
+    last_delivered_at: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    paused_until: float | None = None
+    failures: int = 0
+    in_flight: int = 0
+    alone: set[int] = field(default_factory=set)
+    """Items to send one at a time (their batch was refused as a whole)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        paused = self.paused_until is not None and self.paused_until > time.time()
+        return {"url": self.url, "state": "paused" if paused else "ok", "last_delivered_at": self.last_delivered_at,
+                "last_error": self.last_error, "last_error_at": self.last_error_at,
+                "paused_until": self.paused_until if paused else None, "in_flight": self.in_flight}
+
+
+class Destination:
+    def __init__(self, sink: Sink, url: str, store: Store, config: TransfersConfig) -> None:
+        self.sink = sink
+        self.store = store
+        self.config = config
+        self.state = DestinationState(url)
+        self._busy: set[int] = set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled; running requests are cancelled with it (their items stay due)."""
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                while len(tasks) < self.config.concurrency and not self._paused():
+                    batch = await asyncio.to_thread(self._next_batch)
+                    if not batch:
+                        break
+                    self._busy.update(due.item_id for due in batch)
+                    tasks.add(asyncio.create_task(self._deliver(batch)))
+                self.state.in_flight = len(tasks)
+                if tasks:
+                    _, tasks = await asyncio.wait(tasks, timeout=IDLE_S, return_when=asyncio.FIRST_COMPLETED)
+                    tasks = set(tasks)
+                else:
+                    await asyncio.sleep(self._pause_left() or IDLE_S)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.sink.http.aclose()
+
+    def _paused(self) -> bool:
+        return self._pause_left() > 0
+
+    def _pause_left(self) -> float:
+        return max(0.0, (self.state.paused_until or 0) - time.time())
+
+    def _next_batch(self) -> list[Due]:
+        with self.store.reading() as conn:
+            if not transfers_active(conn):
+                return []
+            batch = next_batch(conn, self.sink.kind, time.time(), self._busy, self.sink.max_items, self.sink.max_bytes)
+        if batch and batch[0].item_id in self.state.alone:
+            return batch[:1]
+        for index, due in enumerate(batch):
+            if due.item_id in self.state.alone:
+                return batch[:index]
+        return batch
+
+    async def _deliver(self, batch: list[Due]) -> None:
+        began = time.monotonic()
+        try:
+            outcome = await self.sink.send(batch)
+            await asyncio.to_thread(self._record, batch, outcome)
+        except Exception as exc:  # a bug must not kill the loop, and must be seen
+            log.exception("delivery failed unexpectedly", extra={"destination": self.sink.name})
+            self._note_failure(f"{exc.__class__.__name__}: {exc}", None)
+        else:
+            if outcome.delivered:
+                log.info("delivered", extra={"destination": self.sink.name, "items": len(outcome.delivered),
+                                             "bytes": sum(d.size for d in batch if d.item_id in outcome.delivered),
+                                             "ms": round((time.monotonic() - began) * 1000)})
+        finally:
+            self._busy.difference_update(due.item_id for due in batch)
+
+    def _record(self, batch: list[Due], outcome: Outcome) -> None:
+        now = time.time()
+        name = self.sink.name
+        if outcome.delivered:
+            self.store.journal.write(mark_delivered(outcome.delivered, now))
+            self.state.last_delivered_at = now
+            self.state.failures = 0
+            self.state.alone.difference_update(outcome.delivered)
+            DELIVERIES.labels(name, "delivered").inc(len(outcome.delivered))
+        dead: list[int] = []
+        if outcome.refused:
+            attempts = {due.item_id: due.attempts + 1 for due in batch}
+            retry_at = {item_id: now + backoff(self.config, attempts[item_id]) for item_id, _ in outcome.refused}
+            dead += self.store.journal.write(
+                record_refused(outcome.refused, now, self.config.max_attempts, retry_at))
+            DELIVERIES.labels(name, "refused").inc(len(outcome.refused))
+            log.warning("refused upstream", extra={"destination": name, "items": dict(outcome.refused)})
+        if outcome.split:
+            self.state.alone.update(due.item_id for due in batch)
+        if outcome.unreachable is not None:
+            waiting = [d.item_id for d in batch if d.item_id not in outcome.delivered
+                       and d.item_id not in dict(outcome.refused)]
+            dead_before = now - self.config.max_age_h * 3600
+            dead += self.store.journal.write(record_unreachable(waiting, outcome.unreachable, dead_before))
+            if not outcome.split:
+                self._note_failure(outcome.unreachable, outcome.retry_after_s)
+        if dead:
+            DELIVERIES.labels(name, "dead").inc(len(dead))
+            detail = f"{name}: {len(dead)} item(s) dead, last error: {outcome.unreachable or outcome.refused[-1][1]}"
+            self.store.journal.write(record_event("dead", f"{detail}; items {dead[:20]}", now))
+            log.error("items dead: kept, retry through the API", extra={"destination": name, "items": dead})
+
+    def _note_failure(self, error: str, retry_after_s: float | None) -> None:
+        self.state.failures += 1
+        wait = backoff(self.config, self.state.failures)
+        if retry_after_s is not None:
+            wait = min(max(retry_after_s, 0.0), self.config.backoff_max_s)
+        self.state.paused_until = time.time() + wait
+        self.state.last_error, self.state.last_error_at = error, time.time()
+        UPSTREAM_FAILURES.labels(self.sink.name).inc()
+        log.warning("upstream unavailable", extra={"destination": self.sink.name, "error": error,
+                                                   "retry_in_s": round(wait, 1)})

@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,12 @@ class GatewayProcess:
         if not found:
             raise AssertionError(f"no log line with {text!r} within {timeout} s:\n" + "\n".join(self.log_lines))
         return found
+
+    def wait_until(self, condition: Callable[[list[str]], bool], what: str, timeout: float = 60) -> None:
+        """Wait until `condition(log_lines)` holds, re-checked as each line is written."""
+        with self._new_line:
+            if not self._new_line.wait_for(lambda: condition(self.log_lines), timeout):
+                raise AssertionError(f"{what}: not within {timeout} s:\n" + "\n".join(self.log_lines[-40:]))
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM and wait: the gateway drains and exits."""

@@ -40,6 +40,8 @@ def configure(level: int = logging.INFO) -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     # uvicorn announces itself at INFO; the API logs its own start.
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    # httpx logs every request at INFO; transfers log their own outcomes.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class LastProblems(logging.Handler):

@@ -1,0 +1,221 @@
+"""Push transfers into a real archive: Orthanc with its DICOMweb plugin, in a private network."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+from tests.conftest import GatewayProcess, dcmtk
+from tests.dicomdata import PYDICOM_FILES, copies_of_ct_small, secondary_capture
+from tests.netns import loopback_only
+from tests.orthanc import Orthanc
+from tests.test_api import client, new_token
+from tests.test_dicom_roundtrip import REFUSED_BY_DCMTK
+from tests.test_durability import _storescu_acknowledged
+
+FAST_RETRIES = {"backoff_initial_s": 0.2, "backoff_max_s": 1.0}
+
+
+@pytest.fixture
+def network() -> Iterator[None]:
+    with loopback_only():
+        yield
+
+
+@pytest.fixture
+def orthanc(network: None, tmp_path: Path) -> Iterator[Orthanc]:
+    archive = Orthanc(tmp_path / "orthanc").start()
+    yield archive
+    archive.remove()
+
+
+def pushing(make_gateway: Any, orthanc: Orthanc, **transfers: Any) -> tuple[GatewayProcess, str]:
+    """A gateway in push mode towards `orthanc`, transfers switched on; and an API token."""
+    gateway: GatewayProcess = make_gateway(transfers={
+        "mode": "push", "dicomweb_url": orthanc.dicomweb_url, "allow_plain_http": True, **FAST_RETRIES} | transfers)
+    token = new_token(gateway, "vetmanager")
+    with client(gateway, token) as api:
+        assert api.post("/api/v1/transfers/activate").status_code == 200
+    return gateway, token
+
+
+def delivered_count(lines: list[str]) -> int:
+    return sum(json.loads(line)["items"] for line in lines if '"msg": "delivered"' in line)
+
+
+def dead_count(lines: list[str]) -> int:
+    return sum(len(json.loads(line)["items"]) for line in lines if '"msg": "items dead' in line)
+
+
+def wait_delivered(gateway: GatewayProcess, count: int, timeout: float = 120, after: int = 0) -> None:
+    """Wait until the log (from line `after` on) tells of `count` items delivered."""
+    gateway.wait_until(lambda lines: delivered_count(lines[after:]) >= count, f"{count} items delivered", timeout)
+
+
+def journal_states(gateway: GatewayProcess) -> dict[str, int]:
+    with gateway.journal() as conn:
+        return {row[0]: row[1] for row in conn.execute("SELECT state, count(*) FROM items GROUP BY state")}
+
+
+def assert_identical_in_orthanc(gateway: GatewayProcess, orthanc: Orthanc) -> int:
+    rows = gateway.instances()
+    for row in rows:
+        stored = (gateway.data_dir / "spool" / row["spool_path"]).read_bytes()
+        assert orthanc.file_of(row["sop_instance_uid"]) == stored, row["sop_instance_uid"]
+    return len(rows)
+
+
+ORTHANC_STOW_REFUSES = {
+    # Orthanc 1.10's DICOMweb plugin answers these with 0xC000 and logs "STOW-RS: Missing a
+    # mandatory tag in incoming DICOM file" (JPEG-LS near-lossless).
+    name: "STOW-RS: Missing a mandatory tag in incoming DICOM file"
+    for name in ("JPEGLSNearLossless_08.dcm", "JPEGLSNearLossless_16.dcm", "SC_rgb_jls_lossy_line.dcm",
+                 "SC_rgb_jls_lossy_sample.dcm")
+}
+
+
+def test_everything_received_arrives_in_orthanc_byte_for_byte(make_gateway: Any, orthanc: Orthanc) -> None:
+    gateway, token = pushing(make_gateway, orthanc, max_attempts=1)
+    files = sorted(p for p in PYDICOM_FILES.glob("*.dcm") if p.name not in REFUSED_BY_DCMTK)
+    sent = dcmtk("dcmsend", "-dn", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port), *files)
+    assert sent.returncode == 0, sent.stdout[-2000:]
+    rows = gateway.instances()
+    compressed = {row["transfer_syntax_uid"] for row in rows} & {
+        "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5"}
+    assert len(compressed) == 4, "the set holds JPEG, JPEG Lossless, JPEG 2000 and RLE instances"
+    refused = {pydicom.dcmread(PYDICOM_FILES / name, stop_before_pixels=True).SOPInstanceUID
+               for name in ORTHANC_STOW_REFUSES}
+    doomed = {row["item_id"] for row in rows if row["sop_instance_uid"] in refused}
+    assert len(doomed) == len(refused)
+    wait_delivered(gateway, len(rows) - len(doomed))
+    gateway.wait_until(lambda lines: dead_count(lines) == len(doomed), "refusals")
+    with gateway.journal() as conn:
+        states = {row[0]: (row[1], row[2]) for row in conn.execute("SELECT id, state, last_error FROM items")}
+    first_versions: dict[str, Any] = {}
+    for row in rows:
+        state, error = states[row["item_id"]]
+        if row["item_id"] in doomed:
+            assert (state, error) == ("dead", "STOW-RS failure reason 0xC000 (HTTP 400)"), row["sop_instance_uid"]
+        else:
+            assert state == "delivered", (row["sop_instance_uid"], error)
+            first_versions.setdefault(row["sop_instance_uid"], row)
+    # pydicom ships some SOP Instance UIDs in several files (rtdose*.dcm: seven). Orthanc keeps
+    # the first version it gets and answers later ones "already stored", which counts as stored.
+    for uid, row in first_versions.items():
+        stored = (gateway.data_dir / "spool" / row["spool_path"]).read_bytes()
+        assert orthanc.file_of(uid) == stored, uid
+    assert orthanc.instance_count() == len(first_versions)
+    with client(gateway, token) as api:
+        transfers = api.get("/api/v1/transfers").json()
+        metrics = api.get("/api/v1/metrics").text
+    assert transfers["destinations"]["dicomweb"]["state"] == "ok" and transfers["waiting"] == 0
+    assert transfers["dead"] == len(doomed)
+    delivered = float(len(rows) - len(doomed))
+    assert f'vmgateway_deliveries_total{{destination="dicomweb",outcome="delivered"}} {delivered}' in metrics
+    assert gateway.stop() == 0
+
+
+def test_nothing_moves_while_transfers_are_off(make_gateway: Any, orthanc: Orthanc, tmp_path: Path) -> None:
+    gateway, token = pushing(make_gateway, orthanc)
+    with client(gateway, token) as api:
+        assert api.post("/api/v1/transfers/deactivate").status_code == 200
+    files = copies_of_ct_small(tmp_path / "ct", 3)
+    assert dcmtk("storescu", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port), *files).returncode == 0
+    with client(gateway, token) as api:
+        assert api.get("/api/v1/transfers").json()["waiting"] == 3
+        assert api.post("/api/v1/transfers/activate").status_code == 200
+    wait_delivered(gateway, 3)
+    assert orthanc.instance_count() == 3
+
+
+def received_while_off(make_gateway: Any, orthanc: Orthanc, tmp_path: Path, count: int,
+                       **transfers: Any) -> tuple[GatewayProcess, str]:
+    """A pushing gateway that has received `count` instances with transfers off (so that the
+    test, not the race between receiving and sending, decides when delivery begins)."""
+    gateway, token = pushing(make_gateway, orthanc, **transfers)
+    with client(gateway, token) as api:
+        assert api.post("/api/v1/transfers/deactivate").status_code == 200
+    files = copies_of_ct_small(tmp_path / "ct", count)
+    assert len(_storescu_acknowledged(gateway, files, after=1, on_ack=lambda: None)) == count
+    return gateway, token
+
+
+def when_delivered(count: int, action: Callable[[], object]) -> Callable[[list[str]], bool]:
+    """A log condition that runs `action` the moment `count` items are delivered."""
+    def condition(lines: list[str]) -> bool:
+        if delivered_count(lines) >= count:
+            action()
+            return True
+        return False
+    return condition
+
+
+def test_orthanc_killed_mid_transfer_and_restarted_gets_each_instance_once(make_gateway: Any, orthanc: Orthanc,
+                                                                          tmp_path: Path) -> None:
+    gateway, token = received_while_off(make_gateway, orthanc, tmp_path, 150, batch_max_instances=2, concurrency=1)
+    assert orthanc.proc is not None
+    with client(gateway, token) as api:
+        assert api.post("/api/v1/transfers/activate").status_code == 200
+    gateway.wait_until(when_delivered(10, orthanc.proc.kill), "the first deliveries")
+    gateway.wait_until(lambda lines: any('"msg": "upstream unavailable"' in line for line in lines),
+                       "the outage noticed")
+    with client(gateway, token) as api:
+        during = api.get("/api/v1/transfers").json()
+    assert during["state"] == "attention" and during["destinations"]["dicomweb"]["last_error"]
+    assert 0 < during["waiting"] < 150
+    orthanc.stop()
+    orthanc.start()  # same storage: what it had is still there
+    wait_delivered(gateway, 150)
+    assert journal_states(gateway) == {"delivered": 150}
+    assert orthanc.instance_count() == 150
+    assert assert_identical_in_orthanc(gateway, orthanc) == 150
+
+
+def test_kill_9_during_delivery_loses_nothing(make_gateway: Any, orthanc: Orthanc, tmp_path: Path) -> None:
+    gateway, token = received_while_off(make_gateway, orthanc, tmp_path, 150, batch_max_instances=2, concurrency=1)
+    with client(gateway, token) as api:
+        assert api.post("/api/v1/transfers/activate").status_code == 200
+    gateway.wait_until(when_delivered(30, gateway.kill), "deliveries under way")
+    before = journal_states(gateway).get("delivered", 0)
+    assert 30 <= before < 150, "the kill did not land in the middle of the deliveries"
+    seen = len(gateway.log_lines)
+    gateway.start()
+    wait_delivered(gateway, 150 - before, after=seen)
+    assert journal_states(gateway) == {"delivered": 150}
+    assert orthanc.instance_count() == 150  # resent ones are recognised by SOP Instance UID
+    assert assert_identical_in_orthanc(gateway, orthanc) == 150
+
+
+def test_a_refused_instance_dies_alone_is_listed_and_can_be_retried(make_gateway: Any, orthanc: Orthanc,
+                                                                   tmp_path: Path) -> None:
+    gateway, token = pushing(make_gateway, orthanc, max_attempts=2)
+    study = pydicom.uid.generate_uid()
+    good = [secondary_capture(tmp_path / f"good{n}.dcm", study_uid=study) for n in range(4)]
+    poison = pydicom.dcmread(PYDICOM_FILES / "JPEGLSNearLossless_08.dcm")  # Orthanc's STOW-RS refuses it
+    poison.StudyInstanceUID = study  # in the middle of the same study, so in the same batch
+    poison.SOPInstanceUID = poison.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    poison.save_as(tmp_path / "poison.dcm")
+    files = [*good[:2], tmp_path / "poison.dcm", *good[2:]]
+    assert dcmtk("dcmsend", "-dn", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port), *files).returncode == 0
+    wait_delivered(gateway, 4)
+    gateway.wait_until(lambda lines: any('"items dead: kept, retry through the API"' in line for line in lines),
+                       "the poisonous instance given up on")
+    assert journal_states(gateway) == {"delivered": 4, "dead": 1}
+    assert orthanc.instance_count() == 4
+    with client(gateway, token) as api:
+        dead = api.get("/api/v1/transfers/dead").json()["items"]
+        assert [d["sop_instance_uid"] for d in dead] == [poison.SOPInstanceUID]
+        assert dead[0]["attempts"] == 2 and "STOW-RS failure" in dead[0]["last_error"]
+        assert api.get("/api/v1/status").json()["components"]["transfers"]["state"] == "attention"
+        assert 'vmgateway_items{state="dead"} 1.0' in api.get("/api/v1/metrics").text
+        seen = len(gateway.log_lines)
+        assert api.post("/api/v1/transfers/retry", json={}).json() == {"retried": [dead[0]["id"]]}
+    gateway.wait_for_log('"items dead: kept, retry through the API"', after=seen)  # still refused: dead again
+    assert journal_states(gateway) == {"delivered": 4, "dead": 1}
+    with gateway.journal() as conn:
+        assert conn.execute("SELECT count(*) FROM events WHERE kind = 'dead'").fetchone()[0] == 2

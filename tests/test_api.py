@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import re
@@ -188,37 +187,12 @@ def test_committed_openapi_document_is_the_served_one(gateway: GatewayProcess) -
         assert api.get("/api/v1/openapi.json").json() == committed
 
 
-def _certificate(subject: str, issuer_key: Any, public_key: Any, issuer: str, ca: bool) -> Any:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .sign(issuer_key, hashes.SHA256())
-    )
-
-
 def test_client_certificates_when_a_client_ca_is_configured(make_gateway: Any, tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from tests.certificates import CertificateAuthority
 
-    ca_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = _certificate("Vetmanager CA", ca_key, ca_key.public_key(), "Vetmanager CA", ca=True)
-    cert = _certificate("vetmanager-server", ca_key, client_key.public_key(), "Vetmanager CA", ca=False)
-    pem = serialization.Encoding.PEM
-    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(pem))
-    (tmp_path / "client.pem").write_bytes(cert.public_bytes(pem))
-    (tmp_path / "client.key").write_bytes(client_key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    ca = CertificateAuthority(tmp_path / "pki")
+    holder_cert = ca.issue("vetmanager-server", ip=None)
+    (tmp_path / "ca.pem").write_bytes(ca.cert.read_bytes())
 
     gateway = make_gateway(api={"client_ca": str(tmp_path / "ca.pem")})
     with pytest.raises((httpx.HTTPError, ssl.SSLError, OSError)), client(gateway) as anonymous:
@@ -226,7 +200,7 @@ def test_client_certificates_when_a_client_ca_is_configured(make_gateway: Any, t
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    context.load_cert_chain(tmp_path / "client.pem", tmp_path / "client.key")
+    context.load_cert_chain(holder_cert.cert, holder_cert.key)
     with httpx.Client(base_url=f"https://127.0.0.1:{gateway.api_port}", verify=context, timeout=30) as holder:
         assert holder.get("/api/v1/health").json() == {"status": "ok"}
 

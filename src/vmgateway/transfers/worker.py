@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 IDLE_S = 1.0
 """How often an idle or switched-off destination looks for work."""
+RETRY_AFTER_CAP_S = 3600.0
+"""A Retry-After longer than this (or than backoff_max_s, if longer) is not waited out in full."""
 
 
 class Sink(Protocol):
@@ -169,8 +171,8 @@ class Destination:
     def _note_failure(self, error: str, retry_after_s: float | None) -> None:
         self.state.failures += 1
         wait = backoff(self.config, self.state.failures)
-        if retry_after_s is not None:
-            wait = min(max(retry_after_s, 0.0), self.config.backoff_max_s)
+        if retry_after_s is not None:  # the server knows best, within reason (an hour, or backoff_max_s)
+            wait = min(max(retry_after_s, 0.0), max(self.config.backoff_max_s, RETRY_AFTER_CAP_S))
         self.state.paused_until = time.time() + wait
         self.state.last_error, self.state.last_error_at = error, time.time()
         UPSTREAM_FAILURES.labels(self.sink.name).inc()

@@ -8,15 +8,24 @@ cd "$(dirname "$0")/.."
 what="${1:-}"
 case "$what" in
   run) packages="python3 python3-venv python3-pip ca-certificates" ;;
-  test) packages="python3 python3-venv python3-pip ca-certificates dcmtk procps iproute2 util-linux chromium nut-server nut-client systemd" ;;
+  test) packages="python3 python3-venv python3-pip ca-certificates dcmtk procps iproute2 util-linux chromium
+                  nut-server nut-client systemd orthanc orthanc-dicomweb" ;;
   *) echo "usage: sh scripts/setup.sh run|test" >&2; exit 2 ;;
 esac
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
+  # Peers the tests start themselves (Orthanc, NUT) must not be started as services by their
+  # packages on default ports: policy-rc.d (Debian's switch for that) says no while installing.
+  made_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT  # also when the install fails
+  fi
   # shellcheck disable=SC2086
   apt-get install -y -q --no-install-recommends $packages
+  [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 
 python=/usr/bin/python3

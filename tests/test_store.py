@@ -127,3 +127,15 @@ def test_spool_files_the_journal_never_recorded_are_removed_at_start(tmp_path: P
     assert not orphan.exists()
     files = [p for p in (tmp_path / "var" / "spool" / "dicom").rglob("*") if p.is_file()]
     assert len(files) == 1 and receipt.item_id == 1
+
+
+def test_a_waiter_that_gave_up_does_not_stop_the_writer(journal: Journal) -> None:
+    """asyncio cancels the future it awaited when a drain cancels the task: the write stands,
+    and every later write is still served."""
+    release = _block_writer(journal)
+    abandoned = journal.submit(_insert_event("abandoned"))
+    assert abandoned.cancel()
+    later = journal.submit(_insert_event("later"))
+    release.set()
+    assert later.result(30) > 0
+    assert journal.write(_insert_event("after that")) > 0

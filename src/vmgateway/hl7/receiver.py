@@ -116,7 +116,10 @@ class Hl7Receiver:
         decoder = MllpDecoder(self.config.max_message_bytes)
         while True:
             try:
-                data = await asyncio.wait_for(reader.read(_READ_SIZE), self.config.idle_timeout_s)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+                # that coincides with data arriving, and a drain then waits for the sender to stop.
+                async with asyncio.timeout(self.config.idle_timeout_s):
+                    data = await reader.read(_READ_SIZE)
             except TimeoutError:
                 log.info("hl7 connection idle, closed", extra={"address": address, "half_frame": decoder.in_frame})
                 return

@@ -15,7 +15,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -112,7 +112,12 @@ class Journal:
                     batch = [entry for entry in batch if entry is not _STOP]
                     batch.extend(self._drain_rest())
                 if batch:
-                    self._commit(conn, batch)
+                    try:
+                        self._commit(conn, batch)
+                    except Exception as exc:  # a bug here must fail these writes, not every later one
+                        log.exception("journal writer failed")
+                        for _, future in batch:
+                            _settle(future, False, JournalError(f"journal writer failed: {exc}"))
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             conn.close()
@@ -148,10 +153,20 @@ class Journal:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for _, future in batch:
-                future.set_exception(JournalError(f"journal commit failed: {exc}"))
+                _settle(future, False, JournalError(f"journal commit failed: {exc}"))
             return
         for future, ok, value in outcomes:
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+            _settle(future, ok, value)
+
+
+def _settle(future: Future[Any], ok: bool, value: Any) -> None:
+    """Hand a write's result to its waiter. A waiter that gave up (an asyncio task cancelled
+    by a drain cancels the future it awaited) changes nothing: the write stands, and the
+    writer thread must not die of it."""
+    try:
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+    except InvalidStateError:
+        pass

@@ -31,7 +31,7 @@ from vmgateway.hl7.charsets import HL7_MEDIA_TYPE, http_charset
 from vmgateway.hl7.client import send_messages
 from vmgateway.store import Store, deliveries
 from vmgateway.store import feed as feed_reads
-from vmgateway.store.access import TRANSFERS_ACTIVE, get_setting, set_setting, token_owner
+from vmgateway.store.access import get_setting, set_setting, token_owner
 from vmgateway.store.access import transfers_active as transfers_switched_on
 from vmgateway.store.records import mark_delivered, record_event
 
@@ -148,7 +148,7 @@ def create_app(view: GatewayView) -> Any:
         }
 
     async def switch_transfers(who: str, active: bool) -> None:
-        await asyncio.to_thread(store.journal.write, set_setting(TRANSFERS_ACTIVE, "true" if active else "false"))
+        await asyncio.to_thread(store.switch_transfers, active)
         await audit(who, "transfers activated" if active else "transfers deactivated")
 
     @api.get("/api/v1/status", tags=["gateway"])

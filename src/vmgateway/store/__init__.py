@@ -10,12 +10,12 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 
-from vmgateway.store.access import claim_gateway_id
+from vmgateway.store.access import TRANSFERS_ACTIVE, claim_gateway_id, set_setting
 from vmgateway.store.journal import Journal, JournalClosed, JournalError, connect
 from vmgateway.store.records import (
     DicomInstance,
@@ -58,6 +58,7 @@ class Store:
     def __init__(self, data_dir: Path, min_free_mb: int) -> None:
         self.spool = Spool(data_dir / "spool", min_free_mb * 2**20)
         self.journal = Journal(data_dir / "journal.sqlite")
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def incoming_dir(self) -> Path:
@@ -99,9 +100,11 @@ class Store:
         """
         spooled = self.spool.absorb(temporary, "dicom", ".dcm")
         try:
-            return self.journal.write(record_dicom_instance(instance, spooled, sender, time.time()))
+            receipt = self.journal.write(record_dicom_instance(instance, spooled, sender, time.time()))
         finally:
             self.spool.release(spooled.relative_path)
+        self._tell_listeners()
+        return receipt
 
     def submit_hl7(self, raw: bytes | bytearray, message: Hl7Message, sender: Sender) -> Future[Receipt]:
         """Queue a message's raw bytes and header for the journal; the future resolves once
@@ -112,7 +115,9 @@ class Store:
         """
         self.spool.check_room()
         sha256 = hashlib.sha256(raw).hexdigest()
-        return self.journal.submit(record_hl7_message(message, raw, sha256, sender, time.time()))
+        future = self.journal.submit(record_hl7_message(message, raw, sha256, sender, time.time()))
+        future.add_done_callback(lambda _: self._tell_listeners())
+        return future
 
     def hl7_without_details(self) -> list[tuple[int, bytes]]:
         """Messages kept but not yet read in full (the gateway stopped in between)."""
@@ -137,6 +142,22 @@ class Store:
             yield conn
         finally:
             conn.close()
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (from any thread) whenever an item was kept or transfers were
+        switched, so that whoever waits for work need not poll for it."""
+        self._listeners.append(listener)
+
+    def _tell_listeners(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:  # a listener's trouble (its loop closed at shutdown) is not the sender's
+                log.debug("store listener failed", exc_info=True)
+
+    def switch_transfers(self, active: bool) -> None:
+        self.journal.write(set_setting(TRANSFERS_ACTIVE, "true" if active else "false"))
+        self._tell_listeners()
 
     def payload(self, item_id: int) -> bytes:
         """An item's bytes kept in the journal (HL7: at most hl7.max_message_bytes)."""

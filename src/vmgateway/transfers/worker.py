@@ -78,12 +78,17 @@ class Destination:
         self.config = config
         self.state = DestinationState(url)
         self._busy: set[int] = set()
+        self._work = asyncio.Event()
+        """Set when the store says there may be new work (an item kept, transfers switched on)."""
 
     async def run(self) -> None:
         """Deliver until cancelled; running requests are cancelled with it (their items stay due)."""
         tasks: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+        self.store.listen(lambda: self._wake(loop))
         try:
             while True:
+                self._work.clear()
                 while len(tasks) < self.config.concurrency and not self._paused():
                     batch = await asyncio.to_thread(self._next_batch)
                     if not batch:
@@ -91,16 +96,30 @@ class Destination:
                     self._busy.update(due.item_id for due in batch)
                     tasks.add(asyncio.create_task(self._deliver(batch)))
                 self.state.in_flight = len(tasks)
-                if tasks:
-                    _, tasks = await asyncio.wait(tasks, timeout=IDLE_S, return_when=asyncio.FIRST_COMPLETED)
-                    tasks = set(tasks)
+                # Wait for a request to finish, for new work (when there is room for it), or
+                # for the pause to end; look again every IDLE_S in any case.
+                waits: set[asyncio.Future[Any]] = set(tasks)
+                woken = None
+                if len(tasks) < self.config.concurrency and not self._paused():
+                    woken = asyncio.ensure_future(self._work.wait())
+                    waits.add(woken)
+                timeout = min(IDLE_S, self._pause_left()) if self._paused() else IDLE_S
+                if waits:
+                    done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                    tasks.difference_update(done)
                 else:
-                    await asyncio.sleep(self._pause_left() or IDLE_S)
+                    await asyncio.sleep(timeout)
+                if woken is not None:
+                    woken.cancel()
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.sink.http.aclose()
+
+    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        """From any thread: there may be new work."""
+        loop.call_soon_threadsafe(self._work.set)
 
     def _paused(self) -> bool:
         return self._pause_left() > 0

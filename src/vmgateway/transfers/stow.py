@@ -29,7 +29,7 @@ from vmgateway.transfers.outcome import (
     retry_after,
 )
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 18
 REFERENCED_SOP_SEQUENCE = "00081199"
 FAILED_SOP_SEQUENCE = "00081198"
 REFERENCED_SOP_INSTANCE_UID = "00081155"

@@ -46,6 +46,7 @@ def test_status_while_running_and_study_completion(make_gateway: Any, tmp_path: 
     assert text.returncode == 0
     assert "Received in all: 3 items" in text.stdout
     assert "Studies: 1 complete, 0 still arriving" in text.stdout
+    assert "Not yet delivered: 3; dead (given up on, retry through the API): 0" in text.stdout
     assert "XRAY1" in text.stdout and "CompressedSamples^CT1" in text.stdout
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import GatewayProcess, dcmtk
 from tests.dicomdata import copies_of_ct_small, dataset_differences
-from tests.nut import UPS, NutServer
+from tests.nut import ADMIN, ADMIN_PASSWORD, UPS, NutServer
 from tests.test_api import client, new_token
 from tests.test_durability import _hold_association, _storescu_acknowledged
 from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa, with_control_id
@@ -129,6 +129,15 @@ def test_client_reads_the_ups_and_names_each_failure(nut: NutServer) -> None:
 
     variables = asyncio.run(read(UPS))
     assert variables["ups.status"] == "OL" and variables["battery.runtime.low"] == "120"
+
+    async def read_as_user() -> dict[str, str]:
+        client = NutClient(NutAddress("127.0.0.1", nut.port, UPS, ADMIN, ADMIN_PASSWORD), timeout=5)
+        try:
+            return await client.variables()
+        finally:
+            await client.close()
+
+    assert asyncio.run(read_as_user())["ups.status"] == "OL"  # USERNAME / PASSWORD first, then LIST VAR
     with pytest.raises(NutError) as unknown_ups:
         asyncio.run(read("nosuchups"))
     assert unknown_ups.value.code == "UNKNOWN-UPS"

@@ -217,6 +217,8 @@ def _render_status(summary: dict[str, Any]) -> str:
         f"Received in all: {totals['items']} items, {_size(totals['bytes'])}: {kinds} ({states})",
         f"Received today:  {today['items']} items, {_size(today['bytes'])}: {kinds_today}",
         f"Studies: {studies['complete']} complete, {len(studies['arriving'])} still arriving",
+        f"Not yet delivered: {totals['by_state'].get('received', 0)}; dead (given up on, retry through the API):"
+        f" {totals['by_state'].get('dead', 0)}",
     ]
     for title, rows in (("Still arriving", studies["arriving"]), ("Recently complete", studies["recently_complete"])):
         if rows:

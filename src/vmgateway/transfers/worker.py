@@ -158,10 +158,11 @@ class Destination:
     def _record(self, batch: list[Due], outcome: Outcome) -> None:
         now = time.time()
         name = self.sink.name
+        if outcome.unreachable is None:
+            self.state.failures = 0  # it answered: the next outage starts its backoff afresh
         if outcome.delivered:
             self.store.journal.write(mark_delivered(outcome.delivered, now))
             self.state.last_delivered_at = now
-            self.state.failures = 0
             self.state.alone.difference_update(outcome.delivered)
             DELIVERIES.labels(name, "delivered").inc(len(outcome.delivered))
         dead: list[int] = []

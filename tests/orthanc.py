@@ -11,22 +11,25 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import free_port
+from tests.conftest import free_ports
 
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 START_TIMEOUT_S = 60
 
 
 class Orthanc:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, modalities: dict[str, list[object]] | None = None) -> None:
+        """`modalities`: Orthanc's DicomModalities (who may query and retrieve, and move targets)."""
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port, self.dicom_port = free_ports(2)
         config: dict[str, Any] = {
             "Name": "vmgateway-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
             "StorageCompression": False, "Plugins": [DICOMWEB_PLUGIN], "HttpServerEnabled": True,
             "HttpPort": self.port, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-            "DicomServerEnabled": False, "SaveJobs": False, "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            "DicomServerEnabled": True, "DicomPort": self.dicom_port, "DicomAet": "ORTHANC",
+            "DicomCheckCalledAet": True, "DicomModalities": modalities or {}, "DicomCheckModalityHost": True,
+            "SaveJobs": False, "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         }
         (folder / "orthanc.json").write_text(json.dumps(config))
         self.proc: subprocess.Popen[str] | None = None
@@ -69,6 +72,10 @@ class Orthanc:
 
     def rest(self) -> httpx.Client:
         return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60, trust_env=False)
+
+    def upload(self, path: Path) -> None:
+        with self.rest() as rest:
+            rest.post("/instances", content=path.read_bytes()).raise_for_status()
 
     def instance_count(self) -> int:
         with self.rest() as rest:

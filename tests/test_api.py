@@ -91,6 +91,10 @@ def test_addresses_outside_the_allowlist_get_a_bare_403(gateway: GatewayProcess)
             assert (answer.status_code, answer.json()) == (403, {"detail": "forbidden"})
 
 
+async def no_poll() -> dict[str, object]:
+    return {}
+
+
 def test_allowlist_ranges_in_the_app(tmp_path: Path) -> None:
     from vmgateway.api.app import GatewayView, create_app
     from vmgateway.config import parse_settings
@@ -100,7 +104,7 @@ def test_allowlist_ranges_in_the_app(tmp_path: Path) -> None:
     store = Store(tmp_path, 0)
     store.open()
     try:
-        app = create_app(GatewayView(settings, store, time.time(), dict, dict, dict))
+        app = create_app(GatewayView(settings, store, time.time(), dict, dict, dict, dict, no_poll))
         for address, expected in (("62.20.41.164", 200), ("213.212.63.52", 200), ("62.20.41.167", 403),
                                   ("10.0.0.1", 403), ("127.0.0.1", 200)):
             with TestClient(app, client=(address, 40000)) as asgi:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -60,6 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     send_hl7.add_argument("--port", type=int, default=2575, help="its HL7 port (default 2575)")
     send_hl7.add_argument("--timeout", type=float, default=30, help="seconds to wait for each ACK (default 30)")
     send_hl7.set_defaults(handler=_send_hl7)
+
+    pacs = commands.add_parser("pacs", help="the clinic's PACS: what it has, poll it now")
+    pacs_commands = pacs.add_subparsers(dest="pacs_command", required=True, metavar="ACTION")
+    find = pacs_commands.add_parser("find", help="list the studies the PACS has (C-FIND), and whether we hold them")
+    find.add_argument("--days", type=int, help="look this many days back (default pacs.lookback_days)")
+    find.add_argument("--config", metavar="FILE", help=config_help)
+    find.set_defaults(handler=_pacs_find)
+    poll = pacs_commands.add_parser("poll-now", help="ask the running gateway to poll the PACS now (needs a token)")
+    poll.add_argument("--config", metavar="FILE", help=config_help)
+    poll.add_argument("--token", default=os.environ.get("VMGATEWAY_TOKEN", ""),
+                      help="an API token (default $VMGATEWAY_TOKEN)")
+    poll.set_defaults(handler=_pacs_poll_now)
 
     host = commands.add_parser("host", help="files for the box the gateway runs on")
     host_commands = host.add_subparsers(dest="host_command", required=True, metavar="ACTION")
@@ -163,8 +176,67 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pacs_find(args: argparse.Namespace) -> int:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+
+    from vmgateway.pacs.poller import effective_pacs
+    from vmgateway.pacs.query import PacsError, associate, find_studies
+    from vmgateway.store import Store
+    from vmgateway.store.holdings import held_instances
+
+    settings = load_settings(args.config)
+    store = Store(settings.storage.data_dir, settings.storage.min_free_mb)
+    pacs = effective_pacs(settings, store) if settings.journal_path.exists() else settings.pacs
+    if not (pacs.host and pacs.ae_title):
+        print("vmgateway: no PACS configured: set pacs.host and pacs.ae_title", file=sys.stderr)
+        return 2
+    ae = AE(ae_title=settings.dicom.ae_title)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    try:
+        assoc = associate(ae, pacs)
+        try:
+            studies = find_studies(assoc, pacs.lookback_days if args.days is None else args.days)
+        finally:
+            assoc.release()
+    except PacsError as exc:
+        print(f"vmgateway: {exc}", file=sys.stderr)
+        return 1
+    for study in studies:
+        held = 0
+        if settings.journal_path.exists():
+            with store.reading() as conn:
+                held = sum(len(s) for s in held_instances(conn, study.study_instance_uid).values())
+        print(f"{study.study_date or '-':<9} {study.modalities or '-':<6} {study.instances or '?':>5} on PACS"
+              f" {held:>5} here  {study.patient_name or '-'} ({study.patient_id or '-'})  {study.study_instance_uid}")
+    print(f"{len(studies)} studies on {pacs.ae_title}@{pacs.host}:{pacs.port}", file=sys.stderr)
+    return 0
+
+
+def _pacs_poll_now(args: argparse.Namespace) -> int:
+    import httpx
+
+    settings = load_settings(args.config)
+    if not args.token:
+        print("vmgateway: an API token is needed (--token or $VMGATEWAY_TOKEN; vmgateway token create NAME)",
+              file=sys.stderr)
+        return 2
+    scheme = "https" if settings.api.tls else "http"
+    url = f"{scheme}://127.0.0.1:{settings.api.port}/api/v1/pacs/poll"
+    try:  # our own API on this box: its certificate is self-signed, the connection never leaves the host
+        answer = httpx.post(url, headers={"Authorization": f"Bearer {args.token}"}, verify=False, timeout=600,
+                            trust_env=False)
+    except httpx.HTTPError as exc:
+        print(f"vmgateway: the gateway's API at {url} did not answer: {exc}", file=sys.stderr)
+        return 1
+    if answer.status_code != 200:
+        print(f"vmgateway: {answer.status_code} {answer.text}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer.json(), indent=2, ensure_ascii=False))
+    return 0 if answer.json().get("ok") else 1
+
+
 def _host_unit(args: argparse.Namespace) -> int:
-    import os
     import shutil
 
     from vmgateway.config import Settings

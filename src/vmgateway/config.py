@@ -91,6 +91,21 @@ class PacsConfig(_Section):
     host: Annotated[str, Field(max_length=253)] = ""
     port: Port = 104
     ae_title: Annotated[str, Field(max_length=16)] = ""
+    poll: bool = False
+    """Ask the PACS for new studies every interval_s and fetch them (for a PACS that cannot forward)."""
+    interval_s: Annotated[float, Field(ge=5, le=86400)] = 60
+    retrieve: Literal["get", "move"] = "get"
+    """C-GET needs nothing on the PACS; C-MOVE needs VM_GATEWAY (our address, port 4006) registered there."""
+    lookback_days: Annotated[int, Field(ge=0, le=365)] = 2
+    """Studies dated from this many days ago to today are looked at (overlapping polls: nothing missed at midnight)."""
+    timeout_s: Seconds = 30
+    """For each DICOM step with the PACS (association, each response)."""
+
+    @model_validator(mode="after")
+    def _polling_needs_a_pacs(self) -> PacsConfig:
+        if self.poll and not (self.host and self.ae_title):
+            raise ValueError("pacs.poll = true needs pacs.host and pacs.ae_title")
+        return self
 
 
 class StorageConfig(_Section):

@@ -23,6 +23,7 @@ from vmgateway.dicom.studies import complete_quiet_studies, remove_abandoned_tra
 from vmgateway.hl7.receiver import Hl7Receiver
 from vmgateway.host.systemd import Notifier
 from vmgateway.logs import LastProblems
+from vmgateway.pacs.poller import PacsPoller
 from vmgateway.power.monitor import PowerMonitor
 from vmgateway.store import StartupCheck, Store
 from vmgateway.transfers import destinations
@@ -44,8 +45,9 @@ class Gateway:
         self.hl7 = Hl7Receiver(settings.hl7, self.store)
         self.power = PowerMonitor(settings.power, self.store, self._drain_for_power) if settings.power.enabled else None
         self.destinations: list[Destination] = []
+        self.pacs = PacsPoller(settings, self.store)
         self.api = ApiServer(GatewayView(settings, self.store, time.time(), self._components, self._power,
-                                         self._destinations))
+                                         self._destinations, lambda: self.pacs.state, self.pacs.poll_now))
         self.notifier = Notifier()
         self._running: set[str] = set()
         self._problems = LastProblems()
@@ -153,6 +155,7 @@ class Gateway:
                 asyncio.create_task(remove_abandoned_transfers(self.store, self.settings.dicom.network_timeout_s)),
                 asyncio.create_task(self.notifier.keep_alive()),
                 asyncio.create_task(remove_delivered_files(self.store, self.settings.storage)),
+                asyncio.create_task(self.pacs.run()),
                 *(asyncio.create_task(destination.run()) for destination in self.destinations),
             ]
             if self.power is not None:

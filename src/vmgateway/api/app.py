@@ -10,7 +10,7 @@ import asyncio
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -31,12 +31,11 @@ from vmgateway.hl7.charsets import HL7_MEDIA_TYPE, http_charset
 from vmgateway.hl7.client import send_messages
 from vmgateway.store import Store, deliveries
 from vmgateway.store import feed as feed_reads
-from vmgateway.store.access import get_setting, set_setting, token_owner
+from vmgateway.store.access import SITE_PACS, get_setting, set_setting, token_owner
 from vmgateway.store.access import transfers_active as transfers_switched_on
 from vmgateway.store.records import mark_delivered, record_event
 
 SITE_CONTACT = "site.contact"
-SITE_PACS = "site.pacs"
 COOKIE = "vmgateway_token"
 _CHUNK = 1 << 20
 
@@ -53,6 +52,10 @@ class GatewayView:
     """The UPS as last read (`state` online, on_battery, low_battery, forced_shutdown, unknown or disabled)."""
     destinations: Callable[[], dict[str, dict[str, Any]]]
     """Push destinations by name (dicomweb, hl7): url, state ok/paused, last delivery and error."""
+    pacs: Callable[[], dict[str, Any]]
+    """The PACS poller's state: off, polling, ok, partial, failing; last poll, success, error."""
+    poll_pacs: Callable[[], Awaitable[dict[str, Any]]]
+    """Poll the PACS now and return what the poll found."""
 
 
 class EchoRequest(BaseModel):
@@ -133,6 +136,7 @@ def create_app(view: GatewayView) -> Any:
                    for row in conn.execute("SELECT kind, count(*), sum(size) FROM items GROUP BY kind")}
         components = view.components() | {
             "power": view.power(),
+            "pacs": view.pacs(),
             "transfers": transfers_state(conn),
             "disk": {"state": "ok" if disk.free >= view.settings.storage.min_free_mb * 2**20 else "full",
                      "free_mb": disk.free // 2**20, "min_free_mb": view.settings.storage.min_free_mb},
@@ -196,6 +200,13 @@ def create_app(view: GatewayView) -> Any:
         await audit(who, f"hl7 test {control_id}: {answer.code}")
         return {"ok": answer.code in ("AA", "CA"), "message": f"ACK {answer.code} {answer.text}".strip(),
                 "control_id": control_id, "seconds": round(time.monotonic() - began, 3)}
+
+    @api.post("/api/v1/pacs/poll", tags=["site"])
+    async def poll_pacs(who: Caller) -> dict[str, Any]:
+        """Poll the clinic's PACS now (whether or not pacs.poll is on) and say what was found and fetched."""
+        result = await view.poll_pacs()
+        await audit(who, f"PACS polled: {result}")
+        return result
 
     @api.get("/api/v1/devices", tags=["tests"])
     def devices(who: Caller, conn: Reader) -> list[dict[str, Any]]:

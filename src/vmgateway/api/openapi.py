@@ -13,10 +13,14 @@ from vmgateway.config import Settings
 from vmgateway.store import Store
 
 
+async def _no_poll() -> dict[str, object]:
+    return {}
+
+
 def document() -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         settings = Settings.model_validate({"storage": {"data_dir": folder}})
-        view = GatewayView(settings, Store(Path(folder), 0), time.time(), dict, dict, dict)
+        view = GatewayView(settings, Store(Path(folder), 0), time.time(), dict, dict, dict, dict, _no_poll)
         return create_app(view).fastapi.openapi()  # type: ignore[no-any-return]
 
 

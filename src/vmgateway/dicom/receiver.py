@@ -24,16 +24,12 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from vmgateway.config import DicomConfig
 from vmgateway.counters import DICOM_STORE_RESPONSES
-from vmgateway.dicom.metadata import UnreadableInstance, read_instance
+from vmgateway.dicom.keeping import SUCCESS, keep_instance
 from vmgateway.dicom.rejection import describe_rejection
-from vmgateway.store import JournalError, Outcome, Sender, SpoolFull, Store
+from vmgateway.store import JournalError, Sender, Store
 
 log = logging.getLogger(__name__)
 
-# C-STORE statuses (PS3.4 Annex B.2.3)
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-CANNOT_UNDERSTAND = 0xC000
 
 
 class GatewayAE(AE):
@@ -53,13 +49,6 @@ class GatewayAE(AE):
     @maximum_associations.setter
     def maximum_associations(self, value: int) -> None:
         self._maximum_associations = value
-
-
-def _status(code: int, comment: str) -> Dataset:
-    status = Dataset()
-    status.Status = code
-    status.ErrorComment = comment[:64]  # LO: at most 64 characters
-    return status
 
 
 class DicomReceiver:
@@ -159,30 +148,7 @@ class DicomReceiver:
 
     def _store(self, event: evt.Event) -> int | Dataset:
         requestor = event.assoc.requestor
-        sender = Sender("dicom", requestor.ae_title, requestor.address)
-        path = event.dataset_path
-        try:
-            instance = read_instance(path)
-            receipt = self.store.put_dicom(path, instance, sender)
-        except SpoolFull as exc:
-            log.warning("refused instance: disk below watermark", extra={"calling_ae": sender.name, "error": str(exc)})
-            return _status(OUT_OF_RESOURCES, "gateway disk full, retry later")
-        except UnreadableInstance as exc:
-            log.warning(
-                "refused unreadable instance",
-                extra={"calling_ae": sender.name, "address": sender.address, "error": str(exc)},
-            )
-            return _status(CANNOT_UNDERSTAND, str(exc))
-        except (OSError, JournalError, TimeoutError) as exc:
-            log.error("could not store instance durably", extra={"calling_ae": sender.name, "error": str(exc)})
-            return _status(OUT_OF_RESOURCES, "gateway could not store it, retry later")
-        if receipt.outcome is not Outcome.STORED:
-            log.info(
-                "instance received again",
-                extra={"sop_instance_uid": instance.sop_instance_uid, "outcome": receipt.outcome.value,
-                       "version": receipt.version, "calling_ae": sender.name},
-            )
-        return SUCCESS
+        return keep_instance(self.store, event.dataset_path, Sender("dicom", requestor.ae_title, requestor.address))
 
     @staticmethod
     def _on_established(event: evt.Event) -> None:

@@ -70,6 +70,8 @@ def token_owner(conn: sqlite3.Connection, token: str) -> str | None:
 
 TRANSFERS_ACTIVE = "transfers_active"
 """Setting: "true" while Vetmanager has switched transfers on (pull feed and push alike)."""
+SITE_PACS = "site.pacs"
+"""Setting: the PACS as changed through the API (JSON; overrides [pacs] of the configuration)."""
 GATEWAY_ID = "gateway_id"
 """Setting: this box's identity, made at first start; part of every idempotency key."""
 

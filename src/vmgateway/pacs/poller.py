@@ -1,0 +1,155 @@
+"""The poll loop: every pacs.interval_s (or when asked), find what the PACS has that the
+gateway does not, and fetch exactly that.
+
+A study is looked into only when the PACS counts more instances than the gateway holds; then
+series whose counts differ, then their instances. A failed or partial fetch is simply found
+again by the next poll. A PACS that is down is retried with backoff and shown in status; it
+disturbs nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+
+from vmgateway.config import PacsConfig, Settings
+from vmgateway.pacs.query import PacsError, PacsInstance, associate, find_instances, find_series, find_studies
+from vmgateway.pacs.retrieve import fetch_by_get, fetch_by_move
+from vmgateway.store import Store
+from vmgateway.store.access import SITE_PACS, get_setting
+from vmgateway.store.holdings import held_instances
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 1800.0
+
+
+@dataclass
+class PollResult:
+    studies: int = 0
+    """Studies the PACS listed in the date range."""
+    missing: int = 0
+    """Instances found missing."""
+    fetched: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"studies": self.studies, "missing": self.missing, "fetched": self.fetched,
+                "problems": self.problems}
+
+
+def effective_pacs(settings: Settings, store: Store) -> PacsConfig:
+    """[pacs] of the configuration, unless Vetmanager changed it through the API since."""
+    with store.reading() as conn:
+        changed = get_setting(conn, SITE_PACS, "")
+    return PacsConfig.model_validate(json.loads(changed)) if changed else settings.pacs
+
+
+def poll_once(config: PacsConfig, calling_ae: str, store: Store) -> PollResult:
+    """One poll, blocking (pynetdicom); raises PacsError when the PACS cannot be asked at all."""
+    result = PollResult()
+    wanted: list[tuple[str, str, list[PacsInstance]]] = []
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = associate(ae, config)
+    try:
+        studies = find_studies(assoc, config.lookback_days)
+        result.studies = len(studies)
+        for study in studies:
+            with store.reading() as conn:
+                held = held_instances(conn, study.study_instance_uid)
+            if study.instances is not None and study.instances <= sum(len(s) for s in held.values()):
+                continue
+            for series in find_series(assoc, study.study_instance_uid):
+                have = held.get(series.series_instance_uid, set())
+                if series.instances is not None and series.instances <= len(have):
+                    continue
+                missing = [i for i in find_instances(assoc, study.study_instance_uid, series.series_instance_uid)
+                           if i.sop_instance_uid not in have]
+                if missing:
+                    wanted.append((study.study_instance_uid, series.series_instance_uid, missing))
+    finally:
+        assoc.release()
+    for study_uid, series_uid, missing in wanted:
+        result.missing += len(missing)
+        if config.retrieve == "get":
+            fetched = fetch_by_get(config, calling_ae, store, study_uid, series_uid, missing)
+            result.fetched += len(set(fetched.kept) & {i.sop_instance_uid for i in missing})
+        else:
+            fetched = fetch_by_move(config, calling_ae, study_uid, series_uid, missing)
+            result.fetched += len(missing) - fetched.failed if not fetched.problems else 0
+        result.problems += fetched.problems
+    return result
+
+
+class PacsPoller:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.state: dict[str, Any] = {"state": "off", "last_poll_at": None, "last_success_at": None,
+                                      "last_error": None, "last_result": None}
+        self._asked = asyncio.Event()
+        self._waiting: list[asyncio.Future[dict[str, Any]]] = []
+
+    async def poll_now(self) -> dict[str, Any]:
+        """Ask for a poll at once and wait for its outcome (a technician's or Vetmanager's check)."""
+        outcome: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append(outcome)
+        self._asked.set()
+        return await outcome
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        failures = 0
+        while True:
+            self._asked.clear()  # before the poll: a request that comes during it is served next
+            config = await asyncio.to_thread(effective_pacs, self.settings, self.store)
+            wait = config.interval_s
+            if config.poll or self._waiting:
+                failures = await self._poll(config, failures)
+                if failures:
+                    wait = min(config.interval_s * 2 ** (failures - 1), max(MAX_BACKOFF_S, config.interval_s))
+            else:
+                self.state["state"] = "off"
+            try:
+                async with asyncio.timeout(wait):
+                    await self._asked.wait()
+            except TimeoutError:
+                pass
+
+    async def _poll(self, config: PacsConfig, failures: int) -> int:
+        """Poll once, note the outcome; return the number of failures in a row."""
+        waiting, self._waiting = self._waiting, []
+        self.state["state"] = "polling"
+        self.state["last_poll_at"] = time.time()
+        try:
+            if not (config.host and config.ae_title):
+                raise PacsError("no PACS configured (pacs.host, pacs.ae_title)")
+            result = await asyncio.to_thread(poll_once, config, self.settings.dicom.ae_title, self.store)
+        except PacsError as exc:
+            failures += 1
+            self.state.update(state="failing", last_error=str(exc), last_error_at=time.time())
+            log.warning("pacs poll failed", extra={"error": str(exc), "failures_in_a_row": failures})
+            answer: dict[str, Any] = {"ok": False, "error": str(exc)}
+        else:
+            failures = 0
+            self.state.update(state="ok" if not result.problems else "partial", last_success_at=time.time(),
+                              last_result=result.as_dict())
+            if result.problems:
+                self.state.update(last_error="; ".join(result.problems), last_error_at=time.time())
+            log.info("pacs polled", extra=result.as_dict())
+            if result.fetched:
+                await asyncio.to_thread(self.store.record_event, "pacs_fetch",
+                                        f"{result.fetched} instance(s) fetched from {config.ae_title}")
+            answer = {"ok": not result.problems} | result.as_dict()
+        for outcome in waiting:
+            if not outcome.done():
+                outcome.set_result(answer)
+        return failures

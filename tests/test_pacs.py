@@ -1,0 +1,167 @@
+"""Polling a PACS that cannot forward: Orthanc as the clinic's PACS, in a private network."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+from tests.conftest import GatewayProcess, free_ports
+from tests.dicomdata import PYDICOM_FILES, copies_of_ct_small
+from tests.netns import loopback_only
+from tests.orthanc import Orthanc
+from tests.test_api import client, new_token
+
+JPEG_FILES = ("SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_dcmtk_+eb+cr.dcm", "JPEG2000.dcm", "SC_rgb_gdcm_KY.dcm",
+              "MR_small_jp2klossless.dcm", "JPEG-lossy.dcm", "SC_rgb_rle.dcm", "CT_small.dcm")
+"""Compressed and uncompressed instances, each its own study: JPEG, JPEG 2000, RLE, plain."""
+
+
+@pytest.fixture
+def network() -> Iterator[None]:
+    with loopback_only():
+        yield
+
+
+@pytest.fixture
+def ports(network: None) -> tuple[int, int, int]:
+    dicom, hl7, api = free_ports(3)
+    return dicom, hl7, api
+
+
+@pytest.fixture
+def pacs(ports: tuple[int, int, int], tmp_path: Path) -> Iterator[Orthanc]:
+    archive = Orthanc(tmp_path / "pacs", modalities={"gateway": ["VM_GATEWAY", "127.0.0.1", ports[0]]}).start()
+    yield archive
+    archive.remove()
+
+
+def polling(make_gateway: Any, pacs: Orthanc, ports: tuple[int, int, int], **options: Any) -> tuple[GatewayProcess, str]:
+    dicom, hl7, api = ports
+    gateway: GatewayProcess = make_gateway(
+        dicom={"port": dicom}, hl7={"port": hl7}, api={"port": api},
+        pacs={"host": "127.0.0.1", "port": pacs.dicom_port, "ae_title": "ORTHANC", "poll": False,
+              "interval_s": 3600, "lookback_days": 1, "timeout_s": 10} | options)
+    return gateway, new_token(gateway, "vetmanager")
+
+
+def dated_today(paths: list[Path], folder: Path) -> list[Path]:
+    """Copies with today's StudyDate (the poller asks for studies of the last lookback_days days)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for path in paths:
+        dataset = pydicom.dcmread(path)
+        dataset.StudyDate = date.today().strftime("%Y%m%d")
+        copy = folder / path.name
+        dataset.save_as(copy)
+        copies.append(copy)
+    return copies
+
+
+def upload_today(pacs: Orthanc, paths: list[Path], folder: Path) -> list[Path]:
+    copies = dated_today(paths, folder)
+    for path in copies:
+        pacs.upload(path)
+    return copies
+
+
+def poll(gateway: GatewayProcess, token: str) -> dict[str, Any]:
+    with client(gateway, token) as api:
+        answer = api.post("/api/v1/pacs/poll", timeout=120)
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+
+def held(gateway: GatewayProcess) -> dict[str, Any]:
+    return {row["sop_instance_uid"]: row for row in gateway.instances()}
+
+
+def test_a_poll_brings_everything_over_in_its_original_transfer_syntax(make_gateway: Any, pacs: Orthanc,
+                                                                       ports: tuple[int, int, int],
+                                                                       tmp_path: Path) -> None:
+    files = upload_today(pacs, [PYDICOM_FILES / name for name in JPEG_FILES], tmp_path / "today")
+    gateway, token = polling(make_gateway, pacs, ports)
+    first = poll(gateway, token)
+    assert (first["ok"], first["missing"], first["fetched"]) == (True, len(files), len(files)), first
+    rows = held(gateway)
+    for path in files:
+        sent = pydicom.dcmread(path)
+        row = rows[sent.SOPInstanceUID]
+        assert row["transfer_syntax_uid"] == sent.file_meta.TransferSyntaxUID, path.name
+        stored = pydicom.dcmread(gateway.data_dir / "spool" / row["spool_path"])
+        assert stored.PixelData == sent.PixelData, path.name  # the compressed stream as the modality made it
+    with gateway.journal() as conn:
+        senders = conn.execute("SELECT protocol, name, address, items FROM senders").fetchall()
+    assert [tuple(s) for s in senders] == [("pacs", "ORTHANC", "127.0.0.1", len(files))]
+
+    again = poll(gateway, token)  # nothing new: nothing fetched, nothing duplicated
+    assert (again["ok"], again["missing"], again["fetched"]) == (True, 0, 0)
+    assert len(gateway.instances()) == len(files)
+    with client(gateway, token) as api:
+        status = api.get("/api/v1/status").json()["components"]["pacs"]
+    assert status["state"] == "ok" and status["last_success_at"]
+
+
+def test_a_study_that_grows_gets_only_its_new_instances(make_gateway: Any, pacs: Orthanc,
+                                                        ports: tuple[int, int, int], tmp_path: Path) -> None:
+    study = dated_today(copies_of_ct_small(tmp_path / "ct", 6), tmp_path / "today")
+    for path in study[:4]:
+        pacs.upload(path)
+    gateway, token = polling(make_gateway, pacs, ports)
+    assert poll(gateway, token)["fetched"] == 4
+    for path in study[4:]:
+        pacs.upload(path)
+    grown = poll(gateway, token)
+    assert (grown["missing"], grown["fetched"]) == (2, 2)
+    assert len(gateway.instances()) == 6
+    for path in study:
+        row = held(gateway)[pydicom.dcmread(path).SOPInstanceUID]
+        stored = gateway.data_dir / "spool" / row["spool_path"]
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == row["sha256"]
+
+
+def test_c_move_brings_them_to_the_storage_scp(make_gateway: Any, pacs: Orthanc, ports: tuple[int, int, int],
+                                               tmp_path: Path) -> None:
+    upload_today(pacs, copies_of_ct_small(tmp_path / "ct", 3), tmp_path / "today")
+    gateway, token = polling(make_gateway, pacs, ports, retrieve="move")
+    moved = poll(gateway, token)
+    assert moved["ok"] and moved["missing"] == 3, moved
+    assert len(gateway.instances()) == 3
+
+
+def test_a_pacs_that_does_not_know_us_says_to_register_the_gateway(make_gateway: Any, network: None,
+                                                                ports: tuple[int, int, int], tmp_path: Path) -> None:
+    stranger = Orthanc(tmp_path / "pacs", modalities={"other": ["OTHER", "127.0.0.1", 104]}).start()
+    try:
+        upload_today(stranger, copies_of_ct_small(tmp_path / "ct", 1), tmp_path / "today")
+        gateway, token = polling(make_gateway, stranger, ports, retrieve="move")
+        refused = poll(gateway, token)
+        assert not refused["ok"]
+        text = refused.get("error") or "; ".join(refused.get("problems", []))
+        assert "VM_GATEWAY" in text and "regist" in text, refused
+        assert gateway.instances() == []
+    finally:
+        stranger.remove()
+
+
+def test_a_pacs_that_is_down_shows_in_status_and_is_fetched_from_when_back(make_gateway: Any, pacs: Orthanc,
+                                                                          ports: tuple[int, int, int],
+                                                                          tmp_path: Path) -> None:
+    upload_today(pacs, copies_of_ct_small(tmp_path / "ct", 2), tmp_path / "today")
+    pacs.stop()
+    gateway, token = polling(make_gateway, pacs, ports)
+    down = poll(gateway, token)
+    assert not down["ok"] and "PACS" in down["error"]
+    with client(gateway, token) as api:
+        status = api.get("/api/v1/status").json()["components"]["pacs"]
+        assert status["state"] == "failing" and status["last_error"] == down["error"]
+        assert api.get("/api/v1/health").status_code == 200  # nothing else disturbed
+    pacs.start()
+    back = poll(gateway, token)
+    assert back["ok"] and back["fetched"] == 2

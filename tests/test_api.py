@@ -246,7 +246,8 @@ def test_site_form_contact_and_pacs_can_change_addresses_cannot(make_gateway: An
         bad = api.put("/api/v1/site/contact", json={"name": "x", "phone": "call me", "email": "x@y.se"})
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "phone"]
         pacs = api.put("/api/v1/site/pacs", json={"host": "192.0.2.20", "port": 104, "ae_title": "CLINIC_PACS"}).json()
-        assert pacs["pacs"] == {"host": "192.0.2.20", "port": 104, "ae_title": "CLINIC_PACS"}
+        assert pacs["pacs"] | {"host": "192.0.2.20", "port": 104, "ae_title": "CLINIC_PACS"} == pacs["pacs"]
+        assert (pacs["pacs"]["poll"], pacs["pacs"]["retrieve"]) == (False, "get")  # the rest: defaults
         bad_port = api.put("/api/v1/site/pacs", json={"host": "192.0.2.20", "port": 70000, "ae_title": "P"})
         assert bad_port.status_code == 422 and bad_port.json()["detail"][0]["loc"] == ["body", "port"]
         assert api.put("/api/v1/site/external_ip", json={"external_ip": "1.2.3.4"}).status_code in (404, 405)

@@ -22,7 +22,7 @@ form{display:inline-block;margin:.3rem .5rem .3rem 0} input{padding:.25rem} butt
 """
 
 
-_FINE = {"running", "ok", "active", "online", "disabled"}
+_FINE = {"running", "ok", "active", "online", "disabled", "off"}
 
 
 def _page(title: str, body: str, refresh: bool = False) -> str:

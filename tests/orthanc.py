@@ -18,8 +18,10 @@ START_TIMEOUT_S = 60
 
 
 class Orthanc:
-    def __init__(self, folder: Path, modalities: dict[str, list[object]] | None = None) -> None:
-        """`modalities`: Orthanc's DicomModalities (who may query and retrieve, and move targets)."""
+    def __init__(self, folder: Path, modalities: dict[str, list[object]] | None = None,
+                 **options: object) -> None:
+        """`modalities`: Orthanc's DicomModalities (who may query and retrieve, and move targets);
+        `options`: further settings of Orthanc's configuration."""
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port, self.dicom_port = free_ports(2)
@@ -30,7 +32,7 @@ class Orthanc:
             "DicomServerEnabled": True, "DicomPort": self.dicom_port, "DicomAet": "ORTHANC",
             "DicomCheckCalledAet": True, "DicomModalities": modalities or {}, "DicomCheckModalityHost": True,
             "SaveJobs": False, "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-        }
+        } | options
         (folder / "orthanc.json").write_text(json.dumps(config))
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []

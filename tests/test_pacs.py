@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pydicom
 import pytest
 
@@ -15,7 +20,7 @@ from tests.conftest import GatewayProcess, free_ports
 from tests.dicomdata import PYDICOM_FILES, copies_of_ct_small
 from tests.netns import loopback_only
 from tests.orthanc import Orthanc
-from tests.test_api import client, new_token
+from tests.test_api import client, new_token, vmgateway
 
 JPEG_FILES = ("SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_dcmtk_+eb+cr.dcm", "JPEG2000.dcm", "SC_rgb_gdcm_KY.dcm",
               "MR_small_jp2klossless.dcm", "JPEG-lossy.dcm", "SC_rgb_rle.dcm", "CT_small.dcm")
@@ -165,3 +170,60 @@ def test_a_pacs_that_is_down_shows_in_status_and_is_fetched_from_when_back(make_
     pacs.start()
     back = poll(gateway, token)
     assert back["ok"] and back["fetched"] == 2
+
+
+def test_c_move_to_a_pacs_that_has_the_gateway_at_a_wrong_port_says_what_to_do(
+        make_gateway: Any, network: None, ports: tuple[int, int, int], tmp_path: Path) -> None:
+    wrong = Orthanc(tmp_path / "pacs", modalities={"gateway": ["VM_GATEWAY", "127.0.0.1", free_ports(1)[0]]}).start()
+    try:
+        upload_today(wrong, copies_of_ct_small(tmp_path / "ct", 1), tmp_path / "today")
+        gateway, token = polling(make_gateway, wrong, ports, retrieve="move")
+        refused = poll(gateway, token)
+        assert not refused["ok"] and gateway.instances() == [], refused
+        text = refused.get("error") or "; ".join(refused["problems"])
+        assert "register the gateway" in text and "VM_GATEWAY" in text and "port 4006" in text, refused
+    finally:
+        wrong.remove()
+
+
+def test_kill_9_during_a_c_get_then_the_next_poll_completes_the_study_once(
+        make_gateway: Any, pacs: Orthanc, ports: tuple[int, int, int], tmp_path: Path) -> None:
+    study = upload_today(pacs, copies_of_ct_small(tmp_path / "ct", 300), tmp_path / "today")
+    gateway, token = polling(make_gateway, pacs, ports)
+    asking = threading.Thread(target=lambda: _poll_ignoring_the_kill(gateway, token))
+    asking.start()
+    deadline = time.monotonic() + 60  # no event tells of each fetched instance: watch the journal
+    while len(gateway.instances()) < 30:
+        assert time.monotonic() < deadline, "the C-GET did not get under way"
+        time.sleep(0.01)
+    gateway.kill()
+    asking.join(60)
+    before = len(gateway.instances())
+    assert 30 <= before < 300, "the kill did not land in the middle of the C-GET"
+
+    gateway.start()
+    completed = poll(gateway, token)
+    assert (completed["ok"], completed["missing"], completed["fetched"]) == (True, 300 - before, 300 - before)
+    rows = gateway.instances()
+    assert len(rows) == 300 and len({r["sop_instance_uid"] for r in rows}) == 300  # none twice
+    assert {r["sop_instance_uid"] for r in rows} == {pydicom.dcmread(p).SOPInstanceUID for p in study}
+
+
+def _poll_ignoring_the_kill(gateway: GatewayProcess, token: str) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        poll(gateway, token)
+
+
+def test_pacs_find_lists_what_the_pacs_has_beside_what_is_held(make_gateway: Any, pacs: Orthanc,
+                                                               ports: tuple[int, int, int], tmp_path: Path) -> None:
+    study = upload_today(pacs, copies_of_ct_small(tmp_path / "ct", 3), tmp_path / "today")
+    gateway, token = polling(make_gateway, pacs, ports)
+    listing = vmgateway("pacs", "find", "--config", str(gateway.config))
+    assert listing.returncode == 0, listing.stderr
+    study_uid = pydicom.dcmread(study[0]).StudyInstanceUID
+    (line,) = [line for line in listing.stdout.splitlines() if study_uid in line]
+    assert "3 on PACS     0 here" in line and "1 studies on ORTHANC@127.0.0.1" in listing.stderr
+    poll(gateway, token)
+    polled = vmgateway("pacs", "poll-now", "--config", str(gateway.config), "--token", token)
+    assert polled.returncode == 0 and json.loads(polled.stdout)["fetched"] == 0  # all held already
+    assert "3 on PACS     3 here" in vmgateway("pacs", "find", "--config", str(gateway.config)).stdout

@@ -69,11 +69,13 @@ def _identifier(study_uid: str, series_uid: str, instances: list[PacsInstance]) 
     return identifier
 
 
-def _final_counts(responses: object, fetched: Fetched, verb: str, config: PacsConfig) -> None:
+def _final_counts(responses: object, fetched: Fetched, verb: str, config: PacsConfig, calling_ae: str) -> None:
     last = None
     for answer_status, _ in responses:  # type: ignore[attr-defined]
         if not answer_status:
-            raise PacsError(f"the PACS stopped answering the {verb} (timeout or abort)")
+            raise PacsError(f"the PACS gave no valid answer to the {verb}; if it does not accept it from"
+                            f" {calling_ae}, register the gateway there (AE title, this box's address"
+                            f"{', port 4006' if verb == 'C-MOVE' else ''})")
         last = answer_status
         if int(answer_status.Status) not in PENDING:
             break
@@ -84,7 +86,7 @@ def _final_counts(responses: object, fetched: Fetched, verb: str, config: PacsCo
     if code not in (0x0000, 0xB000):
         hint = ""
         if verb == "C-MOVE" and code in (0xA801, 0xC000):
-            hint = (": register the gateway on the PACS as a destination (AE title VM_GATEWAY, this box's"
+            hint = (f": register the gateway on the PACS as a destination (AE title {calling_ae}, this box's"
                     " address, port 4006), or use pacs.retrieve = \"get\"")
         fetched.problems.append(f"{verb} status 0x{code:04X}{hint}")
         log.warning("pacs retrieval incomplete", extra={"verb": verb, "status": f"0x{code:04X}",
@@ -116,7 +118,7 @@ def fetch_by_get(config: PacsConfig, calling_ae: str, store: Store, study_uid: s
         try:
             responses = assoc.send_c_get(_identifier(study_uid, series_uid, wanted),
                                          StudyRootQueryRetrieveInformationModelGet)
-            _final_counts(responses, fetched, "C-GET", config)
+            _final_counts(responses, fetched, "C-GET", config, calling_ae)
         finally:
             assoc.release()
     return fetched
@@ -132,7 +134,7 @@ def fetch_by_move(config: PacsConfig, calling_ae: str, study_uid: str, series_ui
     try:
         responses = assoc.send_c_move(_identifier(study_uid, series_uid, instances), calling_ae,
                                       StudyRootQueryRetrieveInformationModelMove)
-        _final_counts(responses, fetched, "C-MOVE", config)
+        _final_counts(responses, fetched, "C-MOVE", config, calling_ae)
     finally:
         assoc.release()
     return fetched

@@ -19,12 +19,13 @@ START_TIMEOUT_S = 60
 
 class Orthanc:
     def __init__(self, folder: Path, modalities: dict[str, list[object]] | None = None,
-                 **options: object) -> None:
+                 ports: list[int] | None = None, **options: object) -> None:
         """`modalities`: Orthanc's DicomModalities (who may query and retrieve, and move targets);
+        `ports`: its HTTP and DICOM ports, when chosen together with others' (so none coincide);
         `options`: further settings of Orthanc's configuration."""
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self.port, self.dicom_port = free_ports(2)
+        self.port, self.dicom_port = ports or free_ports(2)
         config: dict[str, Any] = {
             "Name": "vmgateway-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
             "StorageCompression": False, "Plugins": [DICOMWEB_PLUGIN], "HttpServerEnabled": True,

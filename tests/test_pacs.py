@@ -34,14 +34,26 @@ def network() -> Iterator[None]:
 
 
 @pytest.fixture
-def ports(network: None) -> tuple[int, int, int]:
-    dicom, hl7, api = free_ports(3)
+def all_ports(network: None) -> list[int]:
+    """The gateway's three ports and the PACS's two, chosen together so that none coincide."""
+    return free_ports(5)
+
+
+@pytest.fixture
+def ports(all_ports: list[int]) -> tuple[int, int, int]:
+    dicom, hl7, api = all_ports[:3]
     return dicom, hl7, api
 
 
 @pytest.fixture
-def pacs(ports: tuple[int, int, int], tmp_path: Path) -> Iterator[Orthanc]:
-    archive = Orthanc(tmp_path / "pacs", modalities={"gateway": ["VM_GATEWAY", "127.0.0.1", ports[0]]}).start()
+def pacs_ports(all_ports: list[int]) -> list[int]:
+    return all_ports[3:]
+
+
+@pytest.fixture
+def pacs(ports: tuple[int, int, int], pacs_ports: list[int], tmp_path: Path) -> Iterator[Orthanc]:
+    archive = Orthanc(tmp_path / "pacs", modalities={"gateway": ["VM_GATEWAY", "127.0.0.1", ports[0]]},
+                      ports=pacs_ports).start()
     yield archive
     archive.remove()
 
@@ -140,9 +152,9 @@ def test_c_move_brings_them_to_the_storage_scp(make_gateway: Any, pacs: Orthanc,
     assert len(gateway.instances()) == 3
 
 
-def test_a_pacs_that_does_not_know_us_says_to_register_the_gateway(make_gateway: Any, network: None,
-                                                                ports: tuple[int, int, int], tmp_path: Path) -> None:
-    stranger = Orthanc(tmp_path / "pacs", modalities={"other": ["OTHER", "127.0.0.1", 104]}).start()
+def test_a_pacs_that_does_not_know_us_says_to_register_the_gateway(make_gateway: Any, ports: tuple[int, int, int],
+                                                                   pacs_ports: list[int], tmp_path: Path) -> None:
+    stranger = Orthanc(tmp_path / "pacs", modalities={"other": ["OTHER", "127.0.0.1", 104]}, ports=pacs_ports).start()
     try:
         upload_today(stranger, copies_of_ct_small(tmp_path / "ct", 1), tmp_path / "today")
         gateway, token = polling(make_gateway, stranger, ports, retrieve="move")
@@ -173,8 +185,10 @@ def test_a_pacs_that_is_down_shows_in_status_and_is_fetched_from_when_back(make_
 
 
 def test_c_move_to_a_pacs_that_has_the_gateway_at_a_wrong_port_says_what_to_do(
-        make_gateway: Any, network: None, ports: tuple[int, int, int], tmp_path: Path) -> None:
-    wrong = Orthanc(tmp_path / "pacs", modalities={"gateway": ["VM_GATEWAY", "127.0.0.1", free_ports(1)[0]]}).start()
+        make_gateway: Any, ports: tuple[int, int, int], pacs_ports: list[int], tmp_path: Path) -> None:
+    nobody = 9  # the discard port: nothing listens there in this namespace
+    wrong = Orthanc(tmp_path / "pacs", modalities={"gateway": ["VM_GATEWAY", "127.0.0.1", nobody]},
+                    ports=pacs_ports).start()
     try:
         upload_today(wrong, copies_of_ct_small(tmp_path / "ct", 1), tmp_path / "today")
         gateway, token = polling(make_gateway, wrong, ports, retrieve="move")

@@ -20,8 +20,8 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
 from vmgateway.config import PacsConfig, Settings
-from vmgateway.pacs.query import PacsError, PacsInstance, associate, find_instances, find_series, find_studies
-from vmgateway.pacs.retrieve import fetch_by_get, fetch_by_move
+from vmgateway.pacs.query import PacsError, associate, find_instances, find_series, find_studies
+from vmgateway.pacs.retrieve import Wanted, fetch_by_get, fetch_by_move
 from vmgateway.store import Store
 from vmgateway.store.access import SITE_PACS, get_setting
 from vmgateway.store.holdings import held_instances
@@ -55,37 +55,39 @@ def effective_pacs(settings: Settings, store: Store) -> PacsConfig:
 def poll_once(config: PacsConfig, calling_ae: str, store: Store) -> PollResult:
     """One poll, blocking (pynetdicom); raises PacsError when the PACS cannot be asked at all."""
     result = PollResult()
-    wanted: list[tuple[str, str, list[PacsInstance]]] = []
+    wanted: list[Wanted] = []
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     assoc = associate(ae, config)
     try:
         studies = find_studies(assoc, config.lookback_days)
         result.studies = len(studies)
-        for study in studies:
-            with store.reading() as conn:
+        with store.reading() as conn:
+            for study in studies:
                 held = held_instances(conn, study.study_instance_uid)
-            if study.instances is not None and study.instances <= sum(len(s) for s in held.values()):
-                continue
-            for series in find_series(assoc, study.study_instance_uid):
-                have = held.get(series.series_instance_uid, set())
-                if series.instances is not None and series.instances <= len(have):
+                if study.instances is not None and study.instances <= sum(len(s) for s in held.values()):
                     continue
-                missing = [i for i in find_instances(assoc, study.study_instance_uid, series.series_instance_uid)
-                           if i.sop_instance_uid not in have]
-                if missing:
-                    wanted.append((study.study_instance_uid, series.series_instance_uid, missing))
+                for series in find_series(assoc, study.study_instance_uid):
+                    have = held.get(series.series_instance_uid, set())
+                    if series.instances is not None and series.instances <= len(have):
+                        continue
+                    missing = [i for i in find_instances(assoc, study.study_instance_uid,
+                                                         series.series_instance_uid)
+                               if i.sop_instance_uid not in have]
+                    if missing:
+                        wanted.append((study.study_instance_uid, series.series_instance_uid, missing))
     finally:
         assoc.release()
-    for study_uid, series_uid, missing in wanted:
-        result.missing += len(missing)
-        if config.retrieve == "get":
-            fetched = fetch_by_get(config, calling_ae, store, study_uid, series_uid, missing)
-            result.fetched += len(set(fetched.kept) & {i.sop_instance_uid for i in missing})
-        else:
-            fetched = fetch_by_move(config, calling_ae, study_uid, series_uid, missing)
-            result.fetched += len(missing) - fetched.failed if not fetched.problems else 0
-        result.problems += fetched.problems
+    if not wanted:
+        return result
+    result.missing = sum(len(missing) for _, _, missing in wanted)
+    if config.retrieve == "get":
+        fetched = fetch_by_get(config, calling_ae, store, wanted)
+        result.fetched = len(set(fetched.kept) & {i.sop_instance_uid for _, _, missing in wanted for i in missing})
+    else:
+        fetched = fetch_by_move(config, calling_ae, wanted)
+        result.fetched = result.missing - fetched.failed if not fetched.problems else 0
+    result.problems += fetched.problems
     return result
 
 

@@ -93,8 +93,12 @@ def _final_counts(responses: object, fetched: Fetched, verb: str, config: PacsCo
                                                         "pacs": config.ae_title})
 
 
-def fetch_by_get(config: PacsConfig, calling_ae: str, store: Store, study_uid: str, series_uid: str,
-                 instances: list[PacsInstance]) -> Fetched:
+Wanted = tuple[str, str, list[PacsInstance]]
+"""Study Instance UID, Series Instance UID, and the instances of that series to fetch."""
+
+
+def fetch_by_get(config: PacsConfig, calling_ae: str, store: Store, wanted: list[Wanted]) -> Fetched:
+    """C-GET every series' missing instances, on as few associations as the contexts allow."""
     fetched = Fetched()
     sender = Sender("pacs", config.ae_title, config.host)
 
@@ -104,7 +108,7 @@ def fetch_by_get(config: PacsConfig, calling_ae: str, store: Store, study_uid: s
             fetched.kept.append(str(getattr(event.request, "AffectedSOPInstanceUID", "")))
         return answer
 
-    classes = sorted({i.sop_class_uid for i in instances})
+    classes = sorted({i.sop_class_uid for _, _, instances in wanted for i in instances})
     for start in range(0, len(classes), SOP_CLASSES_PER_ASSOCIATION):
         group = classes[start:start + SOP_CLASSES_PER_ASSOCIATION]
         ae = AE(ae_title=calling_ae)
@@ -113,28 +117,30 @@ def fetch_by_get(config: PacsConfig, calling_ae: str, store: Store, study_uid: s
             for syntax in TRANSFER_SYNTAXES:
                 ae.add_requested_context(sop_class, syntax)
         roles = [build_role(sop_class, scp_role=True) for sop_class in group]
-        wanted = [i for i in instances if i.sop_class_uid in group]
         assoc = _associate_with(ae, config, roles, [(evt.EVT_C_STORE, on_store)])
         try:
-            responses = assoc.send_c_get(_identifier(study_uid, series_uid, wanted),
-                                         StudyRootQueryRetrieveInformationModelGet)
-            _final_counts(responses, fetched, "C-GET", config, calling_ae)
+            for study_uid, series_uid, instances in wanted:
+                these = [i for i in instances if i.sop_class_uid in group]
+                if these:
+                    responses = assoc.send_c_get(_identifier(study_uid, series_uid, these),
+                                                 StudyRootQueryRetrieveInformationModelGet)
+                    _final_counts(responses, fetched, "C-GET", config, calling_ae)
         finally:
             assoc.release()
     return fetched
 
 
-def fetch_by_move(config: PacsConfig, calling_ae: str, study_uid: str, series_uid: str,
-                  instances: list[PacsInstance]) -> Fetched:
+def fetch_by_move(config: PacsConfig, calling_ae: str, wanted: list[Wanted]) -> Fetched:
     """The PACS sends them to our Storage SCP; they are kept there as any pushed instance."""
     fetched = Fetched()
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
     assoc = associate(ae, config)
     try:
-        responses = assoc.send_c_move(_identifier(study_uid, series_uid, instances), calling_ae,
-                                      StudyRootQueryRetrieveInformationModelMove)
-        _final_counts(responses, fetched, "C-MOVE", config, calling_ae)
+        for study_uid, series_uid, instances in wanted:
+            responses = assoc.send_c_move(_identifier(study_uid, series_uid, instances), calling_ae,
+                                          StudyRootQueryRetrieveInformationModelMove)
+            _final_counts(responses, fetched, "C-MOVE", config, calling_ae)
     finally:
         assoc.release()
     return fetched

@@ -1,4 +1,5 @@
-"""Keeping one received instance, and the C-STORE status that says how it went.
+"""Keeping one received instance, the C-STORE status that says how it went, and the socket
+option every association of ours needs.
 
 Shared by the Storage SCP (instances pushed to us) and the PACS poller's C-GET (instances we
 fetched): the same checks, the same store, the same invariant — Success only once the file and
@@ -8,9 +9,11 @@ its journal row are durable.
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 from pydicom.dataset import Dataset
+from pynetdicom import evt
 
 from vmgateway.dicom.metadata import UnreadableInstance, read_instance
 from vmgateway.store import JournalError, Outcome, Sender, SpoolFull, Store
@@ -28,6 +31,15 @@ def status(code: int, comment: str) -> Dataset:
     answer.Status = code
     answer.ErrorComment = comment[:64]  # LO: at most 64 characters
     return answer
+
+
+def no_delay(event: evt.Event) -> None:
+    """EVT_CONN_OPEN handler: TCP_NODELAY on the association's socket. dcmtk and others send each
+    small PDU in its own segment; without it our replies wait for delayed ACKs (40 ms each) and
+    small instances crawl — whether we accepted the association or asked for it (C-GET)."""
+    sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def keep_instance(store: Store, path: Path | str, sender: Sender) -> int | Dataset:

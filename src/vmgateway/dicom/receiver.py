@@ -11,7 +11,6 @@ memory; that file is created in the store's `incoming/` folder so that keeping i
 from __future__ import annotations
 
 import logging
-import socket
 import tempfile
 import time
 from typing import Any
@@ -24,7 +23,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from vmgateway.config import DicomConfig
 from vmgateway.counters import DICOM_STORE_RESPONSES
-from vmgateway.dicom.keeping import SUCCESS, keep_instance
+from vmgateway.dicom.keeping import SUCCESS, keep_instance, no_delay
 from vmgateway.dicom.rejection import describe_rejection
 from vmgateway.store import JournalError, Sender, Store
 
@@ -80,7 +79,7 @@ class DicomReceiver:
         ae.require_calling_aet = list(cfg.allowed_calling_aets)
         ae.add_supported_context(Verification, AllTransferSyntaxes)
         handlers: list[Any] = [
-            (evt.EVT_CONN_OPEN, self._on_connection),
+            (evt.EVT_CONN_OPEN, no_delay),
             (evt.EVT_C_ECHO, self._on_c_echo),
             (evt.EVT_C_STORE, self._on_c_store),
             (evt.EVT_ESTABLISHED, self._on_established),
@@ -121,14 +120,6 @@ class DicomReceiver:
         return aborted
 
     # --- event handlers (run in pynetdicom's association threads) ---
-
-    @staticmethod
-    def _on_connection(event: evt.Event) -> None:
-        # dcmtk and others send each small PDU in its own segment; without TCP_NODELAY our
-        # replies wait for delayed ACKs (40 ms each) and small instances crawl.
-        sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _on_c_echo(self, event: evt.Event) -> int:
         """Answered Success; the caller is noted as seen, so Vetmanager can watch a clinic's

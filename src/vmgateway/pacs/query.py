@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
 from vmgateway.config import PacsConfig
+from vmgateway.dicom.keeping import no_delay
 
 PENDING = (0xFF00, 0xFF01)
 
@@ -49,7 +50,8 @@ def associate(ae: AE, config: PacsConfig) -> Association:
     """An association with the PACS, or PacsError saying why not."""
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = config.timeout_s
     try:
-        assoc = ae.associate(config.host, config.port, ae_title=config.ae_title)
+        assoc = ae.associate(config.host, config.port, ae_title=config.ae_title,
+                             evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)])
     except OSError as exc:  # a host name that does not resolve, say
         raise PacsError(f"cannot reach the PACS at {config.host}:{config.port}: {exc}") from None
     if assoc.is_established:

@@ -36,7 +36,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from vmgateway.config import PacsConfig
-from vmgateway.dicom.keeping import SUCCESS, keep_instance
+from vmgateway.dicom.keeping import SUCCESS, keep_instance, no_delay
 from vmgateway.pacs.query import PENDING, PacsError, PacsInstance, associate
 from vmgateway.store import Sender, Store
 
@@ -117,7 +117,7 @@ def fetch_by_get(config: PacsConfig, calling_ae: str, store: Store, wanted: list
             for syntax in TRANSFER_SYNTAXES:
                 ae.add_requested_context(sop_class, syntax)
         roles = [build_role(sop_class, scp_role=True) for sop_class in group]
-        assoc = _associate_with(ae, config, roles, [(evt.EVT_C_STORE, on_store)])
+        assoc = _associate_with(ae, config, roles, [(evt.EVT_C_STORE, on_store), (evt.EVT_CONN_OPEN, no_delay)])
         try:
             for study_uid, series_uid, instances in wanted:
                 these = [i for i in instances if i.sop_class_uid in group]

@@ -36,6 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.dicomdata import copies_of_ct_small, secondary_capture  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from netns import rerun_in_private_network  # noqa: E402
+
 DATA = ROOT / "bench" / "out" / "data"
 ENV = os.environ | {"TCP_NODELAY": "1"}  # dcmtk 3.6.7 (and Orthanc, built on it) keep Nagle otherwise
 PORT, HTTP_PORT = 11112, 18042
@@ -185,12 +188,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", choices=[r.name for r in RECEIVERS], action="append")
     args = parser.parse_args()
-    if os.environ.get("VMGATEWAY_BENCH_NETNS") != "1":
-        os.execvpe(
-            "unshare",
-            ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, *sys.argv],
-            os.environ | {"VMGATEWAY_BENCH_NETNS": "1"},
-        )
+    rerun_in_private_network()
     (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)
     datasets = _datasets()
     receivers = [r for r in RECEIVERS if not args.only or r.name in args.only]

@@ -34,6 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.dicomdata import PYDICOM_FILES  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from netns import rerun_in_private_network  # noqa: E402
+
 HTTP_PORT, PACS_PORT, DICOM_PORT, HL7_PORT, API_PORT = 18042, 11104, 11112, 12575, 13000
 ENV = os.environ | {"TCP_NODELAY": "1"}
 OLD_STUDIES, NEW_STUDIES, NEW_INSTANCES = 2000, 20, 10
@@ -96,9 +99,7 @@ def _upload(files: list[bytes]) -> list[str]:
 
 
 def main() -> None:
-    if os.environ.get("VMGATEWAY_BENCH_NETNS") != "1":
-        os.execvpe("unshare", ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-                               sys.executable, *sys.argv], os.environ | {"VMGATEWAY_BENCH_NETNS": "1"})
+    rerun_in_private_network()
     (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "out") as tmp:
         workdir = Path(tmp)

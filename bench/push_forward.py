@@ -36,6 +36,7 @@ import pydicom
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 from dicom_ingest import ENV, _datasets  # noqa: E402
+from netns import rerun_in_private_network  # noqa: E402
 
 HTTP_PORT, DICOM_PORT, HL7_PORT, API_PORT = 18042, 11112, 12575, 13000
 CONCURRENCY, MAX_INSTANCES, MAX_BYTES = 2, 50, 64 * 2**20
@@ -178,9 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    if os.environ.get("VMGATEWAY_BENCH_NETNS") != "1":
-        os.execvpe("unshare", ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-                               sys.executable, *sys.argv], os.environ | {"VMGATEWAY_BENCH_NETNS": "1"})
+    rerun_in_private_network()
     (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n")

@@ -43,6 +43,17 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+def stop_process(proc: subprocess.Popen[Any], grace_s: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace_s`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def dcmtk(*args: str | os.PathLike[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a dcmtk tool; its output (stdout+stderr) is in `.stdout`."""
     return subprocess.run(

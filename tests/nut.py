@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process
 
 NUT_BIN = Path("/lib/nut")
 UPS = "backups"
@@ -57,13 +57,7 @@ class _Daemon:
                 raise AssertionError(f"NUT daemon did not say {text!r}:\n" + "\n".join(self.lines))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
 
 class NutServer:

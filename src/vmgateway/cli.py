@@ -187,7 +187,10 @@ def _pacs_find(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     store = Store(settings.storage.data_dir, settings.storage.min_free_mb)
-    pacs = effective_pacs(settings, store) if settings.journal_path.exists() else settings.pacs
+    pacs = settings.pacs
+    if settings.journal_path.exists():
+        with store.reading() as conn:
+            pacs = effective_pacs(conn, settings.pacs)
     if not (pacs.host and pacs.ae_title):
         print("vmgateway: no PACS configured: set pacs.host and pacs.ae_title", file=sys.stderr)
         return 2

@@ -101,7 +101,7 @@ class Gateway:
             log.error("recorded items are missing their files", extra={"startup_check": check.describe()})
         elif not check.clean_stop:
             log.warning("recovered after an unclean stop", extra={"startup_check": check.describe()})
-        if check.missing_files or not check.clean_stop or check.anything_found:
+        if not check.clean_stop or check.anything_found:
             self.store.record_event("recovery", check.describe())
 
     def _shut_down_host(self) -> None:

@@ -27,12 +27,12 @@ from vmgateway.api.metrics import metrics_text
 from vmgateway.api.security import AllowlistMiddleware, BodyLimitMiddleware, FailedAuthLimiter
 from vmgateway.config import AETitle, ContactConfig, PacsConfig, Settings
 from vmgateway.dicom.echo import echo
-from vmgateway.hl7.charsets import HL7_MEDIA_TYPE, http_charset
+from vmgateway.hl7.charsets import hl7_content_type
 from vmgateway.hl7.client import send_messages
+from vmgateway.pacs.poller import effective_pacs
 from vmgateway.store import Store, deliveries
 from vmgateway.store import feed as feed_reads
-from vmgateway.store.access import SITE_PACS, get_setting, set_setting, token_owner
-from vmgateway.store.access import transfers_active as transfers_switched_on
+from vmgateway.store.access import SITE_PACS, get_setting, set_setting, token_owner, transfers_active
 from vmgateway.store.records import mark_delivered, record_event
 
 SITE_CONTACT = "site.contact"
@@ -114,9 +114,6 @@ def create_app(view: GatewayView) -> Any:
 
     Caller = Annotated[str, Depends(caller)]
 
-    def transfers_active(conn: Any) -> bool:
-        return transfers_switched_on(conn)
-
     def require_active(conn: Any) -> None:
         if not transfers_active(conn):
             raise HTTPException(409, "transfers are not active: activate them first (POST /api/v1/transfers/activate)")
@@ -163,8 +160,7 @@ def create_app(view: GatewayView) -> Any:
         """The site form as configured, with the contact and PACS as last changed here."""
         site = view.settings.site.model_dump(mode="json")
         site["contact"] = json.loads(get_setting(conn, SITE_CONTACT, json.dumps(site["contact"])))
-        pacs = json.loads(get_setting(conn, SITE_PACS, view.settings.pacs.model_dump_json()))
-        return {"site": site, "pacs": pacs}
+        return {"site": site, "pacs": effective_pacs(conn, view.settings.pacs).model_dump(mode="json")}
 
     @api.get("/api/v1/site", tags=["site"])
     def site(who: Caller, conn: Reader) -> dict[str, Any]:
@@ -232,12 +228,12 @@ def create_app(view: GatewayView) -> Any:
         dead = sum(kind["dead"] for kind in queue.values())
         state = "inactive" if not transfers_active(conn) else "attention" if paused or dead else "active"
         return {"state": state, "mode": view.settings.transfers.mode, "destinations": destinations,
-                "waiting": sum(kind["waiting"] for kind in queue.values()), "dead": dead}
+                "waiting": sum(kind["waiting"] for kind in queue.values()), "dead": dead, "queue": queue}
 
     @api.get("/api/v1/transfers", tags=["transfers"])
     def transfers(who: Caller, conn: Reader) -> dict[str, Any]:
         """Whether transfers are active; in push mode each destination's state; items waiting and dead."""
-        return {"active": transfers_active(conn)} | transfers_state(conn) | {"queue": deliveries.queue_summary(conn)}
+        return {"active": transfers_active(conn)} | transfers_state(conn)
 
     @api.get("/api/v1/transfers/dead", tags=["transfers"])
     def dead(who: Caller, conn: Reader, after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
@@ -303,8 +299,8 @@ def create_app(view: GatewayView) -> Any:
                                          " (storage.keep_delivered_days)")
             return FileResponse(store.spool.root / spool_path, media_type="application/dicom",
                                 filename=f"{record['dicom']['sop_instance_uid']}.dcm")
-        charset = http_charset(record["hl7"]["charset_used"] or record["hl7"]["charset"] or "")
-        return StreamingResponse(_payload_chunks(store, item_id), media_type=f"{HL7_MEDIA_TYPE}; charset={charset}",
+        media_type = hl7_content_type(record["hl7"]["charset_used"], record["hl7"]["charset"])
+        return StreamingResponse(_payload_chunks(store, item_id), media_type=media_type,
                                  headers={"content-length": str(record["size"])})
 
     @api.post("/api/v1/feed/ack", tags=["feed"])

@@ -52,6 +52,11 @@ def http_charset(charset: str) -> str:
     return {"ascii": "US-ASCII"}.get(name, name.upper())
 
 
+def hl7_content_type(charset_used: str | None, declared: str | None) -> str:
+    """Content-Type of a kept message over HTTP: the charset it was read with, else the one it declared."""
+    return f"{HL7_MEDIA_TYPE}; charset={http_charset(charset_used or declared or '')}"
+
+
 def is_known(charset: str) -> bool:
     if charset.strip().upper() in _CODECS:
         return True

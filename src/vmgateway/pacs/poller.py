@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,11 +46,15 @@ class PollResult:
                 "problems": self.problems}
 
 
-def effective_pacs(settings: Settings, store: Store) -> PacsConfig:
+def effective_pacs(conn: sqlite3.Connection, configured: PacsConfig) -> PacsConfig:
     """[pacs] of the configuration, unless Vetmanager changed it through the API since."""
+    changed = get_setting(conn, SITE_PACS, "")
+    return PacsConfig.model_validate(json.loads(changed)) if changed else configured
+
+
+def _current_pacs(settings: Settings, store: Store) -> PacsConfig:
     with store.reading() as conn:
-        changed = get_setting(conn, SITE_PACS, "")
-    return PacsConfig.model_validate(json.loads(changed)) if changed else settings.pacs
+        return effective_pacs(conn, settings.pacs)
 
 
 def poll_once(config: PacsConfig, calling_ae: str, store: Store) -> PollResult:
@@ -112,7 +117,7 @@ class PacsPoller:
         failures = 0
         while True:
             self._asked.clear()  # before the poll: a request that comes during it is served next
-            config = await asyncio.to_thread(effective_pacs, self.settings, self.store)
+            config = await asyncio.to_thread(_current_pacs, self.settings, self.store)
             wait = config.interval_s
             if config.poll or self._waiting:
                 failures = await self._poll(config, failures)

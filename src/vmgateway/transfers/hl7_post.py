@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
-from vmgateway.hl7.charsets import HL7_MEDIA_TYPE, http_charset
+from vmgateway.hl7.charsets import hl7_content_type
 from vmgateway.store import Store
 from vmgateway.store import feed as feed_reads
 from vmgateway.store.deliveries import Due
@@ -59,7 +59,7 @@ class Hl7Sink:
         assert found is not None
         hl7 = found[0]["hl7"]
         headers = {
-            "Content-Type": f"{HL7_MEDIA_TYPE}; charset={http_charset(hl7['charset_used'] or hl7['charset'] or '')}",
+            "Content-Type": hl7_content_type(hl7["charset_used"], hl7["charset"]),
             "Idempotency-Key": f"{self.gateway_id}:{due.item_id}",
             "X-Vmgateway-Gateway-Id": self.gateway_id,
             "X-Vmgateway-Item-Id": str(due.item_id),

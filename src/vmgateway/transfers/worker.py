@@ -165,19 +165,18 @@ class Destination:
             self.state.last_delivered_at = now
             self.state.alone.difference_update(outcome.delivered)
             DELIVERIES.labels(name, "delivered").inc(len(outcome.delivered))
+        refused = dict(outcome.refused)
         dead: list[int] = []
-        if outcome.refused:
-            attempts = {due.item_id: due.attempts + 1 for due in batch}
-            retry_at = {item_id: now + backoff(self.config, attempts[item_id]) for item_id, _ in outcome.refused}
+        if refused:
+            retry_at = {d.item_id: now + backoff(self.config, d.attempts + 1) for d in batch if d.item_id in refused}
             dead += self.store.journal.write(
                 record_refused(outcome.refused, now, self.config.max_attempts, retry_at))
             DELIVERIES.labels(name, "refused").inc(len(outcome.refused))
-            log.warning("refused upstream", extra={"destination": name, "items": dict(outcome.refused)})
+            log.warning("refused upstream", extra={"destination": name, "items": refused})
         if outcome.split:
             self.state.alone.update(due.item_id for due in batch)
         if outcome.unreachable is not None:
-            waiting = [d.item_id for d in batch if d.item_id not in outcome.delivered
-                       and d.item_id not in dict(outcome.refused)]
+            waiting = [d.item_id for d in batch if d.item_id not in outcome.delivered and d.item_id not in refused]
             dead_before = now - self.config.max_age_h * 3600
             dead += self.store.journal.write(record_unreachable(waiting, outcome.unreachable, dead_before))
             if not outcome.split:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 import pydicom
@@ -28,6 +29,20 @@ def copies_of_ct_small(folder: Path, count: int) -> list[Path]:
         template.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def one_file_per_instance(exclude: Mapping[str, str] | set[str]) -> list[Path]:
+    """pydicom's test files, one per SOP Instance UID, a compressed one where there is: pydicom
+    ships some UIDs in several files (rtdose*.dcm: seven), and which version an archive keeps is
+    its business. `exclude`: file names left out."""
+    chosen: dict[str, Path] = {}
+    compressed: dict[str, bool] = {}
+    for path in sorted(p for p in PYDICOM_FILES.glob("*.dcm") if p.name not in exclude):
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        uid, is_compressed = dataset.SOPInstanceUID, dataset.file_meta.TransferSyntaxUID.is_compressed
+        if uid not in chosen or (is_compressed and not compressed[uid]):
+            chosen[uid], compressed[uid] = path, is_compressed
+    return sorted(chosen.values())
 
 
 def secondary_capture(

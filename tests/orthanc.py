@@ -71,9 +71,13 @@ class Orthanc:
     def rest(self) -> httpx.Client:
         return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60, trust_env=False)
 
-    def upload(self, path: Path) -> None:
+    def upload(self, path: Path, check: bool = True) -> bool:
+        """Store one file through the REST API; whether Orthanc took it (`check`: raise if not)."""
         with self.rest() as rest:
-            rest.post("/instances", content=path.read_bytes()).raise_for_status()
+            answer = rest.post("/instances", content=path.read_bytes())
+        if check:
+            answer.raise_for_status()
+        return answer.is_success
 
     def instance_count(self) -> int:
         with self.rest() as rest:

@@ -17,10 +17,12 @@ import pydicom
 import pytest
 
 from tests.conftest import GatewayProcess, free_ports
-from tests.dicomdata import PYDICOM_FILES, copies_of_ct_small
+from tests.dicomdata import PYDICOM_FILES, copies_of_ct_small, dataset_differences, one_file_per_instance
 from tests.netns import loopback_only
 from tests.orthanc import Orthanc
 from tests.test_api import client, new_token, vmgateway
+from tests.test_dicom_roundtrip import REFUSED_BY_DCMTK
+from vmgateway.pacs.retrieve import SOP_CLASSES_PER_ASSOCIATION
 
 JPEG_FILES = ("SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_dcmtk_+eb+cr.dcm", "JPEG2000.dcm", "SC_rgb_gdcm_KY.dcm",
               "MR_small_jp2klossless.dcm", "JPEG-lossy.dcm", "SC_rgb_rle.dcm", "CT_small.dcm")
@@ -123,6 +125,51 @@ def test_a_poll_brings_everything_over_in_its_original_transfer_syntax(make_gate
     with client(gateway, token) as api:
         status = api.get("/api/v1/status").json()["components"]["pacs"]
     assert status["state"] == "ok" and status["last_success_at"]
+
+
+ORTHANC_CANNOT_INDEX = {
+    # No Patient ID, Study or Series Instance UID: Orthanc answers "Inexistent tag", so no PACS
+    # built on it can hold them (and the gateway could not ask for them by study).
+    "JPEGLSNearLossless_08.dcm", "JPEGLSNearLossless_16.dcm", "SC_rgb_jls_lossy_line.dcm",
+    "SC_rgb_jls_lossy_sample.dcm",
+}
+
+
+ORTHANC_CANNOT_SEND = "rtdose_rle.dcm"
+"""32-bit RLE RT Dose: Orthanc 1.10 fails every C-GET of it ("storeSCU: No presentation context
+for: (OT) 31", 0xC000), to dcmtk's getscu as well, whatever contexts are offered."""
+
+
+def test_the_whole_pydicom_set_comes_over_intact_over_several_associations(make_gateway: Any, pacs: Orthanc,
+                                                                          ports: tuple[int, int, int],
+                                                                          tmp_path: Path) -> None:
+    files = dated_today(one_file_per_instance(exclude=REFUSED_BY_DCMTK), tmp_path / "today")
+    refused = {path.name for path in files if not pacs.upload(path, check=False)}
+    assert refused == ORTHANC_CANNOT_INDEX
+    sent = {path.name: pydicom.dcmread(path) for path in files if path.name not in refused}
+    assert pacs.instance_count() == len(sent)
+    classes = {dataset.SOPClassUID for dataset in sent.values()}
+    assert len(classes) > SOP_CLASSES_PER_ASSOCIATION, "more SOP classes than one C-GET association can take"
+    gateway, token = polling(make_gateway, pacs, ports)
+
+    first = poll(gateway, token)
+    assert (first["missing"], first["fetched"]) == (len(sent), len(sent) - 1), first
+    assert not first["ok"] and first["problems"] == ["C-GET status 0xC000"]
+    rows = held(gateway)
+    for name, original in sent.items():
+        if name == ORTHANC_CANNOT_SEND:
+            assert original.SOPInstanceUID not in rows
+            continue
+        stored = pydicom.dcmread(gateway.data_dir / "spool" / rows[original.SOPInstanceUID]["spool_path"])
+        assert stored.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID, name
+        assert dataset_differences(original, stored) == [], name
+    with client(gateway, token) as api:
+        status = api.get("/api/v1/status").json()["components"]["pacs"]
+    assert status["state"] == "partial" and "0xC000" in status["last_error"]
+
+    again = poll(gateway, token)  # the one that failed is asked for again, nothing else
+    assert (again["missing"], again["fetched"]) == (1, 0), again
+    assert len(gateway.instances()) == len(sent) - 1
 
 
 def test_a_study_that_grows_gets_only_its_new_instances(make_gateway: Any, pacs: Orthanc,
@@ -241,3 +288,32 @@ def test_pacs_find_lists_what_the_pacs_has_beside_what_is_held(make_gateway: Any
     polled = vmgateway("pacs", "poll-now", "--config", str(gateway.config), "--token", token)
     assert polled.returncode == 0 and json.loads(polled.stdout)["fetched"] == 0  # all held already
     assert "3 on PACS     3 here" in vmgateway("pacs", "find", "--config", str(gateway.config)).stdout
+
+
+def test_the_poll_timer_fetches_new_studies_and_backs_off_while_the_pacs_is_down(
+        make_gateway: Any, pacs: Orthanc, ports: tuple[int, int, int], tmp_path: Path) -> None:
+    interval = 5  # the shortest pacs.interval_s allowed
+    upload_today(pacs, copies_of_ct_small(tmp_path / "first", 2), tmp_path / "today1")
+    gateway, token = polling(make_gateway, pacs, ports, poll=True, interval_s=interval)
+    gateway.wait_for_log('"pacs polled"')  # the first poll comes at start
+    assert len(gateway.instances()) == 2
+
+    later = upload_today(pacs, copies_of_ct_small(tmp_path / "later", 3), tmp_path / "today2")
+    mark = len(gateway.log_lines)
+    fetched = json.loads(gateway.wait_for_log('"pacs polled"', timeout=interval * 3, after=mark))
+    assert fetched["fetched"] == 3 and len(gateway.instances()) == 5  # within one interval, unasked
+
+    pacs.stop()
+    mark = len(gateway.log_lines)
+    gateway.wait_until(lambda lines: sum('"pacs poll failed"' in line for line in lines[mark:]) >= 2,
+                       "two failed polls", timeout=interval * 5)
+    with client(gateway, token) as api:
+        status = api.get("/api/v1/status").json()["components"]["pacs"]
+    assert status["state"] == "failing" and status["failures_in_a_row"] >= 2
+    waits = status["next_poll_at"] - status["last_poll_at"]
+    assert waits >= interval * 2 ** (status["failures_in_a_row"] - 1), status  # backing off, not hammering
+    pacs.start()
+    with client(gateway, token) as api:  # no need to wait out the backoff: poll-now is served at once
+        assert api.post("/api/v1/pacs/poll", timeout=60).json()["ok"]
+        assert api.get("/api/v1/status").json()["components"]["pacs"]["failures_in_a_row"] == 0
+    assert {pydicom.dcmread(p).SOPInstanceUID for p in later} <= held(gateway).keys()

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from tests.conftest import GatewayProcess, dcmtk
-from tests.dicomdata import PYDICOM_FILES, copies_of_ct_small, secondary_capture
+from tests.dicomdata import PYDICOM_FILES, copies_of_ct_small, one_file_per_instance, secondary_capture
 from tests.netns import loopback_only
 from tests.orthanc import Orthanc
 from tests.test_api import client, new_token
@@ -84,17 +84,7 @@ ORTHANC_STOW_REFUSES = {
 
 def test_everything_received_arrives_in_orthanc_byte_for_byte(make_gateway: Any, orthanc: Orthanc) -> None:
     gateway, token = pushing(make_gateway, orthanc, max_attempts=1)
-    # One file per SOP Instance UID, a compressed one where there is: pydicom ships some UIDs
-    # in several files (rtdose*.dcm: seven), and which version an archive keeps is its business.
-    chosen: dict[str, Path] = {}
-    for path in sorted(p for p in PYDICOM_FILES.glob("*.dcm") if p.name not in REFUSED_BY_DCMTK):
-        dataset = pydicom.dcmread(path, stop_before_pixels=True)
-        if dataset.SOPInstanceUID not in chosen or dataset.file_meta.TransferSyntaxUID.is_compressed:
-            chosen.setdefault(dataset.SOPInstanceUID, path)
-            if dataset.file_meta.TransferSyntaxUID.is_compressed and not pydicom.dcmread(
-                    chosen[dataset.SOPInstanceUID], stop_before_pixels=True).file_meta.TransferSyntaxUID.is_compressed:
-                chosen[dataset.SOPInstanceUID] = path
-    files = sorted(chosen.values())
+    files = one_file_per_instance(exclude=REFUSED_BY_DCMTK)
     sent = dcmtk("dcmsend", "-dn", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port), *files)
     assert sent.returncode == 0, sent.stdout[-2000:]
     rows = gateway.instances()

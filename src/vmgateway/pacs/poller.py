@@ -101,7 +101,8 @@ class PacsPoller:
         self.settings = settings
         self.store = store
         self.state: dict[str, Any] = {"state": "off", "last_poll_at": None, "last_success_at": None,
-                                      "last_error": None, "last_result": None}
+                                      "last_error": None, "last_result": None, "failures_in_a_row": 0,
+                                      "next_poll_at": None}
         self._asked = asyncio.Event()
         self._waiting: list[asyncio.Future[dict[str, Any]]] = []
 
@@ -121,10 +122,9 @@ class PacsPoller:
             wait = config.interval_s
             if config.poll or self._waiting:
                 failures = await self._poll(config, failures)
-                if failures:
-                    wait = min(config.interval_s * 2 ** (failures - 1), max(MAX_BACKOFF_S, config.interval_s))
+                wait = _backoff(config, failures)
             else:
-                self.state["state"] = "off"
+                self.state.update(state="off", next_poll_at=None)
             try:
                 async with asyncio.timeout(wait):
                     await self._asked.wait()
@@ -143,12 +143,14 @@ class PacsPoller:
         except PacsError as exc:
             failures += 1
             self.state.update(state="failing", last_error=str(exc), last_error_at=time.time())
+            self._note_next_poll(config, failures)
             log.warning("pacs poll failed", extra={"error": str(exc), "failures_in_a_row": failures})
             answer: dict[str, Any] = {"ok": False, "error": str(exc)}
         else:
             failures = 0
             self.state.update(state="ok" if not result.problems else "partial", last_success_at=time.time(),
                               last_result=result.as_dict())
+            self._note_next_poll(config, failures)
             if result.problems:
                 self.state.update(last_error="; ".join(result.problems), last_error_at=time.time())
             log.info("pacs polled", extra=result.as_dict())
@@ -160,3 +162,15 @@ class PacsPoller:
             if not outcome.done():
                 outcome.set_result(answer)
         return failures
+
+    def _note_next_poll(self, config: PacsConfig, failures: int) -> None:
+        """Before the outcome is logged, so that whoever reads the log and then status sees both."""
+        self.state.update(failures_in_a_row=failures,
+                          next_poll_at=time.time() + _backoff(config, failures) if config.poll else None)
+
+
+def _backoff(config: PacsConfig, failures: int) -> float:
+    """interval_s after a success; doubling with each failure in a row, up to 30 minutes."""
+    if not failures:
+        return config.interval_s
+    return min(config.interval_s * 2 ** (failures - 1), max(MAX_BACKOFF_S, config.interval_s))

@@ -61,17 +61,28 @@ class _Daemon:
 
 
 class NutServer:
-    def __init__(self, variables: dict[str, str] | None = None) -> None:
+    def __init__(self, variables: dict[str, str] | None = None, rendered: Path | None = None,
+                 port: int | None = None) -> None:
+        """`rendered`: a folder of NUT configuration made by `vmgateway host render`, used as it
+        is except that the driver is dummy-ups instead of usbhid-ups (there is no UPS on USB here);
+        its upsd.conf then decides the port (`port` must say which)."""
         # Short path: the driver's Unix socket lives here, and such paths have a 108-byte limit.
         self.folder = Path(tempfile.mkdtemp(prefix="nut-"))
         self.folder.chmod(0o700)
-        self.port = free_port()
+        self.port = port or free_port()
         self.env = os.environ | {"NUT_CONFPATH": str(self.folder), "NUT_STATEPATH": str(self.folder)}
         self._as_user = ["-u", "root"] if os.geteuid() == 0 else []
-        (self.folder / "ups.conf").write_text(f"[{UPS}]\n  driver = dummy-ups\n  port = {UPS}.dev\n  mode = dummy-once\n")
-        (self.folder / "upsd.conf").write_text(f"LISTEN 127.0.0.1 {self.port}\nSTATEPATH {self.folder}\n")
-        (self.folder / "upsd.users").write_text(
-            f"[{ADMIN}]\n  password = {ADMIN_PASSWORD}\n  actions = SET FSD\n  instcmds = ALL\n")
+        self._writable = rendered is None
+        driver = f"[{UPS}]\n  driver = dummy-ups\n  port = {UPS}.dev\n  mode = dummy-once\n"
+        if rendered is None:
+            (self.folder / "upsd.conf").write_text(f"LISTEN 127.0.0.1 {self.port}\nSTATEPATH {self.folder}\n")
+            (self.folder / "upsd.users").write_text(
+                f"[{ADMIN}]\n  password = {ADMIN_PASSWORD}\n  actions = SET FSD\n  instcmds = ALL\n")
+        else:
+            for name in ("nut.conf", "upsd.conf", "upsd.users", "upsmon.conf"):
+                shutil.copy(rendered / name, self.folder / name)
+            assert "driver = usbhid-ups" in (rendered / "ups.conf").read_text()
+        (self.folder / "ups.conf").write_text(driver)
         for name in ("ups.conf", "upsd.conf", "upsd.users"):
             (self.folder / name).chmod(0o600)
         (self.folder / f"{UPS}.dev").write_text(
@@ -82,7 +93,8 @@ class NutServer:
     def start(self) -> NutServer:
         self.start_driver()
         self.start_upsd()
-        self._wait_writable()
+        if self._writable:
+            self._wait_writable()
         return self
 
     def _wait_writable(self) -> None:

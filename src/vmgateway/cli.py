@@ -13,7 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from vmgateway import __version__, logs
-from vmgateway.config import ENV_CONFIG, ConfigError, load_settings
+from vmgateway.config import ENV_CONFIG, ConfigError, Settings, load_settings
+from vmgateway.site.answers import FLAGS as FORM_FLAGS
+from vmgateway.site.answers import flag_name
 
 log = logging.getLogger("vmgateway")
 
@@ -74,6 +76,26 @@ def _parser() -> argparse.ArgumentParser:
                       help="an API token (default $VMGATEWAY_TOKEN)")
     poll.set_defaults(handler=_pacs_poll_now)
 
+    site = commands.add_parser("site", help="the clinic's form: fill it in, print it")
+    site_commands = site.add_subparsers(dest="site_command", required=True, metavar="ACTION")
+    init = site_commands.add_parser(
+        "init", help="fill in the clinic's form (flags, a form file, or questions) and write the configuration",
+        description="Fills in [site] and [pacs] of the configuration from the clinic's form. Values come from"
+        " the existing file, then --from, then flags, then (with --ask, or on a terminal) questions. Nothing"
+        " is written unless the whole form is complete and consistent; the previous file is kept as .bak.")
+    init.add_argument("--config", metavar="FILE", default=DEFAULT_HOST_CONFIG,
+                      help=f"the configuration to write (default {DEFAULT_HOST_CONFIG})")
+    init.add_argument("--from", dest="form_file", metavar="FILE", help="a TOML file with [site] and [pacs]")
+    init.add_argument("--ask", action=argparse.BooleanOptionalAction, default=None,
+                      help="ask for each value (default: when standard input is a terminal)")
+    for key, kind in FORM_FLAGS:
+        init.add_argument(flag_name(key), dest=key, metavar=kind.upper().replace("/", "|"), help=key)
+    init.set_defaults(handler=_site_init)
+    form = site_commands.add_parser("form", help="print the filled-in form and the settings for the devices")
+    form.add_argument("--config", metavar="FILE", help=config_help)
+    form.add_argument("--lang", choices=["sv", "en"], default="sv", help="Swedish (default) or English")
+    form.set_defaults(handler=_site_form)
+
     host = commands.add_parser("host", help="files for the box the gateway runs on")
     host_commands = host.add_subparsers(dest="host_command", required=True, metavar="ACTION")
     unit = host_commands.add_parser("unit", help="print the systemd service unit")
@@ -81,6 +103,16 @@ def _parser() -> argparse.ArgumentParser:
                       help=f"the configuration the service runs with (default {DEFAULT_HOST_CONFIG})")
     unit.add_argument("--executable", metavar="PATH", help="the vmgateway program (default: this one)")
     unit.set_defaults(handler=_host_unit)
+    render = host_commands.add_parser(
+        "render", help="write the box's firewall, network, UPS and service files into a folder",
+        description="Renders, from the configuration (the clinic's form must be complete), the files the box"
+        " needs, laid out as under / : etc/nftables.d/vmgateway.nft, etc/systemd/network/, etc/nut/,"
+        " etc/systemd/system/vmgateway.service. Nothing is installed or loaded.")
+    render.add_argument("--out", metavar="DIR", required=True, help="the folder to write into")
+    render.add_argument("--config", metavar="FILE", default=DEFAULT_HOST_CONFIG,
+                        help=f"the box's configuration (default {DEFAULT_HOST_CONFIG})")
+    render.add_argument("--executable", metavar="PATH", help="the vmgateway program (default: this one)")
+    render.set_defaults(handler=_host_render)
     return parser
 
 
@@ -239,17 +271,87 @@ def _pacs_poll_now(args: argparse.Namespace) -> int:
     return 0 if answer.json().get("ok") else 1
 
 
+def _site_init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vmgateway.config import read_config_file
+    from vmgateway.site.answers import ask, checked, derive, merge_form_file, parse_answer, set_answer, write_config
+
+    path = Path(args.config)
+    data = read_config_file(path) if path.exists() else {}
+    given = set()
+    if args.form_file:
+        form = read_config_file(args.form_file)
+        merge_form_file(data, form, args.form_file)
+        given |= {f"{section}.{key}" for section in form for key in form[section]}
+    for key, kind in FORM_FLAGS:
+        text = getattr(args, key)
+        if text is not None:
+            try:
+                set_answer(data, key, parse_answer(kind, text))
+            except ValueError as exc:
+                raise ConfigError(f"{flag_name(key)} {text!r}: {exc}") from None
+            given.add(key)
+    if args.ask if args.ask is not None else sys.stdin.isatty():
+        ask(data, _read_line, print)
+    derive(data, given)
+    settings = checked(data)
+    backup = write_config(path, data)
+    print(f"wrote {path}" + (f" (the previous version is {backup})" if backup else ""))
+    print(f"site {settings.site.name!r}, router option {settings.site.router_option}")
+    return 0
+
+
+def _read_line(prompt: str) -> str:
+    """input(), but the end of standard input is an empty answer rather than a crash."""
+    try:
+        return input(prompt)
+    except EOFError:
+        print()
+        return ""
+
+
+def _site_form(args: argparse.Namespace) -> int:
+    from vmgateway.site.form import form_problems, printed_form
+
+    settings = load_settings(args.config)
+    print(printed_form(settings, args.lang))
+    problems = form_problems(settings)
+    for problem in problems:
+        print(f"vmgateway: incomplete: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def _host_unit(args: argparse.Namespace) -> int:
+    from vmgateway.host.systemd import service_unit
+
+    print(service_unit(_host_settings(args.config), _executable(args.executable), os.path.abspath(args.config)),
+          end="")
+    return 0
+
+
+def _host_settings(config: str) -> Settings:
+    """The box's configuration, or the defaults while there is none yet."""
+    return load_settings(config) if os.path.exists(config) else Settings()
+
+
+def _executable(given: str | None) -> str:
     import shutil
 
-    from vmgateway.config import Settings
-    from vmgateway.host.systemd import unit_file
+    return os.path.abspath(given or shutil.which("vmgateway") or sys.argv[0])
 
-    executable = args.executable or shutil.which("vmgateway") or os.path.abspath(sys.argv[0])
-    settings = load_settings(args.config) if os.path.exists(args.config) else Settings()
-    # systemd's stop timeout must outlast the longest drain, or it kills a clean stop half-way.
-    drains = (settings.dicom.drain_timeout_s, settings.hl7.drain_timeout_s, settings.power.drain_timeout_s)
-    print(unit_file(os.path.abspath(executable), os.path.abspath(args.config), max(drains) + 30), end="")
+
+def _host_render(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vmgateway.host.render import render_host
+
+    written = render_host(load_settings(args.config), Path(args.out), _executable(args.executable),
+                          os.path.abspath(args.config))
+    for path in written:
+        print(path)
+    print(f"install with: cp -a {args.out}/. / && systemctl daemon-reload && systemctl enable --now"
+          " nftables systemd-networkd nut-server nut-monitor vmgateway", file=sys.stderr)
     return 0
 
 

@@ -73,15 +73,36 @@ class ContactConfig(_Section):
     email: Annotated[str, Field(max_length=200, pattern=r"^$|^[^@\s]+@[^@\s]+\.[^@\s]+$")] = ""
 
 
+InterfaceName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.:-]+$")]
+"""A Linux network interface name (at most 15 characters)."""
+
+
 class SiteConfig(_Section):
-    """The clinic's form: where the gateway stands and how it is connected."""
+    """The clinic's form: where the gateway stands and how it is connected.
+
+    Everything may be empty while a box is being prepared; `vmgateway site init` and `host render`
+    insist on a complete, consistent form (vmgateway.site.form.form_problems)."""
 
     name: Annotated[str, Field(max_length=200)] = ""
     external_ip: OptionalIP = ""
+    """The address Vetmanager reaches the gateway at (on its WAN port for options 1 and 2)."""
     internal_ip: OptionalIP = ""
+    """The gateway's address on the clinic's LAN (options 2, 3 and 4)."""
     one_to_one_nat: bool = False
     router_option: Annotated[int, Field(ge=1, le=4)] = 1
     """1 DMZ (recommended), 2 WAN + LAN, 3 one-to-one NAT, 4 port forwarding."""
+    lan_network: IPvAnyNetwork | None = None
+    """The clinic's LAN, where the modalities and instruments are, e.g. 192.168.1.0/24."""
+    wan_network: IPvAnyNetwork | None = None
+    """The network of external_ip on the WAN port (options 1 and 2): the DMZ or the WAN side."""
+    router_ip: OptionalIP = ""
+    """The router: the gateway's default route (on the WAN side for options 1 and 2, else on the LAN)."""
+    dns: list[Annotated[str, _ip_address("an IP address such as 192.0.2.53")]] = []
+    """Name servers; empty: the router."""
+    device_networks: list[IPvAnyNetwork] = []
+    """Further networks whose devices may send DICOM and HL7 (the LAN network always may)."""
+    wan_interface: InterfaceName = "enp1s0"
+    lan_interface: InterfaceName = "enp2s0"
     contact: ContactConfig = ContactConfig()
 
 
@@ -337,13 +358,17 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     path = path or os.environ.get(ENV_CONFIG) or None
     if path is None:
         return Settings()
+    return parse_settings(read_config_file(path), source=f"configuration file {path}")
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The file's TOML as a mapping, not yet validated; ConfigError when it cannot be read."""
     try:
         with open(path, "rb") as handle:
-            data = tomllib.load(handle)
+            return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"configuration file {path} cannot be read: {exc.strerror}") from None
-    return parse_settings(data, source=f"configuration file {path}")

@@ -12,6 +12,8 @@ import os
 import socket
 from collections.abc import Mapping
 
+from vmgateway.config import Settings
+
 log = logging.getLogger(__name__)
 
 
@@ -55,6 +57,13 @@ class Notifier:
         while True:
             self.send("WATCHDOG=1")
             await asyncio.sleep(self.watchdog_interval_s)
+
+
+def service_unit(settings: Settings, executable: str, config: str) -> str:
+    """The unit for these settings: systemd's stop timeout outlasts the longest drain, or it
+    would kill a clean stop half-way."""
+    drains = (settings.dicom.drain_timeout_s, settings.hl7.drain_timeout_s, settings.power.drain_timeout_s)
+    return unit_file(executable, config, max(drains) + 30)
 
 
 def unit_file(executable: str, config: str, stop_timeout_s: float) -> str:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
 
+from vmgateway.files import fsync_directory
+
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
@@ -44,14 +46,6 @@ class SpooledFile:
     """Path under the spool folder, e.g. `dicom/ab/ab12….dcm`."""
     sha256: str
     size: int
-
-
-def fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:

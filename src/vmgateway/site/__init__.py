@@ -1,0 +1,1 @@
+"""The clinic's form: filling it in (`vmgateway site init`), checking it, printing it."""

@@ -95,7 +95,21 @@ class NutServer:
         self.start_upsd()
         if self._writable:
             self._wait_writable()
+        else:
+            self._wait_published()
         return self
+
+    def _wait_published(self) -> None:
+        """Until the driver's first data reach upsd, ups.status reads WAIT; nothing announces
+        the change, so ask (bounded)."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            answer = self.ask(f"GET VAR {UPS} ups.status")
+            if answer.startswith(f"VAR {UPS} ups.status".encode()) and b'"WAIT"' not in answer:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"dummy-ups never published its data: {answer!r}")
+            time.sleep(0.05)
 
     def _wait_writable(self) -> None:
         """dummy-ups marks its variables writable about a second after upsd connects; until

@@ -336,9 +336,11 @@ def _host_settings(config: str) -> Settings:
 
 
 def _executable(given: str | None) -> str:
+    """The program the service runs: as given, else on PATH, else the one installed beside this Python."""
     import shutil
 
-    return os.path.abspath(given or shutil.which("vmgateway") or sys.argv[0])
+    beside = os.path.join(os.path.dirname(sys.executable), "vmgateway")
+    return os.path.abspath(given or shutil.which("vmgateway") or beside)
 
 
 def _host_render(args: argparse.Namespace) -> int:

@@ -96,6 +96,18 @@ def _parser() -> argparse.ArgumentParser:
     form.add_argument("--lang", choices=["sv", "en"], default="sv", help="Swedish (default) or English")
     form.set_defaults(handler=_site_form)
 
+    doctor = commands.add_parser(
+        "doctor", help="check the box and explain: config, listeners, disk, clock, UPS, PACS, upstream, firewall",
+        description="Each check prints OK, WARN or FAIL, and what to do. Exit status: 0 all OK, 1 a warning,"
+        " 2 a failure. Nothing is changed (the DICOM checks are C-ECHOs, the upstream check an OPTIONS request).")
+    doctor.add_argument("--config", metavar="FILE", default=os.environ.get(ENV_CONFIG) or DEFAULT_HOST_CONFIG,
+                        help=f"the box's configuration (default ${ENV_CONFIG}, else {DEFAULT_HOST_CONFIG})")
+    doctor.add_argument("--skip", action="append", default=[], metavar="CHECK",
+                        help="leave a check out (may be repeated): site, listeners, disk, clock, ups, pacs,"
+                        " upstream, certificates or firewall")
+    doctor.add_argument("--json", action="store_true", help="print JSON for scripts")
+    doctor.set_defaults(handler=_doctor)
+
     host = commands.add_parser("host", help="files for the box the gateway runs on")
     host_commands = host.add_subparsers(dest="host_command", required=True, metavar="ACTION")
     unit = host_commands.add_parser("unit", help="print the systemd service unit")
@@ -320,6 +332,31 @@ def _site_form(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"vmgateway: incomplete: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from vmgateway.doctor import report
+    from vmgateway.doctor.checks import CHECKS
+
+    unknown = sorted(set(args.skip) - set(CHECKS))
+    if unknown:
+        print(f"vmgateway: no check named {', '.join(unknown)} (there are: {', '.join(CHECKS)})", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        findings = [report.fail("config", str(exc).splitlines()[0], "\n                    ".join(
+            str(exc).splitlines()[1:]) or "fix the file; the other checks need it")]
+    else:
+        findings = [report.ok("config", f"{args.config} is valid")]
+        for name, check in CHECKS.items():
+            if name not in args.skip:
+                findings += check(settings)
+    if args.json:
+        print(json.dumps([finding.as_dict() for finding in findings], indent=2))
+    else:
+        print(report.text(findings), end="")
+    return report.exit_code(findings)
 
 
 def _host_unit(args: argparse.Namespace) -> int:

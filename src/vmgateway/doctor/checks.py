@@ -1,0 +1,228 @@
+"""The checks, each on its own: a technician should be able to read one and know what it tried.
+
+Every check takes the settings and returns findings; none changes anything on the box or at
+its peers (the DICOM and PACS checks are C-ECHOs, the upstream check an OPTIONS request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import datetime
+import shutil
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from cryptography import x509
+
+from vmgateway.api.tls import certificate_files
+from vmgateway.config import Settings
+from vmgateway.dicom.echo import echo
+from vmgateway.doctor.firewall import check_firewall
+from vmgateway.doctor.report import Finding, fail, ok, warn
+from vmgateway.power.nut import NutClient, NutError, NutServer
+from vmgateway.power.state import PowerState, read_state
+from vmgateway.site.form import form_problems
+from vmgateway.transfers import upstream
+
+DOCTOR_AE = "VMGW_DOCTOR"
+"""Our calling AE title for the C-ECHO to the gateway itself (it shows among the senders seen)."""
+CERTIFICATE_WARN_DAYS = 30
+TIMEOUT_S = 5
+SERVICE = "systemctl status vmgateway; journalctl -u vmgateway -n 50"
+EARLIEST_SANE_TIME = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+"""Before this, the clock is certainly wrong (older than this release): TLS and StudyDate polls fail."""
+
+
+def _local(bind: str) -> str:
+    """Where to reach a listener from the box itself."""
+    return "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+
+
+def check_form(settings: Settings) -> list[Finding]:
+    problems = form_problems(settings)
+    if problems:
+        return [warn("site", f"the clinic's form is incomplete: {'; '.join(problems)}", "vmgateway site init")]
+    return [ok("site", f"{settings.site.name}, router option {settings.site.router_option}")]
+
+
+def check_listeners(settings: Settings) -> list[Finding]:
+    findings = []
+    dicom = settings.dicom
+    calling = dicom.allowed_calling_aets[0] if dicom.allowed_calling_aets else DOCTOR_AE
+    answer = echo(_local(dicom.bind), dicom.port, calling, dicom.ae_title, TIMEOUT_S)
+    findings.append(ok("dicom", f"port {dicom.port} answers C-ECHO as {dicom.ae_title}") if answer.ok else
+                    fail("dicom", f"port {dicom.port}: {answer.message}", f"is the gateway running? {SERVICE}"))
+    hl7 = settings.hl7
+    try:
+        socket.create_connection((_local(hl7.bind), hl7.port), timeout=TIMEOUT_S).close()
+        findings.append(ok("hl7", f"port {hl7.port} accepts connections"))
+    except OSError as exc:
+        findings.append(fail("hl7", f"port {hl7.port}: {exc.strerror or exc}", f"is the gateway running? {SERVICE}"))
+    api = settings.api
+    url = f"{'https' if api.tls else 'http'}://{_local(api.bind)}:{api.port}/api/v1/health"
+    try:
+        # Our own API on loopback: its certificate is pinned by Vetmanager, not by us.
+        status = httpx.get(url, verify=False, timeout=TIMEOUT_S, trust_env=False).status_code
+    except httpx.HTTPError as exc:
+        findings.append(fail("api", f"port {api.port}: {exc}", f"is the gateway running? {SERVICE}"))
+    else:
+        findings.append(ok("api", f"port {api.port} answers /api/v1/health") if status == 200 else
+                        fail("api", f"port {api.port} answered HTTP {status} to /api/v1/health", SERVICE))
+    return findings
+
+
+def check_disk(settings: Settings) -> list[Finding]:
+    storage = settings.storage
+    folder = storage.data_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # before the first start: the file system it will be on
+    free_mb = shutil.disk_usage(folder).free / 2**20
+    summary = f"{free_mb:,.0f} MB free for {storage.data_dir}"
+    if free_mb < storage.min_free_mb:
+        return [fail("disk", f"{summary}: under storage.min_free_mb = {storage.min_free_mb}, nothing is accepted",
+                     "free space on that file system; delivered files go after storage.keep_delivered_days")]
+    if free_mb < storage.soft_min_free_mb:
+        return [warn("disk", f"{summary}: under storage.soft_min_free_mb = {storage.soft_min_free_mb}",
+                     "delivered files are being removed early; is something undelivered piling up? vmgateway status")]
+    return [ok("disk", summary)]
+
+
+def _clock_synchronised() -> bool | None:
+    """The kernel's NTP state (adjtimex, read only): None where it cannot be asked."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        state = libc.adjtimex(ctypes.create_string_buffer(512))  # struct timex, modes = 0: read only
+    except (OSError, AttributeError):
+        return None
+    time_error = 5
+    return None if state < 0 else state != time_error
+
+
+def check_clock(settings: Settings) -> list[Finding]:
+    now = datetime.datetime.now(datetime.UTC)
+    if now < EARLIEST_SANE_TIME:
+        return [fail("clock", f"the clock says {now:%Y-%m-%d %H:%M} UTC, which cannot be right",
+                     "set the time (timedatectl set-ntp true), or TLS and PACS polls fail")]
+    synchronised = _clock_synchronised()
+    if synchronised is False:
+        return [warn("clock", f"{now:%Y-%m-%d %H:%M:%S} UTC, not synchronised",
+                     "timedatectl set-ntp true; check that NTP (UDP 123) may leave the clinic's network")]
+    return [ok("clock", f"{now:%Y-%m-%d %H:%M:%S} UTC" + (", synchronised" if synchronised else ""))]
+
+
+def check_ups(settings: Settings) -> list[Finding]:
+    power = settings.power
+    if not power.enabled:
+        return [warn("ups", "power.enabled = false: a power cut stops the gateway without a drain",
+                     "connect the UPS by USB and set power.enabled = true")]
+
+    async def read() -> dict[str, str]:
+        client = NutClient(NutServer(power.nut_host, power.nut_port, power.ups, power.user, power.password()),
+                           TIMEOUT_S)
+        try:
+            return await client.variables()
+        finally:
+            await client.close()
+
+    try:
+        reading = read_state(asyncio.run(read()))
+    except NutError as exc:
+        return [fail("ups", str(exc), "systemctl status nut-server nut-driver@ups; is the UPS's USB cable in?")]
+    if reading.state is PowerState.ONLINE:
+        return [ok("ups", reading.describe())]
+    if reading.state is PowerState.ON_BATTERY:
+        return [warn("ups", reading.describe(), "mains power is out at the box: check the socket and the fuse")]
+    return [fail("ups", reading.describe(), "the gateway drains and the box shuts down soon; restore mains power")]
+
+
+def check_pacs(settings: Settings) -> list[Finding]:
+    pacs = settings.pacs
+    if not pacs.host:
+        return []
+    answer = echo(pacs.host, pacs.port, settings.dicom.ae_title, pacs.ae_title or "ANY-SCP", pacs.timeout_s)
+    if answer.ok:
+        return [ok("pacs", answer.message)]
+    return [fail("pacs", answer.message, f"is the PACS on? Is {settings.dicom.ae_title} (this box, port"
+                 f" {settings.dicom.port}) registered there? pacs.host/port/ae_title as the clinic's PACS says?")]
+
+
+def check_upstream(settings: Settings) -> list[Finding]:
+    transfers = settings.transfers
+    if transfers.mode != "push":
+        return []
+    findings = []
+    for key in ("dicomweb_url", "hl7_url"):
+        url = getattr(transfers, key)
+        if url:
+            findings.append(_probe(settings, key, url))
+    return findings
+
+
+def _probe(settings: Settings, key: str, url: str) -> Finding:
+    """OPTIONS with our TLS and credentials: any answer but 401/403/407 or a 5xx means it would work."""
+
+    async def options() -> int:
+        async with upstream.client(settings.transfers) as client:
+            return (await client.options(url, timeout=TIMEOUT_S * 2)).status_code
+
+    name = f"upstream ({key.removesuffix('_url')})"
+    try:
+        status = asyncio.run(options())
+    except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
+        advice = ("transfers.ca_file / pinned_cert: does the upstream's certificate match?"
+                  if "CERTIFICATE" in str(exc) else "is the address right, and may the box reach it (router)?")
+        return fail(name, f"{url}: {exc.__class__.__name__} {exc}".strip(), advice)
+    if status in (401, 403, 407):
+        return fail(name, f"{url} refuses our credentials (HTTP {status})",
+                    "transfers.auth and the token or password file: ask Vetmanager for valid ones")
+    if status >= 500 and status != 501:
+        return warn(name, f"{url} answers HTTP {status}", "the upstream has trouble; transfers wait and retry")
+    return ok(name, f"{url} reachable (HTTP {status})")
+
+
+def _certificates(settings: Settings) -> list[tuple[str, Path]]:
+    api_cert = settings.api.tls_cert or certificate_files(settings.storage.data_dir)[0]
+    named = [("API certificate", api_cert if settings.api.tls else None),
+             ("upstream client certificate", settings.transfers.client_cert),
+             ("pinned upstream certificate", settings.transfers.pinned_cert)]
+    return [(name, path) for name, path in named if path is not None and path.exists()]
+
+
+def check_certificates(settings: Settings) -> list[Finding]:
+    findings = []
+    now = time.time()
+    for name, path in _certificates(settings):
+        try:
+            certificate = x509.load_pem_x509_certificate(path.read_bytes())
+        except (ValueError, OSError) as exc:
+            findings.append(fail("certificate", f"{name} {path} cannot be read: {exc}", "replace the file"))
+            continue
+        days = (certificate.not_valid_after_utc.timestamp() - now) / 86400
+        summary = f"{name} {path} valid until {certificate.not_valid_after_utc:%Y-%m-%d}"
+        if days < 0:
+            findings.append(fail("certificate", f"{name} {path} expired on {certificate.not_valid_after_utc:%Y-%m-%d}",
+                                 "replace it (for the API's self-signed one: delete it and restart the gateway)"))
+        elif days < CERTIFICATE_WARN_DAYS:
+            findings.append(warn("certificate", f"{summary}: {days:.0f} days left", "replace it before then"))
+        else:
+            findings.append(ok("certificate", summary))
+    return findings
+
+
+CHECKS: dict[str, Callable[[Settings], list[Finding]]] = {
+    "site": check_form,
+    "listeners": check_listeners,
+    "disk": check_disk,
+    "clock": check_clock,
+    "ups": check_ups,
+    "pacs": check_pacs,
+    "upstream": check_upstream,
+    "certificates": check_certificates,
+    "firewall": lambda settings: [check_firewall(settings)],
+}
+"""In the order they are shown; `vmgateway doctor --skip NAME` leaves one out."""

@@ -31,3 +31,8 @@ def contains(networks: list[Network], address: str | IPv4Address | IPv6Address) 
     if isinstance(peer, IPv6Address) and peer.ipv4_mapped:
         peer = peer.ipv4_mapped
     return any(peer in network for network in networks)
+
+
+def local_address(bind: str) -> str:
+    """Where the box itself reaches a listener bound to `bind` (all interfaces: loopback)."""
+    return "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind

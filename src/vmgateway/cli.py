@@ -108,6 +108,28 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print JSON for scripts")
     doctor.set_defaults(handler=_doctor)
 
+    upgrade = commands.add_parser(
+        "upgrade", help="install a new release beside the running one, try it, commit it or roll back",
+        description="Installs WHEEL into upgrade.root/releases/<version>, drains the gateway, snapshots the"
+        " journal, switches the `current` link and starts the new release on trial (loopback only) until a"
+        " deep health check passes: then it is committed; otherwise the last committed release comes back,"
+        " with the journal snapshot if the new release migrated it. Exit status: 0 committed, 1 rolled back,"
+        " 2 refused (nothing changed).")
+    upgrade.add_argument("wheel", nargs="?", metavar="WHEEL", help="the release, vmgateway-<version>-*.whl")
+    upgrade.add_argument("--config", metavar="FILE", default=os.environ.get(ENV_CONFIG) or DEFAULT_HOST_CONFIG,
+                         help=f"the box's configuration (default ${ENV_CONFIG}, else {DEFAULT_HOST_CONFIG})")
+    upgrade.add_argument("--wheelhouse", metavar="DIR", help="install dependencies from here only (no index)")
+    upgrade.add_argument("--force", action="store_true",
+                         help="go ahead with transfers waiting, the UPS unreadable, or a release that failed before")
+    upgrade.add_argument("--recover", action="store_true",
+                         help="only settle an upgrade that was cut off (at boot, before the gateway starts)")
+    upgrade.set_defaults(handler=_upgrade)
+    version = commands.add_parser("version", help="the running, previous and failed releases")
+    version.add_argument("--config", metavar="FILE", default=os.environ.get(ENV_CONFIG) or DEFAULT_HOST_CONFIG,
+                         help=f"the box's configuration (default ${ENV_CONFIG}, else {DEFAULT_HOST_CONFIG})")
+    version.add_argument("--json", action="store_true", help="print JSON for scripts")
+    version.set_defaults(handler=_version)
+
     host = commands.add_parser("host", help="files for the box the gateway runs on")
     host_commands = host.add_subparsers(dest="host_command", required=True, metavar="ACTION")
     unit = host_commands.add_parser("unit", help="print the systemd service unit")
@@ -142,9 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from vmgateway.service import Gateway, StartupError
+    from vmgateway.upgrade import trial
 
-    settings = load_settings(args.config)
+    settings, on_trial = trial.as_run(load_settings(args.config))
     logs.configure()
+    if on_trial:
+        log.warning("release on trial: listening on loopback only until the upgrade commits it",
+                    extra={"version": __version__})
     try:
         asyncio.run(Gateway(settings).run())
     except StartupError as exc:
@@ -357,6 +383,54 @@ def _doctor(args: argparse.Namespace) -> int:
     else:
         print(report.text(findings), end="")
     return report.exit_code(findings)
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vmgateway.upgrade.run import UpgradeFailed, UpgradeRefused, recover_now, upgrade
+
+    settings = _host_settings(args.config)
+
+    def say(line: str) -> None:
+        print(f"vmgateway upgrade: {line}", flush=True)
+
+    try:
+        if args.recover:
+            recover_now(settings, say)
+            return 0
+        if not args.wheel:
+            print("vmgateway: upgrade needs a WHEEL (or --recover)", file=sys.stderr)
+            return 2
+        version = upgrade(settings, Path(args.wheel), Path(args.wheelhouse) if args.wheelhouse else None,
+                          args.force, say)
+    except UpgradeRefused as exc:
+        print(f"vmgateway: upgrade refused, nothing changed: {exc}", file=sys.stderr)
+        return 2
+    except UpgradeFailed as exc:
+        print(f"vmgateway: {exc}", file=sys.stderr)
+        return 1
+    say(f"release {version} is running and committed")
+    return 0
+
+
+def _version(args: argparse.Namespace) -> int:
+    from vmgateway.upgrade.layout import Layout
+    from vmgateway.upgrade.state import UpgradeState
+
+    settings = _host_settings(args.config)
+    layout = Layout(settings.upgrade.root)
+    state = UpgradeState.load(layout.state_file)
+    installed = sorted(p.name for p in layout.releases.iterdir() if p.is_dir()) if layout.releases.exists() else []
+    report = {"this_program": __version__, "running": layout.current_version(), "committed": state.committed,
+              "previous": state.previous, "on_trial": state.trial, "failed": state.failed, "installed": installed}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            shown = ", ".join(value) if isinstance(value, list) else value
+            print(f"{key.replace('_', ' ') + ':':<14} {shown if shown else '-'}")
+    return 0
 
 
 def _host_unit(args: argparse.Namespace) -> int:

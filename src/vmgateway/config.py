@@ -305,6 +305,34 @@ class TransfersConfig(_Section):
         return self
 
 
+class UpgradeConfig(_Section):
+    """How `vmgateway upgrade` installs releases and restarts the service."""
+
+    root: Path = Path("/opt/vmgateway")
+    """releases/<version>/ (each with its own venv), the `current` link, the upgrade state, snapshots."""
+    service: Literal["systemd", "commands"] = "systemd"
+    """systemd: systemctl and journalctl for the vmgateway unit; commands: the three commands below."""
+    start_command: list[Annotated[str, Field(min_length=1)]] = []
+    stop_command: list[Annotated[str, Field(min_length=1)]] = []
+    """Stops through a drain (SIGTERM) and returns when the gateway has exited."""
+    status_command: list[Annotated[str, Field(min_length=1)]] = []
+    """Exits 0 while the gateway runs."""
+    log_file: Path | None = None
+    """Where the service's output goes (commands only): a failed trial's part of it is kept."""
+    health_timeout_s: Annotated[float, Field(ge=5, le=3600)] = 120
+    """A new release must pass its health check this soon after starting..."""
+    migration_timeout_s: Annotated[float, Field(ge=5, le=86400)] = 3600
+    """...or this soon, while it migrates the journal."""
+    min_free_mb: Annotated[int, Field(ge=0)] = 1024
+    keep_releases: Annotated[int, Field(ge=2, le=20)] = 3
+
+    @model_validator(mode="after")
+    def _commands_given(self) -> UpgradeConfig:
+        if self.service == "commands" and not (self.start_command and self.stop_command and self.status_command):
+            raise ValueError('upgrade.service = "commands" needs start_command, stop_command and status_command')
+        return self
+
+
 class Settings(_Section):
     site: SiteConfig = SiteConfig()
     pacs: PacsConfig = PacsConfig()
@@ -314,6 +342,7 @@ class Settings(_Section):
     api: ApiConfig = ApiConfig()
     power: PowerConfig = PowerConfig()
     transfers: TransfersConfig = TransfersConfig()
+    upgrade: UpgradeConfig = UpgradeConfig()
 
     @property
     def journal_path(self) -> Path:

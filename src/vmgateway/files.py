@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -32,3 +33,10 @@ def write_atomically(path: Path, data: bytes | str, mode: int = 0o644) -> None:
         Path(temporary).unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
+
+
+def free_mb(path: Path) -> float:
+    """Free space where `path` is, or will be once made (the nearest existing parent's file system)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free / 2**20

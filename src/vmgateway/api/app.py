@@ -28,7 +28,7 @@ from vmgateway.api.security import AllowlistMiddleware, BodyLimitMiddleware, Fai
 from vmgateway.config import AETitle, ContactConfig, PacsConfig, Settings
 from vmgateway.dicom.echo import echo
 from vmgateway.hl7.charsets import hl7_content_type
-from vmgateway.hl7.client import send_messages
+from vmgateway.hl7.client import send_messages, test_message
 from vmgateway.pacs.poller import effective_pacs
 from vmgateway.store import Store, deliveries
 from vmgateway.store import feed as feed_reads
@@ -36,6 +36,7 @@ from vmgateway.store.access import SITE_PACS, get_setting, set_setting, token_ow
 from vmgateway.store.records import mark_delivered, record_event
 
 SITE_CONTACT = "site.contact"
+HEALTH_CHECKED_AT = "health.deep_checked_at"
 COOKIE = "vmgateway_token"
 _CHUNK = 1 << 20
 
@@ -122,9 +123,16 @@ def create_app(view: GatewayView) -> Any:
         await asyncio.to_thread(store.journal.write, record_event("audit", f"{who}: {what}", time.time()))
 
     @api.get("/api/v1/health", tags=["gateway"])
-    def health() -> dict[str, str]:
-        """Liveness: the only endpoint that needs no token."""
-        return {"status": "ok"}
+    async def health(deep: bool = False) -> dict[str, str]:
+        """Liveness: the only endpoint that needs no token. `deep=true` also has the journal take a
+        write (committed, fsync'ed): what an upgrade's health check asks of a new release."""
+        if not deep:
+            return {"status": "ok"}
+        try:
+            await asyncio.to_thread(store.journal.write, set_setting(HEALTH_CHECKED_AT, str(time.time())), 10)
+        except Exception as exc:  # any failure to write is the answer
+            raise HTTPException(503, f"the journal did not take a write: {exc}") from None
+        return {"status": "ok", "journal": "written"}
 
     def gateway_status(conn: Any) -> dict[str, Any]:
         disk = shutil.disk_usage(view.settings.storage.data_dir)
@@ -184,9 +192,7 @@ def create_app(view: GatewayView) -> Any:
     @api.post("/api/v1/tests/hl7", tags=["tests"])
     async def hl7_test(who: Caller) -> dict[str, Any]:
         """A test message (MSH-11 = T) sent to the gateway's own HL7 listener, and its ACK."""
-        control_id = f"TEST{int(time.time() * 1000)}"
-        message = (f"MSH|^~\\&|VMGATEWAY-TEST|{view.settings.site.name or 'SITE'}|VM_GATEWAY|VM_GATEWAY|"
-                   f"{time.strftime('%Y%m%d%H%M%S')}||ORU^R01|{control_id}|T|2.5\r").encode()
+        control_id, message = test_message("VMGATEWAY-TEST", view.settings.site.name)
         began = time.monotonic()
         try:
             [answer] = await asyncio.to_thread(send_messages, "127.0.0.1", view.settings.hl7.port, [message], 10)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from vmgateway.addresses import local_address
+from vmgateway.config import DicomConfig
 from vmgateway.dicom.rejection import describe_rejection
 
 
@@ -65,3 +67,9 @@ def echo(host: str, port: int, calling_aet: str, called_aet: str, timeout: float
     if status.Status != 0x0000:
         return EchoResult(False, f"C-ECHO to {where} answered status 0x{status.Status:04X}")
     return EchoResult(True, f"C-ECHO to {where} succeeded")
+
+
+def echo_own_listener(config: DicomConfig, calling_aet: str, timeout: float = 10) -> EchoResult:
+    """C-ECHO to the gateway's own listener, from the box (as an allowed caller, where only some are)."""
+    calling = config.allowed_calling_aets[0] if config.allowed_calling_aets else calling_aet
+    return echo(local_address(config.bind), config.port, calling, config.ae_title, timeout)

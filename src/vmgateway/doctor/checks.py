@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import datetime
-import shutil
 import socket
 import ssl
 import time
@@ -19,13 +18,16 @@ from pathlib import Path
 import httpx
 from cryptography import x509
 
+from vmgateway.addresses import local_address
 from vmgateway.api.tls import certificate_files
 from vmgateway.config import Settings
-from vmgateway.dicom.echo import echo
+from vmgateway.dicom.echo import echo, echo_own_listener
 from vmgateway.doctor.firewall import check_firewall
 from vmgateway.doctor.report import Finding, fail, ok, warn
-from vmgateway.power.nut import NutClient, NutError, NutServer
-from vmgateway.power.state import PowerState, read_state
+from vmgateway.files import free_mb
+from vmgateway.power.nut import NutError
+from vmgateway.power.reading import read_ups
+from vmgateway.power.state import PowerState
 from vmgateway.site.form import form_problems
 from vmgateway.transfers import upstream
 
@@ -38,11 +40,6 @@ EARLIEST_SANE_TIME = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 """Before this, the clock is certainly wrong (older than this release): TLS and StudyDate polls fail."""
 
 
-def _local(bind: str) -> str:
-    """Where to reach a listener from the box itself."""
-    return "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
-
-
 def check_form(settings: Settings) -> list[Finding]:
     problems = form_problems(settings)
     if problems:
@@ -53,18 +50,17 @@ def check_form(settings: Settings) -> list[Finding]:
 def check_listeners(settings: Settings) -> list[Finding]:
     findings = []
     dicom = settings.dicom
-    calling = dicom.allowed_calling_aets[0] if dicom.allowed_calling_aets else DOCTOR_AE
-    answer = echo(_local(dicom.bind), dicom.port, calling, dicom.ae_title, TIMEOUT_S)
+    answer = echo_own_listener(dicom, DOCTOR_AE, TIMEOUT_S)
     findings.append(ok("dicom", f"port {dicom.port} answers C-ECHO as {dicom.ae_title}") if answer.ok else
                     fail("dicom", f"port {dicom.port}: {answer.message}", f"is the gateway running? {SERVICE}"))
     hl7 = settings.hl7
     try:
-        socket.create_connection((_local(hl7.bind), hl7.port), timeout=TIMEOUT_S).close()
+        socket.create_connection((local_address(hl7.bind), hl7.port), timeout=TIMEOUT_S).close()
         findings.append(ok("hl7", f"port {hl7.port} accepts connections"))
     except OSError as exc:
         findings.append(fail("hl7", f"port {hl7.port}: {exc.strerror or exc}", f"is the gateway running? {SERVICE}"))
     api = settings.api
-    url = f"{'https' if api.tls else 'http'}://{_local(api.bind)}:{api.port}/api/v1/health"
+    url = f"{'https' if api.tls else 'http'}://{local_address(api.bind)}:{api.port}/api/v1/health"
     try:
         # Our own API on loopback: its certificate is pinned by Vetmanager, not by us.
         status = httpx.get(url, verify=False, timeout=TIMEOUT_S, trust_env=False).status_code
@@ -78,15 +74,12 @@ def check_listeners(settings: Settings) -> list[Finding]:
 
 def check_disk(settings: Settings) -> list[Finding]:
     storage = settings.storage
-    folder = storage.data_dir
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent  # before the first start: the file system it will be on
-    free_mb = shutil.disk_usage(folder).free / 2**20
-    summary = f"{free_mb:,.0f} MB free for {storage.data_dir}"
-    if free_mb < storage.min_free_mb:
+    free = free_mb(storage.data_dir)
+    summary = f"{free:,.0f} MB free for {storage.data_dir}"
+    if free < storage.min_free_mb:
         return [fail("disk", f"{summary}: under storage.min_free_mb = {storage.min_free_mb}, nothing is accepted",
                      "free space on that file system; delivered files go after storage.keep_delivered_days")]
-    if free_mb < storage.soft_min_free_mb:
+    if free < storage.soft_min_free_mb:
         return [warn("disk", f"{summary}: under storage.soft_min_free_mb = {storage.soft_min_free_mb}",
                      "delivered files are being removed early; is something undelivered piling up? vmgateway status")]
     return [ok("disk", summary)]
@@ -121,16 +114,8 @@ def check_ups(settings: Settings) -> list[Finding]:
         return [warn("ups", "power.enabled = false: a power cut stops the gateway without a drain",
                      "connect the UPS by USB and set power.enabled = true")]
 
-    async def read() -> dict[str, str]:
-        client = NutClient(NutServer(power.nut_host, power.nut_port, power.ups, power.user, power.password()),
-                           TIMEOUT_S)
-        try:
-            return await client.variables()
-        finally:
-            await client.close()
-
     try:
-        reading = read_state(asyncio.run(read()))
+        reading = read_ups(power, TIMEOUT_S)
     except NutError as exc:
         return [fail("ups", str(exc), "systemctl status nut-server nut-driver@ups; is the UPS's USB cable in?")]
     if reading.state is PowerState.ONLINE:

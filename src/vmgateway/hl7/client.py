@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import socket
+import time
 
 from vmgateway.hl7.framing import Frame, MllpDecoder, framed
 from vmgateway.hl7.messages import AckSummary, summarise
 
 _ACK_LIMIT = 1 << 20
+
+
+def test_message(sending_application: str, facility: str) -> tuple[str, bytes]:
+    """(MSH-10, message): an ORU^R01 with processing ID T, to see the listener ACK end to end."""
+    control_id = f"TEST{int(time.time() * 1000)}"
+    message = (f"MSH|^~\\&|{sending_application}|{facility or 'SITE'}|VM_GATEWAY|VM_GATEWAY|"
+               f"{time.strftime('%Y%m%d%H%M%S')}||ORU^R01|{control_id}|T|2.5\r").encode()
+    return control_id, message
 
 
 def send_messages(host: str, port: int, messages: list[bytes], timeout: float = 30) -> list[AckSummary]:

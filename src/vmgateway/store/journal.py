@@ -19,7 +19,7 @@ from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vmgateway.store.schema import migrate
+from vmgateway.store.schema import MIGRATION_MARKER, migrate
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Journal:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = connect(self.path)
-            migrate(conn)
+            migrate(conn, marker=self.path.with_name(MIGRATION_MARKER))
         except Exception as exc:  # reported to open()'s caller
             ready.set_exception(exc)
             return

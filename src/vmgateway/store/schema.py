@@ -8,6 +8,7 @@ they have not seen yet, each in its own transaction.
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 MIGRATIONS: list[str] = [
     # 1: items (one row, one life: received -> delivered | failed -> dead), DICOM instances,
@@ -151,13 +152,34 @@ class SchemaTooNew(Exception):
     """The journal was written by a newer vmgateway; running an older one could corrupt it."""
 
 
-def migrate(conn: sqlite3.Connection) -> int:
+MIGRATION_MARKER = "migrating"
+"""A file beside the journal while migrations run: an upgrade waits longer for its health check."""
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, marker: Path | None = None) -> int:
     """Bring the schema up to SCHEMA_VERSION; return the version found before."""
-    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    found = schema_version(conn)
     if found > SCHEMA_VERSION:
         raise SchemaTooNew(
             f"the journal has schema version {found}, this vmgateway knows up to {SCHEMA_VERSION}"
         )
+    if found == SCHEMA_VERSION:
+        return found
+    if marker is not None:
+        marker.write_text(f"{found} -> {SCHEMA_VERSION}\n")
+    try:
+        _apply(conn, found)
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+    return found
+
+
+def _apply(conn: sqlite3.Connection, found: int) -> None:
     for number in range(found, SCHEMA_VERSION):
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -168,7 +190,6 @@ def migrate(conn: sqlite3.Connection) -> int:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    return found
 
 
 def _statements(script: str) -> list[str]:

@@ -1,0 +1,183 @@
+"""`vmgateway upgrade`: install beside, drain, snapshot, switch, trial, then commit or roll back.
+
+Every step that changes something is recorded in the state file before or right after it, so
+that a cut-off run (kill -9, power cut, reboot) is finished or undone by the next run, or by
+`vmgateway upgrade --recover` at boot.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from vmgateway.config import Settings
+from vmgateway.files import write_atomically
+from vmgateway.upgrade import snapshot, trial
+from vmgateway.upgrade.health import wait_healthy
+from vmgateway.upgrade.install import InstallError, install_release, wheel_version
+from vmgateway.upgrade.layout import Layout
+from vmgateway.upgrade.preflight import refusals
+from vmgateway.upgrade.service import Service, ServiceError, service_for
+from vmgateway.upgrade.state import UpgradeState
+
+Say = Callable[[str], None]
+
+
+class UpgradeRefused(Exception):
+    """Nothing was changed; the message says why."""
+
+
+class UpgradeFailed(Exception):
+    """The release did not pass its trial and was rolled back; the message says why."""
+
+
+@contextmanager
+def _locked(layout: Layout) -> Iterator[None]:
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with layout.lock_file.open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UpgradeRefused("another upgrade is running") from None
+        yield
+
+
+def upgrade(settings: Settings, wheel: Path, wheelhouse: Path | None, force: bool, say: Say) -> str:
+    """Upgrade to the release in `wheel`; return its version. UpgradeRefused: nothing changed;
+    UpgradeFailed: tried, rolled back to the last committed release."""
+    layout = Layout(settings.upgrade.root)
+    service = service_for(settings.upgrade)
+    with _locked(layout):
+        recover(settings, layout, service, say)
+        state = UpgradeState.load(layout.state_file)
+        try:
+            version = wheel_version(wheel)
+        except InstallError as exc:
+            raise UpgradeRefused(str(exc)) from None
+        if version in state.failed and not force:
+            raise UpgradeRefused(f"release {version} failed its trial before: --force to try it again")
+        problems = refusals(settings, wheel, force)
+        if problems:
+            raise UpgradeRefused("; ".join(problems))
+        say(f"installing release {version} beside {layout.current_version() or 'nothing yet'}")
+        try:
+            install_release(layout, wheel, wheelhouse)
+        except InstallError as exc:
+            shutil.rmtree(layout.release(version), ignore_errors=True)
+            raise UpgradeRefused(f"release {version} could not be installed: {exc}") from None
+        _try(settings, layout, service, state, version, say)
+        return version
+
+
+def _try(settings: Settings, layout: Layout, service: Service, state: UpgradeState, version: str, say: Say) -> None:
+    say("stopping the gateway (it drains first)")
+    service.stop()
+    journal = settings.journal_path
+    state.trial, state.trial_started_at, state.snapshot = version, time.time(), None
+    if journal.exists():
+        state.snapshot = f"journal-before-{version}-{int(state.trial_started_at)}.sqlite"
+        snapshot.take(journal, layout.snapshots / state.snapshot)
+        say(f"journal snapshot: {layout.snapshots / state.snapshot}")
+    state.save(layout.state_file)
+    marker = trial.marker(settings)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(marker, f"{version}\n")
+    layout.switch_to(version)
+    say(f"starting release {version} on trial (loopback only) and checking its health")
+    service.start()
+    problems = wait_healthy(settings, service)
+    if problems:
+        reason = "; ".join(problems)
+        _roll_back(settings, layout, service, state, f"failed its health check: {reason}", say)
+        raise UpgradeFailed(f"release {version} failed its health check ({reason}); rolled back to"
+                            f" {state.committed or 'nothing'}")
+    _commit(settings, layout, service, state, say)
+
+
+def _commit(settings: Settings, layout: Layout, service: Service, state: UpgradeState, say: Say) -> None:
+    version = state.trial
+    assert version is not None
+    state.previous, state.committed, state.trial = state.committed, version, None
+    state.save(layout.state_file)
+    say(f"release {version} committed; restarting it on its real addresses")
+    service.stop()
+    trial.marker(settings).unlink(missing_ok=True)
+    service.start()
+    _prune(layout, state, settings.upgrade.keep_releases)
+
+
+def _roll_back(settings: Settings, layout: Layout, service: Service, state: UpgradeState, why: str,
+               say: Say) -> None:
+    """Back to the last committed release — never to one that failed — with the journal it can read."""
+    version = state.trial
+    assert version is not None
+    say(f"rolling back release {version}: {why}")
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    failed_log = layout.logs / f"{version}-{int(time.time())}.log"
+    try:
+        write_atomically(failed_log, f"release {version} {why}\n\n" + service.log_of_last_start())
+        service.stop()
+    except ServiceError as exc:
+        say(f"stopping release {version}: {exc}")
+    journal = settings.journal_path
+    kept = layout.snapshots / state.snapshot if state.snapshot else None
+    migrated = kept is not None and kept.exists() and journal.exists() and (
+        snapshot.version_of(journal) > snapshot.version_of(kept))
+    if migrated and kept is not None:
+        say(f"release {version} migrated the journal; putting back the snapshot {kept.name}")
+        snapshot.restore(kept, journal)
+    if state.committed:
+        layout.switch_to(state.committed)
+    else:
+        layout.current.unlink(missing_ok=True)
+    trial.marker(settings).unlink(missing_ok=True)
+    if version not in state.failed:
+        state.failed.append(version)
+    state.trial = None
+    state.save(layout.state_file)
+    shutil.rmtree(layout.release(version), ignore_errors=True)
+    say(f"the failed release's log: {failed_log}")
+    if state.committed:
+        say(f"starting release {state.committed} again")
+        service.start()
+
+
+def recover(settings: Settings, layout: Layout, service: Service, say: Say) -> None:
+    """Finish what a cut-off upgrade left: half-installed releases go, a trial is rolled back."""
+    state = UpgradeState.load(layout.state_file)
+    running = layout.current_version()
+    for half in layout.half_installed():
+        if half.name != running:
+            say(f"removing the half-installed release {half.name} of an earlier attempt")
+            shutil.rmtree(half, ignore_errors=True)
+    if state.trial is not None:
+        _roll_back(settings, layout, service, state, "was on trial when the upgrade was cut off", say)
+    elif trial.marker(settings).exists():  # cut off between commit and restart
+        service.stop()
+        trial.marker(settings).unlink()
+        service.start()
+
+
+def recover_now(settings: Settings, say: Say) -> None:
+    """`vmgateway upgrade --recover` (at boot, before the gateway): settle a cut-off upgrade."""
+    layout = Layout(settings.upgrade.root)
+    with _locked(layout):
+        recover(settings, layout, service_for(settings.upgrade), say)
+
+
+def _prune(layout: Layout, state: UpgradeState, keep_releases: int) -> None:
+    """Keep upgrade.keep_releases releases (the committed and the previous always), and the
+    newest snapshot only: the box's disk is small."""
+    protected = {name for name in (state.committed, state.previous) if name}
+    newest_first = sorted((p for p in layout.releases.iterdir() if p.is_dir() and p.name not in protected),
+                          key=lambda p: p.stat().st_mtime, reverse=True)
+    for release in newest_first[max(0, keep_releases - len(protected)):]:
+        shutil.rmtree(release, ignore_errors=True)
+    if layout.snapshots.exists():
+        snapshots = sorted(layout.snapshots.glob("journal-*.sqlite"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in snapshots[1:]:
+            old.unlink()

@@ -9,6 +9,7 @@ nowhere else (vmgateway.upgrade.trial).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -49,8 +50,15 @@ def deep_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def wait_healthy(settings: Settings, service: Service) -> list[str]:
-    """Until the release is healthy (→ []), or it exits, or the deadline passes (→ what failed).
+def listening_problems(settings: Settings) -> list[str]:
+    """After a restart of a release already known to be healthy: is it back (C-ECHO)?"""
+    answer = echo_own_listener(settings.dicom, UPGRADE_AE, STEP_TIMEOUT_S)
+    return [] if answer.ok else [f"DICOM: {answer.message}"]
+
+
+def wait_healthy(settings: Settings, service: Service,
+                 check: Callable[[Settings], list[str]] = deep_problems) -> list[str]:
+    """Until `check` finds nothing (→ []), or the service exits, or the deadline passes (→ what failed).
 
     The deadline is upgrade.health_timeout_s, extended while the journal is being migrated (a
     marker file says so) up to upgrade.migration_timeout_s: a long migration is not a failure.
@@ -67,7 +75,7 @@ def wait_healthy(settings: Settings, service: Service) -> list[str]:
             deadline = max(deadline, min(time.monotonic() + config.health_timeout_s,
                                          started + config.migration_timeout_s))
         else:
-            problems = deep_problems(settings)
+            problems = check(settings)
             if not problems:
                 return []
         if time.monotonic() > deadline:

@@ -17,7 +17,7 @@ from pathlib import Path
 from vmgateway.config import Settings
 from vmgateway.files import write_atomically
 from vmgateway.upgrade import snapshot, trial
-from vmgateway.upgrade.health import wait_healthy
+from vmgateway.upgrade.health import listening_problems, wait_healthy
 from vmgateway.upgrade.install import InstallError, install_release, wheel_version
 from vmgateway.upgrade.layout import Layout
 from vmgateway.upgrade.preflight import refusals
@@ -108,6 +108,10 @@ def _commit(settings: Settings, layout: Layout, service: Service, state: Upgrade
     trial.marker(settings).unlink(missing_ok=True)
     service.start()
     _prune(layout, state, settings.upgrade.keep_releases)
+    problems = wait_healthy(settings, service, listening_problems)
+    if problems:  # it passed on loopback: what differs now is the box (an address, a port taken)
+        raise UpgradeFailed(f"release {version} is committed but did not come back on its real addresses:"
+                            f" {'; '.join(problems)}")
 
 
 def _roll_back(settings: Settings, layout: Layout, service: Service, state: UpgradeState, why: str,
@@ -144,6 +148,9 @@ def _roll_back(settings: Settings, layout: Layout, service: Service, state: Upgr
     if state.committed:
         say(f"starting release {state.committed} again")
         service.start()
+        problems = wait_healthy(settings, service, listening_problems)
+        if problems:
+            say(f"release {state.committed} did not come back: {'; '.join(problems)}")
 
 
 def recover(settings: Settings, layout: Layout, service: Service, say: Say) -> None:

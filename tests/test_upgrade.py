@@ -1,0 +1,257 @@
+"""`vmgateway upgrade` with locally built wheels: a good release (with a journal migration), one
+that fails its health check (after migrating the journal further), one that does not start at
+all, and an upgrade killed mid-install then retried. The gateway runs as a service would
+(tests/service.py stands in for systemd) from <root>/current.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import dcmtk, free_ports, write_config
+from tests.dicomdata import copies_of_ct_small
+from tests.nut import UPS, NutServer
+from tests.test_api import vmgateway
+from vmgateway.dicom.echo import echo
+from vmgateway.store.schema import SCHEMA_VERSION
+from vmgateway.upgrade.install import InstallError, wheel_version
+from vmgateway.upgrade.state import UpgradeState
+
+REPO = Path(__file__).parent.parent
+HL7_MESSAGE = (b"MSH|^~\\&|LAB|CLINIC|VM|VM|20261127120000||ORU^R01|UPG-1|P|2.5\r"
+               b"PID|1||4711||Fido\rOBX|1|NM|GLU||5.5|mmol/L\r")
+MIGRATIONS_END = "]\n\nSCHEMA_VERSION = len(MIGRATIONS)"
+
+
+def _add_migration(table: str) -> tuple[str, str, str]:
+    return ("vmgateway/store/schema.py", MIGRATIONS_END,
+            f'    "CREATE TABLE {table} (id INTEGER PRIMARY KEY)",\n' + MIGRATIONS_END)
+
+
+BROKEN_HEALTH = ("vmgateway/api/app.py", 'return {"status": "ok", "journal": "written"}',
+                 'raise HTTPException(503, "broken on purpose")')
+CANNOT_START = ("vmgateway/cli.py", "def _run(args: argparse.Namespace) -> int:\n",
+                "def _run(args: argparse.Namespace) -> int:\n    print('this release cannot start')\n    return 3\n")
+RELEASES: dict[str, list[tuple[str, str, str]]] = {
+    "1.0.0": [],
+    "2.0.0": [_add_migration("probe_2")],
+    "3.0.0": [_add_migration("probe_2"), _add_migration("probe_3"), BROKEN_HEALTH],
+    "4.0.0": [_add_migration("probe_2"), CANNOT_START],
+    "5.0.0": [_add_migration("probe_2")],
+}
+
+
+def build_wheel(folder: Path, version: str, patches: list[tuple[str, str, str]]) -> Path:
+    """This source tree as release `version`, with `patches` (file under src/, old text, new text)."""
+    tree = folder / f"tree-{version}"
+    shutil.copytree(REPO / "src", tree / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".mypy_cache"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, tree / name)
+    patches = [("vmgateway/__init__.py", '__version__ = "', f'__version__ = "{version}"  # was "'), *patches]
+    for relative, old, new in patches:
+        path = tree / "src" / relative
+        text = path.read_text()
+        assert old in text, (relative, old)
+        path.write_text(text.replace(old, new, 1))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--disable-pip-version-check",
+                    "-w", str(folder), str(tree)], check=True, capture_output=True, timeout=600)
+    return folder / f"vmgateway-{version}-py3-none-any.whl"
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("wheels")
+    return {version: build_wheel(folder, version, patches) for version, patches in RELEASES.items()}
+
+
+@dataclass
+class Box:
+    root: Path
+    config: Path
+    data_dir: Path
+    log: Path
+    ports: list[int]
+    sections: dict[str, dict[str, Any]]
+
+    def configure(self, **changes: dict[str, Any]) -> None:
+        """The configuration with these sections changed (the service reads it at its next start)."""
+        write_config(self.config, {name: self.sections.get(name, {}) | changes.get(name, {})
+                                   for name in self.sections.keys() | changes.keys()})
+
+    def upgrade(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vmgateway", "upgrade", "--config", str(self.config), *args],
+                              capture_output=True, text=True, timeout=600)
+
+    def versions(self) -> dict[str, Any]:
+        shown = vmgateway("version", "--config", str(self.config), "--json")
+        assert shown.returncode == 0, shown.stderr
+        result: dict[str, Any] = json.loads(shown.stdout)
+        return result
+
+    def answers_echo(self) -> bool:
+        return echo("127.0.0.1", self.ports[0], "TEST", "VM_GATEWAY", 10).ok
+
+    def journal(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.data_dir / 'journal.sqlite'}?mode=ro", uri=True)
+
+    def items(self) -> set[tuple[str, str]]:
+        with self.journal() as conn:
+            return {(kind, str(key)) for kind, key in conn.execute(
+                "SELECT kind, coalesce(d.sop_instance_uid, h.control_id) FROM items i"
+                " LEFT JOIN dicom_instances d ON d.item_id = i.id LEFT JOIN hl7_messages h ON h.item_id = i.id")}
+
+    def schema(self) -> int:
+        with self.journal() as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Any:
+    root, data_dir, log = tmp_path / "opt", tmp_path / "var", tmp_path / "service.log"
+    ports = free_ports(3)
+    service = [sys.executable, "-m", "tests.service"]
+    sections: dict[str, dict[str, Any]] = {
+        "storage": {"data_dir": str(data_dir), "min_free_mb": 1},
+        "dicom": {"bind": "127.0.0.1", "port": ports[0]},
+        "hl7": {"bind": "127.0.0.1", "port": ports[1]},
+        "api": {"bind": "127.0.0.1", "port": ports[2]},
+        "power": {"enabled": False},
+        "upgrade": {"root": str(root), "service": "commands", "health_timeout_s": 30, "min_free_mb": 1,
+                    "start_command": [*service, "start", str(root), str(tmp_path / "vmgateway.toml"), str(log)],
+                    "stop_command": [*service, "stop", str(root)], "status_command": [*service, "status", str(root)],
+                    "log_file": str(log)},
+    }
+    config = write_config(tmp_path / "vmgateway.toml", sections)
+    yield Box(root, config, data_dir, log, ports, sections)
+    subprocess.run([*service, "stop", str(root)], cwd=REPO, timeout=120)
+
+
+def test_upgrades_commit_roll_back_and_never_lose_the_journal(box: Box, wheels: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    first = box.upgrade(str(wheels["1.0.0"]))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "release on trial: listening on loopback only" in box.log.read_text()
+    assert box.versions() | {"installed": None} == {
+        "this_program": "0.1.0", "running": "1.0.0", "committed": "1.0.0", "previous": None, "on_trial": None,
+        "failed": [], "installed": None}
+    assert box.answers_echo() and not (box.data_dir / "on-trial").exists()
+
+    # What the clinic sent before the upgrades must survive all of them.
+    files = copies_of_ct_small(tmp_path / "ct", 3)
+    sent = dcmtk("storescu", "-aec", "VM_GATEWAY", "127.0.0.1", str(box.ports[0]), *map(str, files))
+    assert sent.returncode == 0, sent.stdout
+    hl7 = tmp_path / "result.hl7"
+    hl7.write_bytes(HL7_MESSAGE)
+    assert "AA" in vmgateway("send-hl7", "--port", str(box.ports[1]), str(hl7)).stdout
+    kept = {item for item in box.items() if item[1] == "UPG-1" or item[0] == "dicom"}
+    assert len(kept) == 4
+
+    good = box.upgrade(str(wheels["2.0.0"]))  # migrates the journal forward
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert (box.versions()["running"], box.versions()["previous"]) == ("2.0.0", "1.0.0")
+    assert box.schema() == SCHEMA_VERSION + 1 and kept <= box.items()
+
+    broken = box.upgrade(str(wheels["3.0.0"]))  # migrates further, then fails its health check
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "failed its health check" in broken.stderr and "broken on purpose" in broken.stderr
+    assert "putting back the snapshot" in broken.stdout
+    versions = box.versions()
+    assert (versions["running"], versions["committed"], versions["failed"]) == ("2.0.0", "2.0.0", ["3.0.0"])
+    assert box.schema() == SCHEMA_VERSION + 1 and kept <= box.items()  # the journal 2.0.0 can read, all of it
+    (failed_log,) = (box.root / "logs").glob("3.0.0-*.log")
+    assert "broken on purpose" in failed_log.read_text() and '"gateway running"' in failed_log.read_text()
+    assert not (box.root / "releases" / "3.0.0").exists() and box.answers_echo()
+    again = box.upgrade(str(wheels["3.0.0"]))
+    assert again.returncode == 2 and "failed its trial before" in again.stderr
+
+    dead = box.upgrade(str(wheels["4.0.0"]))  # does not start at all
+    assert dead.returncode == 1 and "the service stopped running" in dead.stderr, dead.stdout + dead.stderr
+    versions = box.versions()
+    assert (versions["running"], versions["failed"]) == ("2.0.0", ["3.0.0", "4.0.0"])
+    assert "this release cannot start" in next((box.root / "logs").glob("4.0.0-*.log")).read_text()
+    assert box.answers_echo() and kept <= box.items()
+
+    # Killed in the middle of installing 5.0.0: the running release is untouched; a retry cleans up.
+    installing = box.root / "releases" / "5.0.0" / ".installing"
+    cut = subprocess.Popen([sys.executable, "-m", "vmgateway", "upgrade", "--config", str(box.config),
+                            str(wheels["5.0.0"])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (installing.exists() and any((installing.parent / "venv" / "bin").glob("pip*"))):
+        assert time.monotonic() < deadline and cut.poll() is None, "the install did not get under way"
+        time.sleep(0.02)  # another process's files: nothing to await
+    os.killpg(cut.pid, signal.SIGKILL)
+    cut.wait(30)
+    assert installing.exists() and box.versions()["running"] == "2.0.0" and box.answers_echo()
+    retried = box.upgrade(str(wheels["5.0.0"]))
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert "removing the half-installed release 5.0.0" in retried.stdout
+    versions = box.versions()
+    assert (versions["running"], versions["previous"]) == ("5.0.0", "2.0.0")
+    assert not installing.exists() and box.answers_echo() and kept <= box.items()
+    state = UpgradeState.load(box.root / "state.json")
+    assert state.trial is None and state.committed == "5.0.0"
+    assert len(list((box.root / "snapshots").glob("journal-*.sqlite"))) == 1  # the newest only
+
+
+def test_an_upgrade_is_refused_on_battery_with_transfers_waiting_or_without_room(box: Box, wheels: dict[str, Path],
+                                                                                 tmp_path: Path) -> None:
+    nut = NutServer({"ups.status": "OB DISCHRG"}).start()
+    try:
+        box.configure(power={"enabled": True, "nut_port": nut.port, "ups": UPS})
+        on_battery = box.upgrade(str(wheels["1.0.0"]))
+        assert on_battery.returncode == 2 and "the UPS is not on mains: on_battery" in on_battery.stderr
+        forced = box.upgrade("--force", str(wheels["1.0.0"]))
+        assert forced.returncode == 2, "no --force makes an upgrade on battery"
+    finally:
+        nut.stop()
+    box.configure(upgrade={"min_free_mb": 2**40})
+    no_room = box.upgrade(str(wheels["1.0.0"]))
+    assert no_room.returncode == 2 and "MB needed" in no_room.stderr
+    box.configure()
+    not_a_wheel = tmp_path / "vmgateway-1.0.0-py3-none-any.whl"
+    not_a_wheel.write_text("no zip")
+    assert "cannot be read as a wheel" in box.upgrade(str(not_a_wheel)).stderr
+    assert not box.root.joinpath("releases").exists() or not any(box.root.joinpath("releases").iterdir())
+    assert box.versions()["running"] is None  # nothing changed
+
+
+def test_transfers_waiting_hold_an_upgrade_unless_forced(box: Box, wheels: dict[str, Path]) -> None:
+    first = box.upgrade(str(wheels["1.0.0"]))
+    assert first.returncode == 0, first.stderr
+    hl7 = box.root / "m.hl7"
+    hl7.write_bytes(HL7_MESSAGE)
+    assert "AA" in vmgateway("send-hl7", "--port", str(box.ports[1]), str(hl7)).stdout
+    # push mode towards an address where nothing listens: the message waits
+    box.configure(transfers={"mode": "push", "hl7_url": "http://127.0.0.1:9/hl7", "allow_plain_http": True})
+    held = box.upgrade(str(wheels["2.0.0"]))
+    # the message, and the test message (processing ID T) of the first upgrade's health check
+    assert held.returncode == 2 and "2 item(s) are waiting to be pushed" in held.stderr
+    forced = box.upgrade("--force", str(wheels["2.0.0"]))
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert box.versions()["running"] == "2.0.0"
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("vmgateway.whl", "is not a vmgateway wheel"),
+    ("other-1.0-py3-none-any.whl", "is not a vmgateway wheel"),
+    ("vmgateway-1.0;rm-py3-none-any.whl", "is not a vmgateway wheel"),
+    ("vmgateway-1.0.0-py3-none-any.tar.gz", "is not a vmgateway wheel"),
+])
+def test_only_a_vmgateway_wheel_is_taken(tmp_path: Path, name: str, reason: str) -> None:
+    with pytest.raises(InstallError, match=re.escape(reason)):
+        wheel_version(tmp_path / name)

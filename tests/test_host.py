@@ -146,6 +146,9 @@ def test_the_service_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert (verified.returncode, verified.stderr) == (0, "")  # not even a warning
     text = unit.read_text()
     assert f"--config {tmp_path / 'vmgateway.toml'}" in text and "TimeoutStopSec=130" in text  # drain + 30 s
+    recover = out / "etc/systemd/system/vmgateway-upgrade-recover.service"
+    assert (systemd_verify(recover).returncode, systemd_verify(recover).stderr) == (0, "")
+    assert "upgrade --recover --boot" in recover.read_text() and "Before=vmgateway.service" in recover.read_text()
     broken = tmp_path / "vmgateway.service"
     broken.write_text(text.replace("Type=notify", "Type=notifyy"))  # verify warns, and still says 0
     assert "Failed to parse service type" in systemd_verify(broken).stderr

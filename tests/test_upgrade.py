@@ -208,6 +208,32 @@ def test_upgrades_commit_roll_back_and_never_lose_the_journal(box: Box, wheels: 
     assert len(list((box.root / "snapshots").glob("journal-*.sqlite"))) == 1  # the newest only
 
 
+def test_a_trial_cut_off_by_a_reboot_is_rolled_back_at_boot(box: Box, wheels: dict[str, Path]) -> None:
+    assert box.upgrade(str(wheels["1.0.0"])).returncode == 0
+    marker = box.data_dir / "on-trial"
+    cut = subprocess.Popen([sys.executable, "-m", "vmgateway", "upgrade", "--config", str(box.config),
+                            str(wheels["2.0.0"])], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert cut.stdout is not None
+    for line in cut.stdout:  # the upgrade says when it starts the trial
+        if "on trial" in line:
+            break
+    os.killpg(cut.pid, signal.SIGKILL)  # the power goes: the upgrade dies, then the box
+    cut.wait(30)
+    subprocess.run(box.sections["upgrade"]["stop_command"], check=True, timeout=120)
+    assert marker.exists() and box.versions()["on_trial"] == "2.0.0"
+
+    recovered = box.upgrade("--recover", "--boot")  # the unit ordered before the gateway's
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    versions = box.versions()
+    assert (versions["running"], versions["on_trial"], versions["failed"]) == ("1.0.0", None, ["2.0.0"])
+    assert not marker.exists() and box.schema() == SCHEMA_VERSION  # 1.0.0's journal, whether 2.0.0 migrated or not
+    subprocess.run(box.sections["upgrade"]["start_command"], check=True, timeout=60)  # systemd starts it next
+    deadline = time.monotonic() + 60
+    while not box.answers_echo():  # another process starting: nothing to await but its answer
+        assert time.monotonic() < deadline, "release 1.0.0 did not come back"
+        time.sleep(0.1)
+
+
 def test_an_upgrade_is_refused_on_battery_with_transfers_waiting_or_without_room(box: Box, wheels: dict[str, Path],
                                                                                  tmp_path: Path) -> None:
     nut = NutServer({"ups.status": "OB DISCHRG"}).start()

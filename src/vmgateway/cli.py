@@ -122,7 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--force", action="store_true",
                          help="go ahead with transfers waiting, the UPS unreadable, or a release that failed before")
     upgrade.add_argument("--recover", action="store_true",
-                         help="only settle an upgrade that was cut off (at boot, before the gateway starts)")
+                         help="only settle an upgrade that was cut off: roll back a release left on trial")
+    upgrade.add_argument("--boot", action="store_true",
+                         help="with --recover, at boot before the gateway starts: do not stop or start the service")
     upgrade.set_defaults(handler=_upgrade)
     version = commands.add_parser("version", help="the running, previous and failed releases")
     version.add_argument("--config", metavar="FILE", default=os.environ.get(ENV_CONFIG) or DEFAULT_HOST_CONFIG,
@@ -397,7 +399,7 @@ def _upgrade(args: argparse.Namespace) -> int:
 
     try:
         if args.recover:
-            recover_now(settings, say)
+            recover_now(settings, say, boot=args.boot)
             return 0
         if not args.wheel:
             print("vmgateway: upgrade needs a WHEEL (or --recover)", file=sys.stderr)
@@ -436,8 +438,8 @@ def _version(args: argparse.Namespace) -> int:
 def _host_unit(args: argparse.Namespace) -> int:
     from vmgateway.host.systemd import service_unit
 
-    print(service_unit(_host_settings(args.config), _executable(args.executable), os.path.abspath(args.config)),
-          end="")
+    settings = _host_settings(args.config)
+    print(service_unit(settings, _executable(args.executable, settings), os.path.abspath(args.config)), end="")
     return 0
 
 
@@ -446,12 +448,19 @@ def _host_settings(config: str) -> Settings:
     return load_settings(config) if os.path.exists(config) else Settings()
 
 
-def _executable(given: str | None) -> str:
-    """The program the service runs: as given, else on PATH, else the one installed beside this Python."""
+def _executable(given: str | None, settings: Settings) -> str:
+    """The program the service runs: as given; else through the `current` link upgrades switch
+    (so the unit follows every upgrade); else on PATH; else the one beside this Python."""
     import shutil
 
-    beside = os.path.join(os.path.dirname(sys.executable), "vmgateway")
-    return os.path.abspath(given or shutil.which("vmgateway") or beside)
+    from vmgateway.upgrade.layout import Layout
+
+    current = Layout(settings.upgrade.root).current / "venv" / "bin" / "vmgateway"
+    if given:
+        return os.path.abspath(given)
+    if current.exists():
+        return str(current)
+    return os.path.abspath(shutil.which("vmgateway") or os.path.join(os.path.dirname(sys.executable), "vmgateway"))
 
 
 def _host_render(args: argparse.Namespace) -> int:
@@ -459,12 +468,13 @@ def _host_render(args: argparse.Namespace) -> int:
 
     from vmgateway.host.render import render_host
 
-    written = render_host(load_settings(args.config), Path(args.out), _executable(args.executable),
-                          os.path.abspath(args.config))
+    settings = load_settings(args.config)
+    program = _executable(args.executable, settings)
+    written = render_host(settings, Path(args.out), program, os.path.abspath(args.config))
     for path in written:
         print(path)
     print(f"install with: cp -a {args.out}/. / && systemctl daemon-reload && systemctl enable --now"
-          " nftables systemd-networkd nut-server nut-monitor vmgateway", file=sys.stderr)
+          " nftables systemd-networkd nut-server nut-monitor vmgateway-upgrade-recover vmgateway", file=sys.stderr)
     return 0
 
 

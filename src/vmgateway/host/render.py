@@ -11,15 +11,17 @@ from vmgateway.config import ConfigError, Settings
 from vmgateway.files import write_atomically
 from vmgateway.host.firewall import ruleset
 from vmgateway.host.network import network_files
-from vmgateway.host.systemd import service_unit
+from vmgateway.host.systemd import RECOVER_UNIT, recover_unit, service_unit
 from vmgateway.host.ups import SECRET_FILES, nut_files
 from vmgateway.site.form import form_problems
+from vmgateway.upgrade.layout import Layout
 
 FIREWALL = Path("etc/nftables.d/vmgateway.nft")
 NFTABLES_CONF = Path("etc/nftables.conf")
 NETWORK_DIR = Path("etc/systemd/network")
 NUT_DIR = Path("etc/nut")
 UNIT = Path("etc/systemd/system/vmgateway.service")
+RECOVER = Path("etc/systemd/system") / RECOVER_UNIT
 
 
 def render_host(settings: Settings, out: Path, executable: str, config: str) -> list[Path]:
@@ -32,6 +34,7 @@ def render_host(settings: Settings, out: Path, executable: str, config: str) -> 
         # Debian's nftables.service loads this file at boot; it holds nothing but our table.
         NFTABLES_CONF: f'#!/usr/sbin/nft -f\ninclude "/{FIREWALL}"\n',
         UNIT: service_unit(settings, executable, config),
+        RECOVER: recover_unit(executable, config, Layout(settings.upgrade.root).state_file),
     }
     files |= {NETWORK_DIR / name: text for name, text in network_files(settings.site).items()}
     files |= {NUT_DIR / name: text for name, text in nut_files(settings.power).items()}

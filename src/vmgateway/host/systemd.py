@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 
 from vmgateway.config import Settings
 
@@ -66,6 +67,28 @@ def service_unit(settings: Settings, executable: str, config: str) -> str:
     return unit_file(executable, config, max(drains) + 30)
 
 
+RECOVER_UNIT = "vmgateway-upgrade-recover.service"
+
+
+def recover_unit(executable: str, config: str, state_file: Path) -> str:
+    """At boot, before the gateway: settle an upgrade a reboot cut off (a release left on trial
+    is rolled back), so the box never stays on a release that listens on loopback only."""
+    return f"""\
+[Unit]
+Description=Vetmanager Gateway: settle an upgrade cut off by a reboot
+Before=vmgateway.service
+ConditionPathExists={state_file}
+
+[Service]
+Type=oneshot
+ExecStart={executable} upgrade --recover --boot --config {config}
+TimeoutStartSec=600
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
 def unit_file(executable: str, config: str, stop_timeout_s: float) -> str:
     """The service unit: Type=notify, watchdog, hardened, no capabilities (all ports > 1024).
 
@@ -77,7 +100,7 @@ def unit_file(executable: str, config: str, stop_timeout_s: float) -> str:
 Description=Vetmanager Gateway (DICOM and HL7 for Vetmanager)
 Documentation=https://vetmanager.se
 Wants=network-online.target
-After=network-online.target nut-server.service
+After=network-online.target nut-server.service {RECOVER_UNIT}
 
 [Service]
 Type=notify

@@ -19,6 +19,9 @@ def refusals(settings: Settings, wheel: Path, force: bool) -> list[str]:
     """Why the upgrade must not start; `force` lets it start with transfers waiting or the UPS unknown."""
     found = []
     config = settings.upgrade
+    if not settings.storage.data_dir.is_absolute():
+        found.append(f"storage.data_dir = {str(settings.storage.data_dir)!r} is relative: the service and an"
+                     " upgrade run from different folders; give it as an absolute path, e.g. /var/lib/vmgateway")
     journal = settings.journal_path
     journal_mb = journal.stat().st_size / 2**20 if journal.exists() else 0
     needed = config.min_free_mb + wheel.stat().st_size / 2**20 + journal_mb * 1.1  # the release, the snapshot

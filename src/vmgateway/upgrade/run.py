@@ -114,19 +114,22 @@ def _commit(settings: Settings, layout: Layout, service: Service, state: Upgrade
                             f" {'; '.join(problems)}")
 
 
-def _roll_back(settings: Settings, layout: Layout, service: Service, state: UpgradeState, why: str,
+def _roll_back(settings: Settings, layout: Layout, service: Service | None, state: UpgradeState, why: str,
                say: Say) -> None:
-    """Back to the last committed release — never to one that failed — with the journal it can read."""
+    """Back to the last committed release — never to one that failed — with the journal it can read.
+    Without a `service` (at boot, before systemd starts the gateway) only the files are put right."""
     version = state.trial
     assert version is not None
     say(f"rolling back release {version}: {why}")
     layout.logs.mkdir(parents=True, exist_ok=True)
     failed_log = layout.logs / f"{version}-{int(time.time())}.log"
-    try:
-        write_atomically(failed_log, f"release {version} {why}\n\n" + service.log_of_last_start())
-        service.stop()
-    except ServiceError as exc:
-        say(f"stopping release {version}: {exc}")
+    said = service.log_of_last_start() if service is not None else ""
+    write_atomically(failed_log, f"release {version} {why}\n\n" + said)
+    if service is not None:
+        try:
+            service.stop()
+        except ServiceError as exc:
+            say(f"stopping release {version}: {exc}")
     journal = settings.journal_path
     kept = layout.snapshots / state.snapshot if state.snapshot else None
     migrated = kept is not None and kept.exists() and journal.exists() and (
@@ -145,7 +148,7 @@ def _roll_back(settings: Settings, layout: Layout, service: Service, state: Upgr
     state.save(layout.state_file)
     shutil.rmtree(layout.release(version), ignore_errors=True)
     say(f"the failed release's log: {failed_log}")
-    if state.committed:
+    if state.committed and service is not None:
         say(f"starting release {state.committed} again")
         service.start()
         problems = wait_healthy(settings, service, listening_problems)
@@ -153,7 +156,7 @@ def _roll_back(settings: Settings, layout: Layout, service: Service, state: Upgr
             say(f"release {state.committed} did not come back: {'; '.join(problems)}")
 
 
-def recover(settings: Settings, layout: Layout, service: Service, say: Say) -> None:
+def recover(settings: Settings, layout: Layout, service: Service | None, say: Say) -> None:
     """Finish what a cut-off upgrade left: half-installed releases go, a trial is rolled back."""
     state = UpgradeState.load(layout.state_file)
     running = layout.current_version()
@@ -164,16 +167,19 @@ def recover(settings: Settings, layout: Layout, service: Service, say: Say) -> N
     if state.trial is not None:
         _roll_back(settings, layout, service, state, "was on trial when the upgrade was cut off", say)
     elif trial.marker(settings).exists():  # cut off between commit and restart
-        service.stop()
+        if service is not None:
+            service.stop()
         trial.marker(settings).unlink()
-        service.start()
+        if service is not None:
+            service.start()
 
 
-def recover_now(settings: Settings, say: Say) -> None:
-    """`vmgateway upgrade --recover` (at boot, before the gateway): settle a cut-off upgrade."""
+def recover_now(settings: Settings, say: Say, boot: bool) -> None:
+    """`vmgateway upgrade --recover`: settle a cut-off upgrade. With `boot` (the unit ordered
+    before the gateway's) the service is neither stopped nor started: systemd starts it next."""
     layout = Layout(settings.upgrade.root)
     with _locked(layout):
-        recover(settings, layout, service_for(settings.upgrade), say)
+        recover(settings, layout, None if boot else service_for(settings.upgrade), say)
 
 
 def _prune(layout: Layout, state: UpgradeState, keep_releases: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def test_environment_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ({"dicom": {"bind": "localhost"}}, "dicom.bind = 'localhost': a bind address is an IP address"),
         ({"storage": {"min_free_mb": -1}}, "storage.min_free_mb = -1: Input should be greater than or equal to 0"),
         ({"dicom": {"prot": 1}}, "dicom.prot: unknown key (allowed here: bind, port, ae_title,"),
-        ({"dicmo": {}}, "dicmo: unknown key (allowed here: site, pacs, storage, dicom, hl7, api, power, transfers)"),
+        ({"dicmo": {}}, "dicmo: unknown key (allowed here: site, pacs, storage, dicom, hl7, api, power, transfers, upgrade)"),
         ({"transfers": {"mode": "push"}}, 'transfers: transfers.mode = "push" needs dicomweb_url or hl7_url'),
         ({"transfers": {"mode": "both"}}, "transfers.mode = 'both': Input should be 'pull' or 'push'"),
         ({"transfers": {"dicomweb_url": "http://archive.example/dicom-web"}},
@@ -63,6 +64,11 @@ def test_environment_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ({"power": {"password_file": "/nonexistent/nut-password"}},
          "power.password_file = '/nonexistent/nut-password': a file that exists"),
         ({"power": {"shutdown_command": "poweroff"}}, "power.shutdown_command = 'poweroff': Input should be a valid list"),
+        ({"upgrade": {"service": "commands"}},
+         'upgrade: upgrade.service = "commands" needs start_command, stop_command and status_command'),
+        ({"upgrade": {"service": "runit"}}, "upgrade.service = 'runit': Input should be 'systemd' or 'commands'"),
+        ({"site": {"wan_interface": "a-very-long-interface-name"}}, "site.wan_interface"),
+        ({"site": {"lan_network": "192.168.1.0/33"}}, "site.lan_network = '192.168.1.0/33'"),
     ],
 )
 def test_wrong_values_are_refused_by_key(data: dict, expected: str) -> None:
@@ -95,3 +101,9 @@ def test_run_refuses_to_start_on_a_wrong_value(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"configuration file {path} is not valid" in result.stderr
     assert "dicom.port = 0: Input should be greater than or equal to 1" in result.stderr
+
+
+def test_the_defaults_in_the_readme_are_the_embedded_defaults() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme[readme.index("```toml\n[site]") + len("```toml\n"):]
+    assert parse_settings(tomllib.loads(block[:block.index("```")])) == Settings()

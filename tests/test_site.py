@@ -35,6 +35,7 @@ def test_each_router_option_makes_a_configuration_the_gateway_accepts(tmp_path: 
     assert settings.site.one_to_one_nat is (option == 3)  # follows from the option unless stated
     assert settings.pacs.poll is (option == 4)  # a PACS on the form is one the gateway polls
     assert settings.site.contact.name == "Åsa Öberg"
+    assert str(settings.storage.data_dir) == "/var/lib/vmgateway"  # a new file: where the unit keeps data
 
 
 def test_the_form_prints_in_swedish_and_english_with_the_settings_for_the_devices(tmp_path: Path) -> None:

@@ -281,3 +281,27 @@ def test_transfers_waiting_hold_an_upgrade_unless_forced(box: Box, wheels: dict[
 def test_only_a_vmgateway_wheel_is_taken(tmp_path: Path, name: str, reason: str) -> None:
     with pytest.raises(InstallError, match=re.escape(reason)):
         wheel_version(tmp_path / name)
+
+
+def test_a_restored_journal_is_the_snapshot_and_keeps_its_owner(tmp_path: Path) -> None:
+    from vmgateway.store.journal import connect
+    from vmgateway.upgrade import snapshot
+
+    journal = tmp_path / "journal.sqlite"
+    conn = connect(journal)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.execute("PRAGMA user_version = 4")
+    snapshot.take(journal, tmp_path / "snapshots" / "before.sqlite")
+    conn.execute("INSERT INTO t VALUES (2)")  # the trial's writes, some still in the WAL
+    conn.execute("PRAGMA user_version = 5")
+    conn.close()
+    os.chown(journal, 65534, 65534)  # the service's own user
+    assert snapshot.version_of(journal) == 5
+    snapshot.restore(tmp_path / "snapshots" / "before.sqlite", journal)
+    assert snapshot.version_of(journal) == 4
+    with sqlite3.connect(journal) as restored:
+        assert restored.execute("SELECT x FROM t").fetchall() == [(1,)]
+    assert (journal.stat().st_uid, journal.stat().st_gid) == (65534, 65534)
+    assert not journal.with_name("journal.sqlite-wal").exists() or journal.with_name(
+        "journal.sqlite-wal").stat().st_size == 0

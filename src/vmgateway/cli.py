@@ -100,8 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         "doctor", help="check the box and explain: config, listeners, disk, clock, UPS, PACS, upstream, firewall",
         description="Each check prints OK, WARN or FAIL, and what to do. Exit status: 0 all OK, 1 a warning,"
         " 2 a failure. Nothing is changed (the DICOM checks are C-ECHOs, the upstream check an OPTIONS request).")
-    doctor.add_argument("--config", metavar="FILE", default=os.environ.get(ENV_CONFIG) or DEFAULT_HOST_CONFIG,
-                        help=f"the box's configuration (default ${ENV_CONFIG}, else {DEFAULT_HOST_CONFIG})")
+    _box_config(doctor)
     doctor.add_argument("--skip", action="append", default=[], metavar="CHECK",
                         help="leave a check out (may be repeated): site, listeners, disk, clock, ups, pacs,"
                         " upstream, certificates or firewall")
@@ -116,8 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         " with the journal snapshot if the new release migrated it. Exit status: 0 committed, 1 rolled back,"
         " 2 refused (nothing changed).")
     upgrade.add_argument("wheel", nargs="?", metavar="WHEEL", help="the release, vmgateway-<version>-*.whl")
-    upgrade.add_argument("--config", metavar="FILE", default=os.environ.get(ENV_CONFIG) or DEFAULT_HOST_CONFIG,
-                         help=f"the box's configuration (default ${ENV_CONFIG}, else {DEFAULT_HOST_CONFIG})")
+    _box_config(upgrade)
     upgrade.add_argument("--wheelhouse", metavar="DIR", help="install dependencies from here only (no index)")
     upgrade.add_argument("--force", action="store_true",
                          help="go ahead with transfers waiting, the UPS unreadable, or a release that failed before")
@@ -127,8 +125,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="with --recover, at boot before the gateway starts: do not stop or start the service")
     upgrade.set_defaults(handler=_upgrade)
     version = commands.add_parser("version", help="the running, previous and failed releases")
-    version.add_argument("--config", metavar="FILE", default=os.environ.get(ENV_CONFIG) or DEFAULT_HOST_CONFIG,
-                         help=f"the box's configuration (default ${ENV_CONFIG}, else {DEFAULT_HOST_CONFIG})")
+    _box_config(version)
     version.add_argument("--json", action="store_true", help="print JSON for scripts")
     version.set_defaults(handler=_version)
 
@@ -153,6 +150,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 DEFAULT_HOST_CONFIG = "/etc/vmgateway/vmgateway.toml"
+BOX_DATA_DIR = "/var/lib/vmgateway"
+
+
+def _box_config(command: argparse.ArgumentParser) -> None:
+    """--config for commands run on the box: $VMGATEWAY_CONFIG, else the box's file."""
+    command.add_argument("--config", metavar="FILE", default=os.environ.get(ENV_CONFIG) or DEFAULT_HOST_CONFIG,
+                         help=f"the box's configuration (default ${ENV_CONFIG}, else {DEFAULT_HOST_CONFIG})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -318,7 +322,9 @@ def _site_init(args: argparse.Namespace) -> int:
     from vmgateway.site.answers import ask, checked, derive, merge_form_file, parse_answer, set_answer, write_config
 
     path = Path(args.config)
-    data = read_config_file(path) if path.exists() else {}
+    # A new box's file: the data where the unit's StateDirectory puts it, as an absolute path so
+    # that doctor and upgrade, run from any folder, find the same journal as the service.
+    data = read_config_file(path) if path.exists() else {"storage": {"data_dir": BOX_DATA_DIR}}
     given = set()
     if args.form_file:
         form = read_config_file(args.form_file)

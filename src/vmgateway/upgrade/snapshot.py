@@ -45,10 +45,13 @@ def version_of(journal: Path) -> int:
 def restore(snapshot: Path, journal: Path) -> None:
     """Put the snapshot back as the journal (the service is stopped). The WAL of the journal
     being replaced goes first: left beside the old file, SQLite would replay it into the new one."""
+    owner = journal.stat()  # the upgrade runs as root, the service as its own user: keep it the owner
     for suffix in SIDE_FILES:
         journal.with_name(journal.name + suffix).unlink(missing_ok=True)
     partial = journal.with_name(journal.name + ".restoring")
     shutil.copyfile(snapshot, partial)
+    os.chown(partial, owner.st_uid, owner.st_gid)
+    os.chmod(partial, owner.st_mode & 0o7777)
     with partial.open("rb") as handle:
         os.fsync(handle.fileno())
     os.replace(partial, journal)

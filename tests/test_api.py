@@ -55,6 +55,7 @@ def test_tls_by_default_with_the_logged_fingerprint(gateway: GatewayProcess) -> 
 
 def test_tokens_are_needed_checked_and_revocable(gateway: GatewayProcess) -> None:
     token = new_token(gateway, "vetmanager")
+    assert token.startswith("vmg_") and len(token) > 40  # never "-…", which a command line takes for an option
     assert vmgateway("token", "create", "vetmanager", "--config", str(gateway.config)).returncode == 1
     with client(gateway) as anonymous:
         assert anonymous.get("/api/v1/status").status_code == 401

@@ -30,9 +30,14 @@ class TokenInfo:
     last_used_at: float | None
 
 
+TOKEN_PREFIX = "vmg_"
+
+
 def create_token(name: str, at: float) -> tuple[str, Write[None]]:
     """A new token and the write that records its hash."""
-    token = secrets.token_urlsafe(32)
+    # The prefix: a token never starts with "-" (which a command line would take for an option,
+    # as `--token -x…` once did in a test), and a leaked one is recognisable by secret scanners.
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
 
     def write(conn: sqlite3.Connection) -> None:
         try:

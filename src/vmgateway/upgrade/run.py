@@ -75,7 +75,10 @@ def upgrade(settings: Settings, wheel: Path, wheelhouse: Path | None, force: boo
 
 def _try(settings: Settings, layout: Layout, service: Service, state: UpgradeState, version: str, say: Say) -> None:
     say("stopping the gateway (it drains first)")
-    service.stop()
+    try:
+        service.stop()
+    except ServiceError as exc:
+        raise UpgradeRefused(f"the gateway could not be stopped, so release {version} was not tried: {exc}") from None
     journal = settings.journal_path
     state.trial, state.trial_started_at, state.snapshot = version, time.time(), None
     if journal.exists():
@@ -88,8 +91,11 @@ def _try(settings: Settings, layout: Layout, service: Service, state: UpgradeSta
     write_atomically(marker, f"{version}\n")
     layout.switch_to(version)
     say(f"starting release {version} on trial (loopback only) and checking its health")
-    service.start()
-    problems = wait_healthy(settings, service)
+    try:
+        service.start()
+        problems = wait_healthy(settings, service)
+    except ServiceError as exc:
+        problems = [f"it could not be started: {exc}"]
     if problems:
         reason = "; ".join(problems)
         _roll_back(settings, layout, service, state, f"failed its health check: {reason}", say)
@@ -104,11 +110,14 @@ def _commit(settings: Settings, layout: Layout, service: Service, state: Upgrade
     state.previous, state.committed, state.trial = state.committed, version, None
     state.save(layout.state_file)
     say(f"release {version} committed; restarting it on its real addresses")
-    service.stop()
-    trial.marker(settings).unlink(missing_ok=True)
-    service.start()
     _prune(layout, state, settings.upgrade.keep_releases)
-    problems = wait_healthy(settings, service, listening_problems)
+    try:
+        service.stop()
+        trial.marker(settings).unlink(missing_ok=True)
+        service.start()
+        problems = wait_healthy(settings, service, listening_problems)
+    except ServiceError as exc:
+        problems = [str(exc)]
     if problems:  # it passed on loopback: what differs now is the box (an address, a port taken)
         raise UpgradeFailed(f"release {version} is committed but did not come back on its real addresses:"
                             f" {'; '.join(problems)}")
@@ -150,8 +159,11 @@ def _roll_back(settings: Settings, layout: Layout, service: Service | None, stat
     say(f"the failed release's log: {failed_log}")
     if state.committed and service is not None:
         say(f"starting release {state.committed} again")
-        service.start()
-        problems = wait_healthy(settings, service, listening_problems)
+        try:
+            service.start()
+            problems = wait_healthy(settings, service, listening_problems)
+        except ServiceError as exc:
+            problems = [str(exc)]
         if problems:
             say(f"release {state.committed} did not come back: {'; '.join(problems)}")
 

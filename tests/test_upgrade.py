@@ -25,12 +25,15 @@ from tests.conftest import dcmtk, free_ports, write_config
 from tests.dicomdata import copies_of_ct_small
 from tests.nut import UPS, NutServer
 from tests.test_api import vmgateway
+from tests.test_doctor import doctor
 from vmgateway.dicom.echo import echo
 from vmgateway.store.schema import SCHEMA_VERSION
 from vmgateway.upgrade.install import InstallError, wheel_version
 from vmgateway.upgrade.state import UpgradeState
 
 REPO = Path(__file__).parent.parent
+OTHER_CHECKS = ("site", "listeners", "disk", "clock", "ups", "pacs", "upstream", "certificates", "firewall")
+"""Every doctor check but the release's."""
 HL7_MESSAGE = (b"MSH|^~\\&|LAB|CLINIC|VM|VM|20261127120000||ORU^R01|UPG-1|P|2.5\r"
                b"PID|1||4711||Fido\rOBX|1|NM|GLU||5.5|mmol/L\r")
 MIGRATIONS_END = "]\n\nSCHEMA_VERSION = len(MIGRATIONS)"
@@ -177,6 +180,8 @@ def test_upgrades_commit_roll_back_and_never_lose_the_journal(box: Box, wheels: 
     assert not (box.root / "releases" / "3.0.0").exists() and box.answers_echo()
     again = box.upgrade(str(wheels["3.0.0"]))
     assert again.returncode == 2 and "failed its trial before" in again.stderr
+    status, findings = doctor(box.config, *OTHER_CHECKS)
+    assert status == 1 and findings["release"]["summary"] == "2.0.0 committed, previous 1.0.0; failed: 3.0.0"
 
     dead = box.upgrade(str(wheels["4.0.0"]))  # does not start at all
     assert dead.returncode == 1 and "the service stopped running" in dead.stderr, dead.stdout + dead.stderr
@@ -221,6 +226,8 @@ def test_a_trial_cut_off_by_a_reboot_is_rolled_back_at_boot(box: Box, wheels: di
     cut.wait(30)
     subprocess.run(box.sections["upgrade"]["stop_command"], check=True, timeout=120)
     assert marker.exists() and box.versions()["on_trial"] == "2.0.0"
+    status, findings = doctor(box.config, *OTHER_CHECKS)
+    assert status == 2 and "upgrade --recover" in findings["release"]["advice"]
 
     recovered = box.upgrade("--recover", "--boot")  # the unit ordered before the gateway's
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr

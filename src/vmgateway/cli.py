@@ -97,13 +97,14 @@ def _parser() -> argparse.ArgumentParser:
     form.set_defaults(handler=_site_form)
 
     doctor = commands.add_parser(
-        "doctor", help="check the box and explain: config, listeners, disk, clock, UPS, PACS, upstream, firewall",
+        "doctor", help="check the box and explain: config, listeners, disk, clock, UPS, PACS, upstream, release,"
+        " firewall",
         description="Each check prints OK, WARN or FAIL, and what to do. Exit status: 0 all OK, 1 a warning,"
         " 2 a failure. Nothing is changed (the DICOM checks are C-ECHOs, the upstream check an OPTIONS request).")
     _box_config(doctor)
     doctor.add_argument("--skip", action="append", default=[], metavar="CHECK",
                         help="leave a check out (may be repeated): site, listeners, disk, clock, ups, pacs,"
-                        " upstream, certificates or firewall")
+                        " upstream, certificates, release or firewall")
     doctor.add_argument("--json", action="store_true", help="print JSON for scripts")
     doctor.set_defaults(handler=_doctor)
 

@@ -30,6 +30,8 @@ from vmgateway.power.reading import read_ups
 from vmgateway.power.state import PowerState
 from vmgateway.site.form import form_problems
 from vmgateway.transfers import upstream
+from vmgateway.upgrade.layout import Layout
+from vmgateway.upgrade.state import UpgradeState
 
 DOCTOR_AE = "VMGW_DOCTOR"
 """Our calling AE title for the C-ECHO to the gateway itself (it shows among the senders seen)."""
@@ -199,6 +201,23 @@ def check_certificates(settings: Settings) -> list[Finding]:
     return findings
 
 
+def check_release(settings: Settings) -> list[Finding]:
+    """What `vmgateway upgrade` left: a release still on trial, or one that failed."""
+    layout = Layout(settings.upgrade.root)
+    if not layout.state_file.exists():
+        return []
+    state = UpgradeState.load(layout.state_file)
+    running = layout.current_version()
+    if state.trial:
+        return [fail("release", f"release {state.trial} is on trial (listening on loopback only) and no upgrade"
+                     " is settling it", "vmgateway upgrade --recover")]
+    summary = f"{running} committed" + (f", previous {state.previous}" if state.previous else "")
+    if state.failed:
+        return [warn("release", f"{summary}; failed: {', '.join(state.failed)}",
+                     f"the failed releases' logs are in {layout.logs}")]
+    return [ok("release", summary)]
+
+
 CHECKS: dict[str, Callable[[Settings], list[Finding]]] = {
     "site": check_form,
     "listeners": check_listeners,
@@ -208,6 +227,7 @@ CHECKS: dict[str, Callable[[Settings], list[Finding]]] = {
     "pacs": check_pacs,
     "upstream": check_upstream,
     "certificates": check_certificates,
+    "release": check_release,
     "firewall": lambda settings: [check_firewall(settings)],
 }
 """In the order they are shown; `vmgateway doctor --skip NAME` leaves one out."""

@@ -157,6 +157,8 @@ class DicomConfig(_Section):
     """A study is complete once this long passes without a new instance for it."""
     drain_timeout_s: Seconds = 30
     """On stop, how long running associations may take to finish before they are aborted."""
+    worklist_charset: Literal["ISO_IR 100", "ISO_IR 192"] = "ISO_IR 100"
+    """Of worklist answers: Latin-1 (older modalities often know nothing else; it has Å, Ä, Ö) or UTF-8."""
 
 
 def _charset(value: str) -> str:
@@ -305,6 +307,13 @@ class TransfersConfig(_Section):
         return self
 
 
+class WorklistConfig(_Section):
+    """The Modality Worklist the gateway serves from Vetmanager's entries."""
+
+    keep_days: Annotated[float, Field(gt=0, le=365)] = 7
+    """An entry is forgotten this long after its scheduled time."""
+
+
 class UpgradeConfig(_Section):
     """How `vmgateway upgrade` installs releases and restarts the service."""
 
@@ -342,6 +351,7 @@ class Settings(_Section):
     api: ApiConfig = ApiConfig()
     power: PowerConfig = PowerConfig()
     transfers: TransfersConfig = TransfersConfig()
+    worklist: WorklistConfig = WorklistConfig()
     upgrade: UpgradeConfig = UpgradeConfig()
 
     @property

@@ -20,6 +20,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
+from pydicom.uid import generate_uid
 
 from vmgateway import __version__
 from vmgateway.api import page
@@ -32,8 +33,10 @@ from vmgateway.hl7.client import send_messages, test_message
 from vmgateway.pacs.poller import effective_pacs
 from vmgateway.store import Store, deliveries
 from vmgateway.store import feed as feed_reads
+from vmgateway.store import worklist as worklist_reads
 from vmgateway.store.access import SITE_PACS, get_setting, set_setting, token_owner, transfers_active
 from vmgateway.store.records import mark_delivered, record_event
+from vmgateway.worklist.entry import WorklistEntry
 
 SITE_CONTACT = "site.contact"
 HEALTH_CHECKED_AT = "health.deep_checked_at"
@@ -209,6 +212,63 @@ def create_app(view: GatewayView) -> Any:
         result = await view.poll_pacs()
         await audit(who, f"PACS polled: {result}")
         return result
+
+    async def keep_entry(entry: WorklistEntry, create: bool) -> bool:
+        if not entry.study_instance_uid:
+            with store.reading() as conn:
+                known = worklist_reads.entry(conn, entry.order_id)
+            fixed = json.loads(known["entry"])["study_instance_uid"] if known else ""
+            entry = entry.model_copy(update={"study_instance_uid": fixed or generate_uid()})
+        expires_at = entry.scheduled_at.timestamp() + view.settings.worklist.keep_days * 86400
+        return bool(await asyncio.to_thread(store.journal.write, worklist_reads.put_entry(
+            entry.order_id, entry.accession_number, entry.study_instance_uid, entry.scheduled_at.isoformat(),
+            entry.model_dump_json(), time.time(), expires_at, create)))
+
+    def shown_entry(row: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in row.items() if key != "entry"} | {"entry": json.loads(row["entry"])}
+
+    @api.post("/api/v1/worklist", tags=["worklist"], status_code=201)
+    async def create_worklist_entry(entry: WorklistEntry, who: Caller) -> dict[str, Any]:
+        """Schedule an examination: the modality finds it in the worklist (Study Instance UID made
+        here unless given)."""
+        if not await keep_entry(entry, create=True):
+            raise HTTPException(409, f"order {entry.order_id} is on the worklist already: PUT to change it")
+        await audit(who, f"worklist: order {entry.order_id} scheduled")
+        with store.reading() as conn:
+            return shown_entry(worklist_reads.entry(conn, entry.order_id) or {})
+
+    @api.put("/api/v1/worklist/{order_id}", tags=["worklist"])
+    async def update_worklist_entry(order_id: str, entry: WorklistEntry, who: Caller) -> dict[str, Any]:
+        """Change an entry (a cancelled one is scheduled again)."""
+        if entry.order_id != order_id:
+            raise HTTPException(409, f"the body's order_id {entry.order_id!r} is not {order_id!r}")
+        if not await keep_entry(entry, create=False):
+            raise HTTPException(404, f"order {order_id} is not on the worklist")
+        await audit(who, f"worklist: order {order_id} changed")
+        with store.reading() as conn:
+            return shown_entry(worklist_reads.entry(conn, order_id) or {})
+
+    @api.delete("/api/v1/worklist/{order_id}", tags=["worklist"])
+    async def cancel_worklist_entry(order_id: str, who: Caller) -> dict[str, Any]:
+        """Take an entry off the worklist (kept as cancelled until it expires)."""
+        if not await asyncio.to_thread(store.journal.write, worklist_reads.cancel_entry(order_id, time.time())):
+            raise HTTPException(404, f"order {order_id} is not on the worklist")
+        await audit(who, f"worklist: order {order_id} cancelled")
+        return {"order_id": order_id, "state": "cancelled"}
+
+    @api.get("/api/v1/worklist", tags=["worklist"])
+    def list_worklist(who: Caller, conn: Reader,
+                      state: Annotated[str | None, Query(pattern="^(scheduled|performed|cancelled)$")] = None,
+                      ) -> list[dict[str, Any]]:
+        """Entries not yet expired, by scheduled time; `performed` ones have images linked."""
+        return [shown_entry(row) for row in worklist_reads.entries(conn, time.time(), state)]
+
+    @api.get("/api/v1/worklist/{order_id}", tags=["worklist"])
+    def worklist_entry(order_id: str, who: Caller, conn: Reader) -> dict[str, Any]:
+        row = worklist_reads.entry(conn, order_id)
+        if row is None:
+            raise HTTPException(404, f"order {order_id} is not on the worklist")
+        return shown_entry(row)
 
     @api.get("/api/v1/devices", tags=["tests"])
     def devices(who: Caller, conn: Reader) -> list[dict[str, Any]]:

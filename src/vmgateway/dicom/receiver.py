@@ -1,4 +1,4 @@
-"""The DICOM receiver: Verification and Storage SCP on the gateway's port (4006).
+"""The DICOM receiver: Verification, Storage and Modality Worklist SCP on the gateway's port (4006).
 
 Built on pynetdicom's event handlers. Each association runs in its own pynetdicom thread
 and calls the store directly; the C-STORE response is sent when the handler returns, so
@@ -18,13 +18,14 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, _config, evt
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from vmgateway.config import DicomConfig
 from vmgateway.counters import DICOM_STORE_RESPONSES
 from vmgateway.dicom.keeping import SUCCESS, keep_instance, no_delay
 from vmgateway.dicom.rejection import describe_rejection
+from vmgateway.dicom.worklist import WorklistProvider
 from vmgateway.store import JournalError, Sender, Store
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,10 @@ class DicomReceiver:
         ae.require_called_aet = cfg.require_called_ae
         ae.require_calling_aet = list(cfg.allowed_calling_aets)
         ae.add_supported_context(Verification, AllTransferSyntaxes)
+        ae.add_supported_context(ModalityWorklistInformationFind)
+        worklist = WorklistProvider(self.store, cfg.worklist_charset)
         handlers: list[Any] = [
+            (evt.EVT_C_FIND, worklist.on_find),
             (evt.EVT_CONN_OPEN, no_delay),
             (evt.EVT_C_ECHO, self._on_c_echo),
             (evt.EVT_C_STORE, self._on_c_store),

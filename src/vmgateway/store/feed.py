@@ -13,16 +13,17 @@ _ITEM_COLUMNS = """
     d.accession_number, d.modality, d.study_date, d.species, d.breed, d.responsible_person,
     h.sending_application, h.sending_facility, h.message_type, h.control_id, h.version AS hl7_version,
     h.charset, h.charset_used, h.patient_id AS hl7_patient_id, h.patient_name AS hl7_patient_name,
-    h.placer_order_number, h.filler_order_number, h.observation_count
+    h.placer_order_number, h.filler_order_number, h.observation_count, wl.order_id
 """
 _FROM = """
     FROM items i
     LEFT JOIN dicom_instances d ON d.item_id = i.id
     LEFT JOIN hl7_messages h ON h.item_id = i.id
+    LEFT JOIN worklist_links wl ON wl.item_id = i.id
 """
 _DICOM = ("sop_instance_uid", "version", "sop_class_uid", "transfer_syntax_uid", "study_instance_uid",
           "series_instance_uid", "accession_number", "modality", "study_date", "species", "breed",
-          "responsible_person")
+          "responsible_person", "order_id")
 _HL7 = ("sending_application", "sending_facility", "message_type", "control_id", "charset", "charset_used",
         "placer_order_number", "filler_order_number", "observation_count")
 

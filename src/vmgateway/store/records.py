@@ -13,6 +13,7 @@ from enum import Enum
 
 from vmgateway.store.journal import Write
 from vmgateway.store.spool import SpooledFile
+from vmgateway.store.worklist import link_to_order
 
 _BLOB_CHUNK = 1 << 20
 
@@ -114,6 +115,7 @@ def record_dicom_instance(
         )
         if instance.study_instance_uid:
             _touch_study(conn, instance, received_at, new_instance=not versions)
+        link_to_order(conn, item_id, instance.accession_number, instance.study_instance_uid, received_at)
         return Receipt(item_id, Outcome.NEW_VERSION if versions else Outcome.STORED, version)
 
     return write

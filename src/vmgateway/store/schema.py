@@ -143,6 +143,27 @@ MIGRATIONS: list[str] = [
     ALTER TABLE items ADD COLUMN removed_at REAL;
     CREATE INDEX items_removable ON items (delivered_at) WHERE state = 'delivered' AND spool_path IS NOT NULL;
     """,
+    # 5: the Modality Worklist, and which received instances belong to which order
+    """
+    CREATE TABLE worklist (
+        order_id            TEXT PRIMARY KEY,
+        accession_number    TEXT NOT NULL,
+        study_instance_uid  TEXT,
+        scheduled_at        TEXT NOT NULL,
+        entry               TEXT NOT NULL,
+        state               TEXT NOT NULL DEFAULT 'scheduled',
+        created_at          REAL NOT NULL,
+        updated_at          REAL NOT NULL,
+        expires_at          REAL NOT NULL,
+        performed_at        REAL
+    );
+    CREATE INDEX worklist_accession ON worklist (accession_number);
+    CREATE INDEX worklist_study ON worklist (study_instance_uid);
+    CREATE TABLE worklist_links (
+        item_id   INTEGER PRIMARY KEY REFERENCES items (id),
+        order_id  TEXT NOT NULL REFERENCES worklist (order_id)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

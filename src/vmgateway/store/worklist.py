@@ -1,0 +1,92 @@
+"""Worklist entries in the journal, and the link from a received instance to its order."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from vmgateway.store.journal import Write
+
+
+def put_entry(order_id: str, accession_number: str, study_instance_uid: str, scheduled_at: str, entry: str,
+              at: float, expires_at: float, create: bool) -> Write[bool]:
+    """Create (`create`) or replace an entry; False when it exists already (create) or not (update)."""
+
+    def write(conn: sqlite3.Connection) -> bool:
+        exists = conn.execute("SELECT 1 FROM worklist WHERE order_id = ?", (order_id,)).fetchone() is not None
+        if exists == create:
+            return False
+        if create:
+            conn.execute(
+                "INSERT INTO worklist (order_id, accession_number, study_instance_uid, scheduled_at, entry,"
+                " created_at, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (order_id, accession_number, study_instance_uid, scheduled_at, entry, at, at, expires_at))
+        else:
+            conn.execute(
+                "UPDATE worklist SET accession_number = ?, study_instance_uid = ?, scheduled_at = ?, entry = ?,"
+                " updated_at = ?, expires_at = ?, state = CASE WHEN state = 'cancelled' THEN 'scheduled'"
+                " ELSE state END WHERE order_id = ?",
+                (accession_number, study_instance_uid, scheduled_at, entry, at, expires_at, order_id))
+        return True
+
+    return write
+
+
+def cancel_entry(order_id: str, at: float) -> Write[bool]:
+    """The entry leaves the worklist (it is kept, cancelled, until it expires); False if unknown."""
+
+    def write(conn: sqlite3.Connection) -> bool:
+        changed = conn.execute("UPDATE worklist SET state = 'cancelled', updated_at = ? WHERE order_id = ?",
+                               (at, order_id)).rowcount
+        return bool(changed)
+
+    return write
+
+
+def _row(row: sqlite3.Row) -> dict[str, Any]:
+    linked = row["linked_items"]
+    return {"order_id": row["order_id"], "state": row["state"], "created_at": row["created_at"],
+            "updated_at": row["updated_at"], "performed_at": row["performed_at"], "expires_at": row["expires_at"],
+            "linked_items": linked, "entry": row["entry"]}
+
+
+_SELECT = ("SELECT w.*, (SELECT count(*) FROM worklist_links l WHERE l.order_id = w.order_id) AS linked_items"
+           " FROM worklist w")
+
+
+def entries(conn: sqlite3.Connection, now: float, state: str | None = None) -> list[dict[str, Any]]:
+    """Entries not yet expired, by scheduled time (all states, or one)."""
+    condition, arguments = ("AND state = ?", (now, state)) if state else ("", (now,))
+    rows = conn.execute(f"{_SELECT} WHERE expires_at > ? {condition} ORDER BY scheduled_at, order_id", arguments)
+    return [_row(row) for row in rows]
+
+
+def entry(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
+    row = conn.execute(f"{_SELECT} WHERE order_id = ?", (order_id,)).fetchone()
+    return _row(row) if row else None
+
+
+def scheduled_entries(conn: sqlite3.Connection, now: float) -> list[str]:
+    """What the worklist offers modalities: the entries (JSON) neither cancelled, performed nor expired."""
+    return [row[0] for row in conn.execute(
+        "SELECT entry FROM worklist WHERE state = 'scheduled' AND expires_at > ? ORDER BY scheduled_at, order_id",
+        (now,))]
+
+
+def link_to_order(conn: sqlite3.Connection, item_id: int, accession_number: str | None,
+                  study_instance_uid: str | None, at: float) -> str | None:
+    """Inside the instance's own write: link it to the entry with its Accession Number (or Study
+    Instance UID) and mark that entry performed. The order's ID, or None."""
+    if not (accession_number or study_instance_uid):
+        return None
+    row = conn.execute(
+        "SELECT order_id FROM worklist WHERE (accession_number = ? AND accession_number != '')"
+        " OR (study_instance_uid = ? AND study_instance_uid != '') ORDER BY created_at DESC LIMIT 1",
+        (accession_number or "", study_instance_uid or "")).fetchone()
+    if row is None:
+        return None
+    order_id = str(row[0])
+    conn.execute("INSERT OR IGNORE INTO worklist_links (item_id, order_id) VALUES (?, ?)", (item_id, order_id))
+    conn.execute("UPDATE worklist SET state = 'performed', performed_at = ? WHERE order_id = ? AND state = 'scheduled'",
+                 (at, order_id))
+    return order_id

@@ -18,6 +18,7 @@ from pydicom.dataset import FileMetaDataset
 from tests.conftest import DCMTK_ENV, GatewayProcess, dcmtk, free_port, stop_process
 from tests.dicomdata import secondary_capture
 from tests.test_api import client, new_token
+from tests.upstream import Upstream
 from vmgateway.worklist.entry import WorklistEntry, worklist_item
 
 TODAY = datetime.date.today()
@@ -225,3 +226,35 @@ def test_a_wrong_entry_is_refused_naming_the_field(gateway: GatewayProcess) -> N
         assert fields == {("accession_number",), ("modality",)}
         changed = api.put("/api/v1/worklist/O-9", json=ENTRIES[0])
         assert changed.status_code == 409 and "is not 'O-9'" in changed.text
+
+
+def test_pushed_instances_carry_their_order(make_gateway: Any, tmp_path: Path) -> None:
+    with Upstream() as upstream:  # only the request matters here, not the archive's answer
+        gateway = make_gateway(transfers={"mode": "push", "dicomweb_url": upstream.url.removesuffix("/hl7"),
+                                          "allow_plain_http": True, "max_attempts": 1})
+        token = new_token(gateway, "vetmanager")
+        with client(gateway, token) as api:
+            assert api.post("/api/v1/worklist", json=ENTRIES[1]).status_code == 201
+            api.post("/api/v1/transfers/activate")
+        image = secondary_capture(tmp_path / "mans.dcm", AccessionNumber="ACC2")
+        assert dcmtk("storescu", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port), str(image)).returncode == 0
+        (request,) = upstream.wait_for(1)
+    assert request.path == "/studies" and request.headers["X-Vmgateway-Order-Ids"] == "O-2"
+
+
+def test_expired_entries_leave_the_journal_unless_images_were_linked(tmp_path: Path) -> None:
+    from vmgateway.store.journal import connect
+    from vmgateway.store.schema import migrate
+    from vmgateway.store.worklist import forget_expired, link_to_order, put_entry, scheduled_entries
+
+    conn = connect(tmp_path / "journal.sqlite")
+    migrate(conn)
+    now = time.time()
+    for order, expires in (("OLD", now - 1), ("OLD-LINKED", now - 1), ("NEW", now + 3600)):
+        assert put_entry(order, f"A-{order}", "", "2026-11-27T09:00:00", "{}", now, expires, create=True)(conn)
+    conn.execute("INSERT INTO items (id, kind, received_at, sender, peer_address, size, sha256)"
+                 " VALUES (1, 'dicom', 0, 'X', '127.0.0.1', 1, 'x')")
+    assert link_to_order(conn, 1, "A-OLD-LINKED", None, now) == "OLD-LINKED"
+    assert scheduled_entries(conn, now) == ["{}"]  # NEW only: the expired are off the worklist already
+    assert forget_expired(now)(conn) == 1
+    assert [row[0] for row in conn.execute("SELECT order_id FROM worklist ORDER BY order_id")] == ["NEW", "OLD-LINKED"]

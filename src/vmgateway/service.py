@@ -29,6 +29,7 @@ from vmgateway.store import StartupCheck, Store
 from vmgateway.transfers import destinations
 from vmgateway.transfers.retention import remove_delivered_files
 from vmgateway.transfers.worker import Destination
+from vmgateway.worklist.expiry import forget_expired_entries
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ class Gateway:
                 asyncio.create_task(remove_abandoned_transfers(self.store, self.settings.dicom.network_timeout_s)),
                 asyncio.create_task(self.notifier.keep_alive()),
                 asyncio.create_task(remove_delivered_files(self.store, self.settings.storage)),
+                asyncio.create_task(forget_expired_entries(self.store)),
                 asyncio.create_task(self.pacs.run()),
                 *(asyncio.create_task(destination.run()) for destination in self.destinations),
             ]

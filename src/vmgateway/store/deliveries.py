@@ -29,12 +29,14 @@ class Due:
     attempts: int
     study_instance_uid: str | None = None
     sop_instance_uid: str | None = None
+    order_id: str | None = None
+    """Vetmanager's order, when the instance was linked to a worklist entry."""
 
 
 _DUE = """
     SELECT i.id, i.kind, i.spool_path, i.size, i.sha256, i.received_at, i.attempts,
-           d.study_instance_uid, d.sop_instance_uid
-    FROM items i LEFT JOIN dicom_instances d ON d.item_id = i.id
+           d.study_instance_uid, d.sop_instance_uid, wl.order_id
+    FROM items i LEFT JOIN dicom_instances d ON d.item_id = i.id LEFT JOIN worklist_links wl ON wl.item_id = i.id
 """
 
 

@@ -90,3 +90,15 @@ def link_to_order(conn: sqlite3.Connection, item_id: int, accession_number: str 
     conn.execute("UPDATE worklist SET state = 'performed', performed_at = ? WHERE order_id = ? AND state = 'scheduled'",
                  (at, order_id))
     return order_id
+
+
+def forget_expired(now: float) -> Write[int]:
+    """Delete entries past their expiry that nothing was linked to (linked ones stay: the feed
+    names their order). How many went."""
+
+    def write(conn: sqlite3.Connection) -> int:
+        return conn.execute(
+            "DELETE FROM worklist WHERE expires_at <= ? AND order_id NOT IN (SELECT order_id FROM worklist_links)",
+            (now,)).rowcount
+
+    return write

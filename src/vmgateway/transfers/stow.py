@@ -87,6 +87,9 @@ class StowSink:
             "Content-Length": str(length),
             "Accept": "application/dicom+json",
         }
+        orders = sorted({due.order_id for due, _, _ in present if due.order_id})
+        if orders:  # Vetmanager's worklist orders these instances were linked to
+            headers["X-Vmgateway-Order-Ids"] = ",".join(orders)
         body = _multipart(heads, [path for _, path, _ in present], tail)
         try:
             response = await self.http.post(self.url, content=body, headers=headers)

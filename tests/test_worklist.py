@@ -13,7 +13,10 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.dataset import FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
 from tests.conftest import DCMTK_ENV, GatewayProcess, dcmtk, free_port, stop_process
 from tests.dicomdata import secondary_capture
@@ -258,3 +261,56 @@ def test_expired_entries_leave_the_journal_unless_images_were_linked(tmp_path: P
     assert scheduled_entries(conn, now) == ["{}"]  # NEW only: the expired are off the worklist already
     assert forget_expired(now)(conn) == 1
     assert [row[0] for row in conn.execute("SELECT order_id FROM worklist ORDER BY order_id")] == ["NEW", "OLD-LINKED"]
+
+
+def _step(accession: str, status: str) -> Dataset:
+    attributes = Dataset()
+    scheduled = Dataset()
+    scheduled.AccessionNumber = accession
+    scheduled.StudyInstanceUID = ""
+    attributes.ScheduledStepAttributesSequence = [scheduled]
+    attributes.PerformedProcedureStepStatus = status
+    attributes.Modality = "DX"
+    attributes.PerformedStationAETitle = "XRAY1"
+    return attributes
+
+
+def test_a_modality_reports_its_procedure_steps(scheduled: tuple[GatewayProcess, str, list[dict[str, Any]]],
+                                               tmp_path: Path) -> None:
+    """MPPS, with pynetdicom as the modality (Debian's dcmtk has no MPPS client)."""
+    gateway, token, _ = scheduled
+    ae = AE(ae_title="XRAY1")
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    assoc = ae.associate("127.0.0.1", gateway.port, ae_title=gateway.ae_title)
+    assert assoc.is_established
+    try:
+        fido, mans = generate_uid(), generate_uid()
+        status, _ = assoc.send_n_create(_step("ACC1", "IN PROGRESS"), ModalityPerformedProcedureStep, fido)
+        assert status.Status == 0x0000
+        with client(gateway, token) as api:
+            assert api.get("/api/v1/worklist/O-1").json()["state"] == "in_progress"
+        offered = find(gateway.port, gateway.ae_title, ["AccessionNumber"], tmp_path / "during")
+        assert sorted(a.AccessionNumber for a in offered) == ["ACC2", "ACC3"]  # being examined: off the list
+
+        assert assoc.send_n_create(_step("ACC1", "IN PROGRESS"), ModalityPerformedProcedureStep,
+                                   fido)[0].Status == 0x0111  # duplicate
+        assert assoc.send_n_create(_step("ACC2", "COMPLETED"), ModalityPerformedProcedureStep,
+                                   generate_uid())[0].Status == 0x0106  # a step starts IN PROGRESS
+        done = Dataset()
+        done.PerformedProcedureStepStatus = "COMPLETED"
+        status, echoed = assoc.send_n_set(done, ModalityPerformedProcedureStep, fido)
+        assert status.Status == 0x0000 and echoed.ScheduledStepAttributesSequence[0].AccessionNumber == "ACC1"
+        assert assoc.send_n_set(done, ModalityPerformedProcedureStep, fido)[0].Status == 0x0110  # final already
+        assert assoc.send_n_set(done, ModalityPerformedProcedureStep, generate_uid())[0].Status == 0x0112
+
+        assert assoc.send_n_create(_step("ACC2", "IN PROGRESS"), ModalityPerformedProcedureStep,
+                                   mans)[0].Status == 0x0000
+        stopped = Dataset()
+        stopped.PerformedProcedureStepStatus = "DISCONTINUED"
+        assert assoc.send_n_set(stopped, ModalityPerformedProcedureStep, mans)[0].Status == 0x0000
+    finally:
+        assoc.release()
+    with client(gateway, token) as api:
+        entries = {e["order_id"]: (e["state"], e["procedure_step"]) for e in api.get("/api/v1/worklist").json()}
+    assert entries == {"O-1": ("performed", "COMPLETED"), "O-2": ("scheduled", "DISCONTINUED"),
+                       "O-3": ("scheduled", None)}

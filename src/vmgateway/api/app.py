@@ -256,11 +256,13 @@ def create_app(view: GatewayView) -> Any:
         await audit(who, f"worklist: order {order_id} cancelled")
         return {"order_id": order_id, "state": "cancelled"}
 
+    entry_states = "^(scheduled|in_progress|performed|cancelled)$"
+
     @api.get("/api/v1/worklist", tags=["worklist"])
-    def list_worklist(who: Caller, conn: Reader,
-                      state: Annotated[str | None, Query(pattern="^(scheduled|performed|cancelled)$")] = None,
+    def list_worklist(who: Caller, conn: Reader, state: Annotated[str | None, Query(pattern=entry_states)] = None,
                       ) -> list[dict[str, Any]]:
-        """Entries not yet expired, by scheduled time; `performed` ones have images linked."""
+        """Entries not yet expired, by scheduled time. `in_progress`: a modality reported the step
+        started (MPPS); `performed`: images arrived for it, or the step was reported completed."""
         return [shown_entry(row) for row in worklist_reads.entries(conn, time.time(), state)]
 
     @api.get("/api/v1/worklist/{order_id}", tags=["worklist"])

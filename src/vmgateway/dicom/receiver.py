@@ -1,4 +1,4 @@
-"""The DICOM receiver: Verification, Storage and Modality Worklist SCP on the gateway's port (4006).
+"""The DICOM receiver: Verification, Storage, Modality Worklist and MPPS SCP on the gateway's port (4006).
 
 Built on pynetdicom's event handlers. Each association runs in its own pynetdicom thread
 and calls the store directly; the C-STORE response is sent when the handler returns, so
@@ -18,12 +18,17 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, _config, evt
-from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
+    Verification,
+)
 from pynetdicom.transport import ThreadedAssociationServer
 
 from vmgateway.config import DicomConfig
 from vmgateway.counters import DICOM_STORE_RESPONSES
 from vmgateway.dicom.keeping import SUCCESS, keep_instance, no_delay
+from vmgateway.dicom.mpps import ProcedureStepProvider
 from vmgateway.dicom.rejection import describe_rejection
 from vmgateway.dicom.worklist import WorklistProvider
 from vmgateway.store import JournalError, Sender, Store
@@ -80,9 +85,13 @@ class DicomReceiver:
         ae.require_calling_aet = list(cfg.allowed_calling_aets)
         ae.add_supported_context(Verification, AllTransferSyntaxes)
         ae.add_supported_context(ModalityWorklistInformationFind)
+        ae.add_supported_context(ModalityPerformedProcedureStep)
         worklist = WorklistProvider(self.store, cfg.worklist_charset)
+        steps = ProcedureStepProvider(self.store)
         handlers: list[Any] = [
             (evt.EVT_C_FIND, worklist.on_find),
+            (evt.EVT_N_CREATE, steps.on_create),
+            (evt.EVT_N_SET, steps.on_set),
             (evt.EVT_CONN_OPEN, no_delay),
             (evt.EVT_C_ECHO, self._on_c_echo),
             (evt.EVT_C_STORE, self._on_c_store),

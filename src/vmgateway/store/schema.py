@@ -164,6 +164,19 @@ MIGRATIONS: list[str] = [
         order_id  TEXT NOT NULL REFERENCES worklist (order_id)
     );
     """,
+    # 6: Modality Performed Procedure Steps a modality reports (N-CREATE, N-SET)
+    """
+    CREATE TABLE mpps (
+        sop_instance_uid  TEXT PRIMARY KEY,
+        order_id          TEXT REFERENCES worklist (order_id),
+        status            TEXT NOT NULL,
+        attributes        TEXT NOT NULL,
+        calling_ae        TEXT NOT NULL,
+        created_at        REAL NOT NULL,
+        updated_at        REAL NOT NULL
+    );
+    CREATE INDEX mpps_order ON mpps (order_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -47,10 +47,11 @@ def _row(row: sqlite3.Row) -> dict[str, Any]:
     linked = row["linked_items"]
     return {"order_id": row["order_id"], "state": row["state"], "created_at": row["created_at"],
             "updated_at": row["updated_at"], "performed_at": row["performed_at"], "expires_at": row["expires_at"],
-            "linked_items": linked, "entry": row["entry"]}
+            "linked_items": linked, "procedure_step": row["mpps"], "entry": row["entry"]}
 
 
-_SELECT = ("SELECT w.*, (SELECT count(*) FROM worklist_links l WHERE l.order_id = w.order_id) AS linked_items"
+_SELECT = ("SELECT w.*, (SELECT count(*) FROM worklist_links l WHERE l.order_id = w.order_id) AS linked_items,"
+           " (SELECT status FROM mpps m WHERE m.order_id = w.order_id ORDER BY updated_at DESC LIMIT 1) AS mpps"
            " FROM worklist w")
 
 
@@ -73,19 +74,24 @@ def scheduled_entries(conn: sqlite3.Connection, now: float) -> list[str]:
         (now,))]
 
 
-def link_to_order(conn: sqlite3.Connection, item_id: int, accession_number: str | None,
-                  study_instance_uid: str | None, at: float) -> str | None:
-    """Inside the instance's own write: link it to the entry with its Accession Number (or Study
-    Instance UID) and mark that entry performed. The order's ID, or None."""
+def _order_for(conn: sqlite3.Connection, accession_number: str | None, study_instance_uid: str | None) -> str | None:
+    """The entry an instance or a procedure step belongs to: by Accession Number, else Study Instance UID."""
     if not (accession_number or study_instance_uid):
         return None
     row = conn.execute(
         "SELECT order_id FROM worklist WHERE (accession_number = ? AND accession_number != '')"
         " OR (study_instance_uid = ? AND study_instance_uid != '') ORDER BY created_at DESC LIMIT 1",
         (accession_number or "", study_instance_uid or "")).fetchone()
-    if row is None:
+    return None if row is None else str(row[0])
+
+
+def link_to_order(conn: sqlite3.Connection, item_id: int, accession_number: str | None,
+                  study_instance_uid: str | None, at: float) -> str | None:
+    """Inside the instance's own write: link it to the entry with its Accession Number (or Study
+    Instance UID) and mark that entry performed. The order's ID, or None."""
+    order_id = _order_for(conn, accession_number, study_instance_uid)
+    if order_id is None:
         return None
-    order_id = str(row[0])
     conn.execute("INSERT OR IGNORE INTO worklist_links (item_id, order_id) VALUES (?, ?)", (item_id, order_id))
     conn.execute("UPDATE worklist SET state = 'performed', performed_at = ? WHERE order_id = ? AND state = 'scheduled'",
                  (at, order_id))
@@ -102,3 +108,53 @@ def forget_expired(now: float) -> Write[int]:
             (now,)).rowcount
 
     return write
+
+
+MPPS_STATES = {"IN PROGRESS": "in_progress", "COMPLETED": "performed", "DISCONTINUED": "scheduled"}
+"""What a procedure step's status makes of its entry: being done (off the worklist), done, or to
+do again (a discontinued step leaves the examination undone)."""
+
+
+def create_step(sop_instance_uid: str, accession_number: str | None, study_instance_uid: str | None,
+                attributes: str, calling_ae: str, at: float) -> Write[str | None]:
+    """An N-CREATE: the step IN PROGRESS, its entry with it. The order ID (or None); raises
+    sqlite3.IntegrityError for a SOP Instance UID already known."""
+
+    def write(conn: sqlite3.Connection) -> str | None:
+        order_id = _order_for(conn, accession_number, study_instance_uid)
+        conn.execute("INSERT INTO mpps (sop_instance_uid, order_id, status, attributes, calling_ae, created_at,"
+                     " updated_at) VALUES (?, ?, 'IN PROGRESS', ?, ?, ?, ?)",
+                     (sop_instance_uid, order_id, attributes, calling_ae, at, at))
+        if order_id is not None:
+            conn.execute("UPDATE worklist SET state = 'in_progress', updated_at = ? WHERE order_id = ?"
+                         " AND state = 'scheduled'", (at, order_id))
+        return order_id
+
+    return write
+
+
+def set_step(sop_instance_uid: str, status: str | None, attributes: str, at: float) -> Write[str]:
+    """An N-SET: new attributes, perhaps a final status. Returns the step's status before
+    ('' when the step is unknown); a step no longer IN PROGRESS is not changed."""
+
+    def write(conn: sqlite3.Connection) -> str:
+        row = conn.execute("SELECT status, order_id FROM mpps WHERE sop_instance_uid = ?",
+                           (sop_instance_uid,)).fetchone()
+        if row is None or row[0] != "IN PROGRESS":
+            return "" if row is None else str(row[0])
+        new_status = status or "IN PROGRESS"
+        conn.execute("UPDATE mpps SET status = ?, attributes = ?, updated_at = ? WHERE sop_instance_uid = ?",
+                     (new_status, attributes, at, sop_instance_uid))
+        if row[1] is not None and new_status != "IN PROGRESS":
+            performed = ", performed_at = ?" if new_status == "COMPLETED" else ""
+            conn.execute(f"UPDATE worklist SET state = ?, updated_at = ?{performed} WHERE order_id = ?"
+                         " AND state IN ('in_progress', 'scheduled')",
+                         (MPPS_STATES[new_status], at, *([at] if performed else []), row[1]))
+        return str(row[0])
+
+    return write
+
+
+def step_attributes(conn: sqlite3.Connection, sop_instance_uid: str) -> str | None:
+    row = conn.execute("SELECT attributes FROM mpps WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone()
+    return None if row is None else str(row[0])

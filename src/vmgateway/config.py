@@ -307,6 +307,35 @@ class TransfersConfig(_Section):
         return self
 
 
+class AstmListener(_Section):
+    """One TCP port for ASTM E1381/E1394 instruments (LAN-only, like the others)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    """The instrument's name, as items and the feed show it."""
+    bind: BindAddress = "0.0.0.0"
+    port: Port
+    allowed_peers: list[IPvAnyNetwork] = []
+    """Addresses or networks allowed to connect; empty lets everyone in."""
+
+
+class AstmConfig(_Section):
+    listeners: list[AstmListener] = []
+    frame_timeout_s: Seconds = 30
+    """E1381: during a transfer, a sender silent this long has given up; its unfinished message is dropped."""
+    idle_timeout_s: Seconds = 3600
+    """A connection with no transfer this long is closed (instruments keep theirs open for hours)."""
+    drain_timeout_s: Seconds = 10
+    """On stop, how long a transfer under way may take to finish."""
+
+    @model_validator(mode="after")
+    def _distinct(self) -> AstmConfig:
+        for what in ("name", "port"):
+            values = [getattr(listener, what) for listener in self.listeners]
+            if len(values) != len(set(values)):
+                raise ValueError(f"astm.listeners: each listener needs its own {what}")
+        return self
+
+
 class WorklistConfig(_Section):
     """The Modality Worklist the gateway serves from Vetmanager's entries."""
 
@@ -352,6 +381,7 @@ class Settings(_Section):
     power: PowerConfig = PowerConfig()
     transfers: TransfersConfig = TransfersConfig()
     worklist: WorklistConfig = WorklistConfig()
+    astm: AstmConfig = AstmConfig()
     upgrade: UpgradeConfig = UpgradeConfig()
 
     @property

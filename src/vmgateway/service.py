@@ -17,6 +17,7 @@ from typing import Any
 from vmgateway import __version__
 from vmgateway.api.app import GatewayView
 from vmgateway.api.server import ApiServer
+from vmgateway.astm.receiver import AstmReceiver
 from vmgateway.config import Settings
 from vmgateway.dicom.receiver import DicomReceiver
 from vmgateway.dicom.studies import complete_quiet_studies, remove_abandoned_transfers
@@ -44,6 +45,7 @@ class Gateway:
         self.store = Store(settings.storage.data_dir, settings.storage.min_free_mb)
         self.dicom = DicomReceiver(settings.dicom, self.store)
         self.hl7 = Hl7Receiver(settings.hl7, self.store)
+        self.astm = AstmReceiver(settings.astm, self.store)
         self.power = PowerMonitor(settings.power, self.store, self._drain_for_power) if settings.power.enabled else None
         self.destinations: list[Destination] = []
         self.pacs = PacsPoller(settings, self.store)
@@ -73,9 +75,11 @@ class Gateway:
             waits.append(asyncio.to_thread(self.dicom.drain, dicom_timeout))
         if "hl7" in self._running:
             waits.append(self.hl7.drain(hl7_timeout))
+        if "astm" in self._running:
+            waits.append(self.astm.drain(self.settings.astm.drain_timeout_s if timeout is None else timeout))
         for result in await asyncio.gather(*waits):
             aborted += result or 0
-        self._running -= {"dicom", "hl7"}
+        self._running -= {"dicom", "hl7", "astm"}
         if "api" in self._running:
             await self.api.stop()
             self._running.discard("api")
@@ -151,6 +155,12 @@ class Gateway:
                     where = f"{listener.bind}:{listener.port}"
                     raise StartupError(f"cannot listen for {name} on {where}: {exc.strerror or exc}") from exc
                 self._running.add(name.lower())
+            try:
+                await self.astm.start()
+            except OSError as exc:
+                await self._stop_listeners(0)
+                raise StartupError(f"cannot listen for ASTM: {exc.strerror or exc}") from exc
+            self._running.add("astm")
             background = [
                 asyncio.create_task(complete_quiet_studies(self.store, self.settings.dicom.stable_after_s)),
                 asyncio.create_task(remove_abandoned_transfers(self.store, self.settings.dicom.network_timeout_s)),

@@ -40,6 +40,8 @@ from vmgateway.worklist.entry import WorklistEntry
 
 SITE_CONTACT = "site.contact"
 HEALTH_CHECKED_AT = "health.deep_checked_at"
+ASTM_MEDIA_TYPE = "application/octet-stream"
+"""E1394 names no character set; its records are bytes as the instrument sent them."""
 COOKIE = "vmgateway_token"
 _CHUNK = 1 << 20
 
@@ -355,7 +357,7 @@ def create_app(view: GatewayView) -> Any:
     @api.get("/api/v1/items/{item_id}/content", tags=["feed"], response_model=None)
     def content(item_id: ItemId, who: Caller, conn: Reader) -> FileResponse | StreamingResponse:
         """The item's bytes exactly as received: DICOM as a Part 10 file (Range supported),
-        HL7 as the raw message."""
+        HL7 and ASTM as the raw message (ASTM: its records, CR-separated, as the frames carried them)."""
         require_active(conn)
         found = feed_reads.item(conn, item_id)
         if found is None:
@@ -367,7 +369,10 @@ def create_app(view: GatewayView) -> Any:
                                          " (storage.keep_delivered_days)")
             return FileResponse(store.spool.root / spool_path, media_type="application/dicom",
                                 filename=f"{record['dicom']['sop_instance_uid']}.dcm")
-        media_type = hl7_content_type(record["hl7"]["charset_used"], record["hl7"]["charset"])
+        if record["kind"] == "astm":
+            media_type = ASTM_MEDIA_TYPE
+        else:
+            media_type = hl7_content_type(record["hl7"]["charset_used"], record["hl7"]["charset"])
         return StreamingResponse(_payload_chunks(store, item_id), media_type=media_type,
                                  headers={"content-length": str(record["size"])})
 

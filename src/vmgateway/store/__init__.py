@@ -18,6 +18,7 @@ from pathlib import Path
 from vmgateway.store.access import TRANSFERS_ACTIVE, claim_gateway_id, set_setting
 from vmgateway.store.journal import Journal, JournalClosed, JournalError, connect
 from vmgateway.store.records import (
+    AstmSummary,
     DicomInstance,
     Hl7Details,
     Hl7Message,
@@ -25,6 +26,7 @@ from vmgateway.store.records import (
     Receipt,
     Sender,
     complete_quiet_studies,
+    record_astm_message,
     record_contact,
     record_dicom_instance,
     record_event,
@@ -36,6 +38,7 @@ from vmgateway.store.retention import forget_files, removable_files
 from vmgateway.store.spool import Spool, SpoolFull
 
 __all__ = [
+    "AstmSummary",
     "DicomInstance",
     "Hl7Details",
     "Hl7Message",
@@ -116,6 +119,14 @@ class Store:
         self.spool.check_room()
         sha256 = hashlib.sha256(raw).hexdigest()
         future = self.journal.submit(record_hl7_message(message, raw, sha256, sender, time.time()))
+        future.add_done_callback(lambda _: self._tell_listeners())
+        return future
+
+    def submit_astm(self, raw: bytes, summary: AstmSummary, sender: Sender) -> Future[Receipt]:
+        """As submit_hl7, for an ASTM message: resolves once committed (fsync'ed)."""
+        self.spool.check_room()
+        sha256 = hashlib.sha256(raw).hexdigest()
+        future = self.journal.submit(record_astm_message(raw, summary, sha256, sender, time.time()))
         future.add_done_callback(lambda _: self._tell_listeners())
         return future
 

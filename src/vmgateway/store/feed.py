@@ -13,13 +13,15 @@ _ITEM_COLUMNS = """
     d.accession_number, d.modality, d.study_date, d.species, d.breed, d.responsible_person,
     h.sending_application, h.sending_facility, h.message_type, h.control_id, h.version AS hl7_version,
     h.charset, h.charset_used, h.patient_id AS hl7_patient_id, h.patient_name AS hl7_patient_name,
-    h.placer_order_number, h.filler_order_number, h.observation_count, wl.order_id
+    h.placer_order_number, h.filler_order_number, h.observation_count, wl.order_id,
+    a.listener, a.instrument, a.sample_ids, a.patient_ids AS astm_patient_ids, a.test_codes, a.result_count
 """
 _FROM = """
     FROM items i
     LEFT JOIN dicom_instances d ON d.item_id = i.id
     LEFT JOIN hl7_messages h ON h.item_id = i.id
     LEFT JOIN worklist_links wl ON wl.item_id = i.id
+    LEFT JOIN astm_messages a ON a.item_id = i.id
 """
 _DICOM = ("sop_instance_uid", "version", "sop_class_uid", "transfer_syntax_uid", "study_instance_uid",
           "series_instance_uid", "accession_number", "modality", "study_date", "species", "breed",
@@ -28,12 +30,17 @@ _HL7 = ("sending_application", "sending_facility", "message_type", "control_id",
         "placer_order_number", "filler_order_number", "observation_count")
 
 
+_ASTM = ("listener", "instrument", "sample_ids", "test_codes", "result_count")
+
+
 def _item(row: sqlite3.Row) -> dict[str, Any]:
     item = {key: row[key] for key in ("id", "kind", "state", "received_at", "sender", "peer_address", "size",
                                       "sha256", "delivered_at")}
     if row["kind"] == "dicom":
         item["dicom"] = {key: row[key] for key in _DICOM} | {
             "patient_id": row["dicom_patient_id"], "patient_name": row["dicom_patient_name"]}
+    elif row["kind"] == "astm":
+        item["astm"] = {key: row[key] for key in _ASTM} | {"patient_ids": row["astm_patient_ids"]}
     elif row["kind"] == "hl7":
         item["hl7"] = {key: row[key] for key in _HL7} | {
             "version": row["hl7_version"], "patient_id": row["hl7_patient_id"],

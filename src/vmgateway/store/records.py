@@ -158,6 +158,42 @@ def record_hl7_message(
     return write
 
 
+@dataclass(frozen=True)
+class AstmSummary:
+    """What the journal keeps beside an ASTM message's raw bytes, for the feed and for people."""
+
+    instrument: str
+    sample_ids: str
+    patient_ids: str
+    test_codes: str
+    result_count: int
+
+
+def record_astm_message(raw: bytes, summary: AstmSummary, sha256: str, sender: Sender,
+                        received_at: float) -> Write[Receipt]:
+    """Keep an ASTM message's raw bytes and what was read from it; the same bytes again (a final
+    frame resent after its ACK was lost on a new connection) are not kept twice."""
+
+    def write(conn: sqlite3.Connection) -> Receipt:
+        _touch_sender(conn, sender, received_at)
+        earlier = conn.execute("SELECT id FROM items WHERE kind = 'astm' AND sha256 = ?", (sha256,)).fetchone()
+        if earlier:
+            return Receipt(int(earlier[0]), Outcome.DUPLICATE, 1)
+        cursor = conn.execute(
+            "INSERT INTO items (kind, received_at, sender, peer_address, size, sha256) VALUES ('astm', ?, ?, ?, ?, ?)",
+            (received_at, sender.name, sender.address, len(raw), sha256))
+        item_id = int(cursor.lastrowid or 0)
+        _insert_payload(conn, item_id, raw)
+        conn.execute(
+            "INSERT INTO astm_messages (item_id, listener, instrument, sample_ids, patient_ids, test_codes,"
+            " result_count) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (item_id, sender.name, summary.instrument, summary.sample_ids, summary.patient_ids, summary.test_codes,
+             summary.result_count))
+        return Receipt(item_id, Outcome.STORED, 1)
+
+    return write
+
+
 def _insert_payload(conn: sqlite3.Connection, item_id: int, data: bytes | bytearray) -> None:
     """Binding a large BLOB makes SQLite copy it whole (twice, with the record around it);
     writing it into a zeroblob through incremental I/O goes page by page instead."""

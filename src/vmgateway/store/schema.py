@@ -177,6 +177,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX mpps_order ON mpps (order_id);
     """,
+    # 7: ASTM E1394 messages from lab instruments (raw bytes in payloads)
+    """
+    CREATE TABLE astm_messages (
+        item_id       INTEGER PRIMARY KEY REFERENCES items (id),
+        listener      TEXT NOT NULL,
+        instrument    TEXT NOT NULL,
+        sample_ids    TEXT NOT NULL,
+        patient_ids   TEXT NOT NULL,
+        test_codes    TEXT NOT NULL,
+        result_count  INTEGER NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,126 @@
+"""ASTM instruments over TCP: one asyncio server per configured listener, E1381 on each
+connection (astm/link.py), a message's final frame ACKed only once the journal has it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from functools import partial
+from ipaddress import ip_address
+
+from vmgateway.astm.link import LinkReceiver, Message, Problem, Reply
+from vmgateway.astm.records import parse, summarise
+from vmgateway.config import AstmConfig, AstmListener
+from vmgateway.store import JournalError, Sender, SpoolFull, Store
+
+log = logging.getLogger(__name__)
+
+_READ_SIZE = 65536
+
+
+class AstmReceiver:
+    def __init__(self, config: AstmConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Listen on every configured port; raise OSError when one cannot be bound."""
+        for listener in self.config.listeners:
+            server = await asyncio.start_server(partial(self._serve, listener), listener.bind, listener.port)
+            self._servers.append(server)
+            log.info("astm listener listening", extra={"listener": listener.name, "bind": listener.bind,
+                                                        "port": listener.port})
+
+    async def drain(self, timeout: float) -> None:
+        """No new connections; transfers under way get `timeout`, then are cut (an unfinished
+        message was never ACKed: the instrument sends it again)."""
+        for server in self._servers:
+            server.close()
+        if self._connections:
+            _, pending = await asyncio.wait(self._connections, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+        log.info("astm listeners stopped")
+
+    async def _serve(self, listener: AstmListener, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        address = str((writer.get_extra_info("peername") or ("?", 0))[0])
+        if listener.allowed_peers and not any(ip_address(address) in net for net in listener.allowed_peers):
+            log.warning("astm connection refused: address not allowed", extra={"listener": listener.name,
+                                                                                "address": address})
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await self._converse(listener, reader, writer, Sender("astm", listener.name, address))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _converse(self, listener: AstmListener, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter, sender: Sender) -> None:
+        link = LinkReceiver()
+        while True:
+            waiting = self.config.frame_timeout_s if link.in_transfer else self.config.idle_timeout_s
+            try:
+                async with asyncio.timeout(waiting):
+                    data = await reader.read(_READ_SIZE)
+            except TimeoutError:
+                if not link.in_transfer:
+                    log.info("astm connection idle, closed", extra={"listener": listener.name})
+                    return
+                await self._handle(link.end_of_transmission(), link, writer, sender)
+                log.warning("astm sender silent mid-transfer", extra={"listener": listener.name,
+                                                                       "address": sender.address})
+                continue
+            if not data:
+                await self._handle(link.end_of_transmission(), link, writer, sender)
+                return
+            link.busy = not self._room()
+            await self._handle(link.feed(data), link, writer, sender)
+
+    def _room(self) -> bool:
+        try:
+            self.store.spool.check_room()
+        except SpoolFull:
+            return False
+        return True
+
+    async def _handle(self, events: list[Reply | Message | Problem], link: LinkReceiver,
+                      writer: asyncio.StreamWriter, sender: Sender) -> None:
+        for event in events:
+            if isinstance(event, Reply):
+                writer.write(event.data)
+                await writer.drain()
+            elif isinstance(event, Problem):
+                log.warning("astm link problem", extra={"listener": sender.name, "address": sender.address,
+                                                         "problem": event.text})
+            else:
+                stored = await self._keep(event.raw, sender)
+                await self._handle(link.answered(stored), link, writer, sender)
+
+    async def _keep(self, raw: bytes, sender: Sender) -> bool:
+        """True once the message is committed; False (its final frame NAKed, the instrument
+        tries again) when it cannot be."""
+        try:
+            summary = summarise(parse(raw))
+            receipt = await asyncio.wrap_future(self.store.submit_astm(raw, summary, sender))
+        except (SpoolFull, JournalError, TimeoutError) as exc:
+            log.warning("astm message not kept", extra={"listener": sender.name, "error": str(exc)})
+            return False
+        log.info("astm message kept", extra={"listener": sender.name, "item_id": receipt.item_id,
+                                             "outcome": receipt.outcome.value, "results": summary.result_count,
+                                             "samples": summary.sample_ids})
+        return True

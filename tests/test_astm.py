@@ -1,0 +1,154 @@
+"""ASTM E1381/E1394 over TCP: a simulated instrument against `vmgateway run`."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+from tests.astm_instrument import ACK, EOT, NAK, Instrument, result_message
+from tests.conftest import GatewayProcess, free_ports
+from tests.test_api import client, new_token
+from vmgateway.astm.link import ETB, ETX, LinkReceiver, Message, Reply, checksum
+
+
+def astm_gateway(make_gateway: Any, **astm: Any) -> tuple[GatewayProcess, int]:
+    (port,) = free_ports(1)
+    gateway: GatewayProcess = make_gateway(astm={"listeners": [{"name": "vetscan", "bind": "127.0.0.1", "port": port}]}
+                                           | astm)
+    return gateway, port
+
+
+def kept(gateway: GatewayProcess) -> list[dict[str, Any]]:
+    with gateway.journal() as conn:
+        rows = conn.execute("SELECT i.id, i.sender, p.data, a.* FROM items i JOIN payloads p ON p.item_id = i.id"
+                            " JOIN astm_messages a ON a.item_id = i.id ORDER BY i.id").fetchall()
+    return [dict(row) for row in rows]
+
+
+def test_a_result_message_is_kept_whole_with_what_it_says(make_gateway: Any) -> None:
+    gateway, port = astm_gateway(make_gateway)
+    records = result_message("SAMPLE-9", "VM-4711", results=5, comment_length=600)  # a record over 240 characters
+    instrument = Instrument("127.0.0.1", port).connect()
+    try:
+        assert instrument.send_message(records)
+    finally:
+        instrument.close()
+    (row,) = kept(gateway)
+    assert bytes(row["data"]) == b"".join(record + b"\r" for record in records)  # the 3 frames of C joined
+    assert (row["instrument"], row["sample_ids"], row["patient_ids"], row["result_count"]) == (
+        "VetScan VS2", "SAMPLE-9", "VM-4711", 5)
+    assert row["test_codes"] == "ALB ALP GLU BUN CRE" and row["sender"] == "vetscan"
+    token = new_token(gateway, "vetmanager")
+    with client(gateway, token) as api:
+        api.post("/api/v1/transfers/activate")
+        (item,) = api.get("/api/v1/feed", params={"after": 0}).json()["items"]
+        assert item["kind"] == "astm" and item["astm"]["sample_ids"] == "SAMPLE-9"
+        assert api.get(f"/api/v1/items/{item['id']}/content").content == bytes(row["data"])
+
+
+def test_checksum_errors_and_lost_acks_cost_nothing_and_keep_nothing_twice(make_gateway: Any) -> None:
+    gateway, port = astm_gateway(make_gateway)
+    records = result_message("S-2", "VM-2")
+    instrument = Instrument("127.0.0.1", port).connect()
+    try:
+        # frame 2 arrives damaged once (NAK, resent); frame 3's ACK is "lost" (the same frame comes again)
+        assert instrument.send_message(records, lambda n: {"corrupt_first": n == 1, "resend_after_ack": n == 2})
+        assert instrument.naks == 1
+        # the final frame's ACK lost: resent, ACKed again, kept once
+        last = len(records) - 1
+        assert instrument.send_message(result_message("S-3", "VM-3"), lambda n: {"resend_after_ack": n == last})
+    finally:
+        instrument.close()
+    assert [row["sample_ids"] for row in kept(gateway)] == ["S-2", "S-3"]
+    assert bytes(kept(gateway)[0]["data"]) == b"".join(record + b"\r" for record in records)
+
+
+def test_a_sender_that_stops_mid_message_leaves_nothing_and_the_next_message_goes_through(make_gateway: Any) -> None:
+    gateway, port = astm_gateway(make_gateway, frame_timeout_s=1)
+    instrument = Instrument("127.0.0.1", port).connect()
+    try:
+        assert not instrument.send_message(result_message("HALF", "VM-5"), stop_after=3)  # EOT after 3 frames
+        # silent in the middle of a transfer: after frame_timeout_s the link is idle again
+        assert instrument.establish() == ACK
+        assert instrument.send_frame(1, b"H|\\^&|||VetScan\r", True) == ACK
+        gateway.wait_for_log("astm sender silent mid-transfer")
+        assert instrument.send_message(result_message("WHOLE", "VM-6"))
+    finally:
+        instrument.close()
+    assert [row["sample_ids"] for row in kept(gateway)] == ["WHOLE"]
+
+
+def test_junk_on_the_port_changes_nothing(make_gateway: Any) -> None:
+    gateway, port = astm_gateway(make_gateway)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as junk:
+        junk.sendall(b"GET / HTTP/1.1\r\n\r\n\x00\xff" * 100)
+    instrument = Instrument("127.0.0.1", port).connect()
+    try:
+        assert instrument.establish() == ACK
+        instrument.sock.sendall(b"\x02garbage without an end" + b"\x02" + b"9bad\x03ZZ\r\n")  # type: ignore[union-attr]
+        assert instrument.reply() == NAK
+        instrument.sock.sendall(EOT)  # type: ignore[union-attr]
+        assert instrument.send_message(result_message("AFTER-JUNK", "VM-7"))
+    finally:
+        instrument.close()
+    assert [row["sample_ids"] for row in kept(gateway)] == ["AFTER-JUNK"]
+
+
+def test_no_room_means_no_establishment(make_gateway: Any) -> None:
+    gateway, port = astm_gateway(make_gateway)
+    gateway.stop()
+    full = make_gateway(storage={"min_free_mb": 2**40},
+                        astm={"listeners": [{"name": "vetscan", "bind": "127.0.0.1", "port": port}]})
+    instrument = Instrument("127.0.0.1", port).connect()
+    try:
+        assert instrument.establish() == NAK  # busy: the instrument keeps its results and tries later
+    finally:
+        instrument.close()
+    assert kept(full) == []
+
+
+def test_kill_9_mid_stream_loses_nothing_acknowledged(make_gateway: Any) -> None:
+    gateway, port = astm_gateway(make_gateway)
+    instrument = Instrument("127.0.0.1", port, timeout=5).connect()
+    sent = threading.Event()
+
+    def stream() -> None:
+        try:
+            for number in range(10_000):
+                instrument.send_message(result_message(f"K-{number}", f"VM-{number}"))
+                if number == 20:
+                    sent.set()
+        except (OSError, ConnectionError, AssertionError):
+            pass
+        finally:
+            sent.set()
+
+    sender = threading.Thread(target=stream)
+    sender.start()
+    assert sent.wait(60)
+    gateway.kill()
+    sender.join(30)
+    instrument.close()
+    promised = {message.split(b"O|1|")[1].split(b"|")[0].decode() for message in instrument.acknowledged_messages}
+    assert len(promised) > 20
+    gateway.start()
+    assert promised <= {row["sample_ids"] for row in kept(gateway)}
+
+
+def test_the_link_state_machine_frame_by_frame() -> None:
+    """Direct checks of astm/link.py where a socket would hide the detail."""
+    link = LinkReceiver()
+    assert link.feed(b"\x05") == [Reply(ACK)]
+    body = b"1H|\\^&\r" + ETX
+    assert link.feed(b"\x02" + body + checksum(body) + b"\r\n") == [Reply(ACK)]
+    body = b"2L|1|N\r" + ETX
+    events = link.feed(b"\x02" + body + checksum(body) + b"\r\n")
+    assert events == [Message(b"H|\\^&\rL|1|N\r")]  # no reply yet: the message is not stored yet
+    assert link.answered(False) == [Reply(NAK)]  # not stored: the final frame is NAKed ...
+    events = link.feed(b"\x02" + body + checksum(body) + b"\r\n")  # ... and comes again
+    assert events == [Message(b"H|\\^&\rL|1|N\r")]
+    assert link.answered(True) == [Reply(ACK)]
+    assert link.feed(EOT) == [] and not link.in_transfer
+    body = b"1x" + ETB
+    assert link.feed(b"\x05\x02" + body + b"00\r\n")[1] == Reply(NAK)  # checksum

@@ -9,6 +9,7 @@ from typing import Any
 from tests.astm_instrument import ACK, EOT, NAK, Instrument, result_message
 from tests.conftest import GatewayProcess, free_ports
 from tests.test_api import client, new_token
+from tests.upstream import Step, Upstream
 from vmgateway.astm.link import ETB, ETX, LinkReceiver, Message, Reply, checksum
 
 
@@ -152,3 +153,28 @@ def test_the_link_state_machine_frame_by_frame() -> None:
     assert link.feed(EOT) == [] and not link.in_transfer
     body = b"1x" + ETB
     assert link.feed(b"\x05\x02" + body + b"00\r\n")[1] == Reply(NAK)  # checksum
+
+
+def test_pushed_like_the_others(make_gateway: Any) -> None:
+    with Upstream(default=Step(201)) as upstream:
+        gateway, port = astm_gateway(make_gateway)
+        gateway.stop()
+        gateway = make_gateway(astm={"listeners": [{"name": "vetscan", "bind": "127.0.0.1", "port": port}]},
+                               transfers={"mode": "push", "astm_url": upstream.url.replace("/hl7", "/astm"),
+                                          "allow_plain_http": True})
+        token = new_token(gateway, "vetmanager")
+        with client(gateway, token) as api:
+            api.post("/api/v1/transfers/activate")
+        records = result_message("PUSHED", "VM-8")
+        instrument = Instrument("127.0.0.1", port).connect()
+        try:
+            assert instrument.send_message(records)
+        finally:
+            instrument.close()
+        (request,) = upstream.wait_for(1)
+    assert request.path == "/astm" and request.body == b"".join(record + b"\r" for record in records)
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    assert headers["content-type"] == "application/octet-stream" and headers["idempotency-key"].endswith(":1")
+    assert (headers["x-vmgateway-instrument"], headers["x-vmgateway-sample-ids"], headers["x-vmgateway-listener"]) == (
+        "VetScan VS2", "PUSHED", "vetscan")
+    gateway.wait_until(lambda lines: any('"delivered"' in line and "astm" in line for line in lines), "delivery")

@@ -51,7 +51,7 @@ def test_environment_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ({"storage": {"min_free_mb": -1}}, "storage.min_free_mb = -1: Input should be greater than or equal to 0"),
         ({"dicom": {"prot": 1}}, "dicom.prot: unknown key (allowed here: bind, port, ae_title,"),
         ({"dicmo": {}}, "dicmo: unknown key (allowed here: site, pacs, storage, dicom, hl7, api, power, transfers, worklist, astm, upgrade)"),
-        ({"transfers": {"mode": "push"}}, 'transfers: transfers.mode = "push" needs dicomweb_url or hl7_url'),
+        ({"transfers": {"mode": "push"}}, 'transfers: transfers.mode = "push" needs dicomweb_url, hl7_url or astm_url'),
         ({"transfers": {"mode": "both"}}, "transfers.mode = 'both': Input should be 'pull' or 'push'"),
         ({"transfers": {"dicomweb_url": "http://archive.example/dicom-web"}},
          "transfers: transfers.dicomweb_url is plain http://: use https:// or set allow_plain_http = true"),

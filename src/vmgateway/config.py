@@ -262,6 +262,8 @@ class TransfersConfig(_Section):
     """DICOMweb root; instances are POSTed to {dicomweb_url}/studies (STOW-RS)."""
     hl7_url: UpstreamUrl = ""
     """HL7 messages are POSTed here, raw."""
+    astm_url: UpstreamUrl = ""
+    """ASTM messages are POSTed here, raw."""
     allow_plain_http: bool = False
     """http:// URLs are refused unless this is set (a test archive on the same host, say)."""
     ca_file: ExistingFile | None = None
@@ -291,11 +293,11 @@ class TransfersConfig(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> TransfersConfig:
         problems = []
-        for key in ("dicomweb_url", "hl7_url"):
+        for key in ("dicomweb_url", "hl7_url", "astm_url"):
             if getattr(self, key).startswith("http://") and not self.allow_plain_http:
                 problems.append(f"transfers.{key} is plain http://: use https:// or set allow_plain_http = true")
-        if self.mode == "push" and not (self.dicomweb_url or self.hl7_url):
-            problems.append('transfers.mode = "push" needs dicomweb_url or hl7_url')
+        if self.mode == "push" and not (self.dicomweb_url or self.hl7_url or self.astm_url):
+            problems.append('transfers.mode = "push" needs dicomweb_url, hl7_url or astm_url')
         if (self.client_cert is None) != (self.client_key is None):
             problems.append("transfers.client_cert and transfers.client_key go together")
         if self.auth == "bearer" and self.token_file is None:

@@ -143,7 +143,7 @@ def check_upstream(settings: Settings) -> list[Finding]:
     if transfers.mode != "push":
         return []
     findings = []
-    for key in ("dicomweb_url", "hl7_url"):
+    for key in ("dicomweb_url", "hl7_url", "astm_url"):
         url = getattr(transfers, key)
         if url:
             findings.append(_probe(settings, key, url))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from vmgateway.config import TransfersConfig
 from vmgateway.store import Store
 from vmgateway.transfers import upstream
-from vmgateway.transfers.hl7_post import Hl7Sink
+from vmgateway.transfers.message_post import MessageSink
 from vmgateway.transfers.stow import StowSink
 from vmgateway.transfers.worker import Destination
 
@@ -19,7 +19,8 @@ def build(config: TransfersConfig, store: Store) -> list[Destination]:
         stow = StowSink(config.dicomweb_url, upstream.client(config), store.spool.root,
                         config.batch_max_instances, config.batch_max_mb * 2**20)
         found.append(Destination(stow, config.dicomweb_url, store, config))
-    if config.hl7_url:
-        hl7 = Hl7Sink(config.hl7_url, upstream.client(config), store, store.gateway_id())
-        found.append(Destination(hl7, config.hl7_url, store, config))
+    for kind, url in (("hl7", config.hl7_url), ("astm", config.astm_url)):
+        if url:
+            sink = MessageSink(kind, url, upstream.client(config), store, store.gateway_id())
+            found.append(Destination(sink, url, store, config))
     return found

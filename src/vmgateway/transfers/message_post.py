@@ -1,4 +1,4 @@
-"""HL7 messages POSTed raw over HTTPS, one per request, with their metadata in headers.
+"""HL7 and ASTM messages POSTed raw over HTTPS, one per request, with their metadata in headers.
 
 Header values are percent-encoded UTF-8 (HTTP headers are not a place for Å), the body is the
 message exactly as received. `Idempotency-Key` is `<gateway id>:<item id>`: the same on every
@@ -19,22 +19,32 @@ from vmgateway.store import feed as feed_reads
 from vmgateway.store.deliveries import Due
 from vmgateway.transfers.outcome import Outcome, describe_failure, http_problem, is_transient, retry_after
 
-_HEADER_FIELDS = {
-    "X-Vmgateway-Sending-Application": "sending_application",
-    "X-Vmgateway-Sending-Facility": "sending_facility",
-    "X-Vmgateway-Message-Type": "message_type",
-    "X-Vmgateway-Message-Control-Id": "control_id",
-    "X-Vmgateway-Patient-Id": "patient_id",
+HEADER_FIELDS = {
+    "hl7": {
+        "X-Vmgateway-Sending-Application": "sending_application",
+        "X-Vmgateway-Sending-Facility": "sending_facility",
+        "X-Vmgateway-Message-Type": "message_type",
+        "X-Vmgateway-Message-Control-Id": "control_id",
+        "X-Vmgateway-Patient-Id": "patient_id",
+    },
+    "astm": {
+        "X-Vmgateway-Listener": "listener",
+        "X-Vmgateway-Instrument": "instrument",
+        "X-Vmgateway-Sample-Ids": "sample_ids",
+        "X-Vmgateway-Patient-Ids": "patient_ids",
+        "X-Vmgateway-Test-Codes": "test_codes",
+    },
 }
+"""Per kind of message: header → the item's metadata field."""
+ASTM_CONTENT_TYPE = "application/octet-stream"
 
 
-class Hl7Sink:
-    name = "hl7"
-    kind = "hl7"
+class MessageSink:
     max_items = 1
     max_bytes = 2**31
 
-    def __init__(self, url: str, http: httpx.AsyncClient, store: Store, gateway_id: str) -> None:
+    def __init__(self, kind: str, url: str, http: httpx.AsyncClient, store: Store, gateway_id: str) -> None:
+        self.name = self.kind = kind
         self.url = url
         self.http = http
         self.store = store
@@ -57,16 +67,18 @@ class Hl7Sink:
         with self.store.reading() as conn:
             found = feed_reads.item(conn, due.item_id)
         assert found is not None
-        hl7 = found[0]["hl7"]
+        metadata = found[0][self.kind]
+        content_type = (hl7_content_type(metadata["charset_used"], metadata["charset"]) if self.kind == "hl7"
+                        else ASTM_CONTENT_TYPE)
         headers = {
-            "Content-Type": hl7_content_type(hl7["charset_used"], hl7["charset"]),
+            "Content-Type": content_type,
             "Idempotency-Key": f"{self.gateway_id}:{due.item_id}",
             "X-Vmgateway-Gateway-Id": self.gateway_id,
             "X-Vmgateway-Item-Id": str(due.item_id),
             "X-Vmgateway-Received-At": datetime.fromtimestamp(due.received_at, UTC).isoformat(),
             "X-Vmgateway-Sha256": due.sha256,
         }
-        for header, key in _HEADER_FIELDS.items():
-            if hl7.get(key):
-                headers[header] = quote(str(hl7[key]), safe=" ^&~!$'()*+,;=:@/?")
+        for header, key in HEADER_FIELDS[self.kind].items():
+            if metadata.get(key):
+                headers[header] = quote(str(metadata[key]), safe=" ^&~!$'()*+,;=:@/?")
         return self.store.payload(due.item_id), headers

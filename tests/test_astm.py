@@ -6,6 +6,8 @@ import socket
 import threading
 from typing import Any
 
+import hl7
+
 from tests.astm_instrument import ACK, EOT, NAK, Instrument, result_message
 from tests.conftest import GatewayProcess, free_ports
 from tests.test_api import client, new_token
@@ -178,3 +180,32 @@ def test_pushed_like_the_others(make_gateway: Any) -> None:
     assert (headers["x-vmgateway-instrument"], headers["x-vmgateway-sample-ids"], headers["x-vmgateway-listener"]) == (
         "VetScan VS2", "PUSHED", "vetscan")
     gateway.wait_until(lambda lines: any('"delivered"' in line and "astm" in line for line in lines), "delivery")
+
+
+def test_a_result_message_as_hl7_oru(make_gateway: Any) -> None:
+    gateway, port = astm_gateway(make_gateway)
+    records = result_message("SAMPLE-H", "VM-9", results=3)
+    records.insert(-1, b"C|1|I|hemolysed ~ slightly^see note|G")  # "~" is free in ASTM, HL7's repetition
+    records[4] = b"R|2|^^^ALP|88|U/L|20 to 150|H||F||||20261127101400"  # a high flag
+    instrument = Instrument("127.0.0.1", port).connect()
+    try:
+        assert instrument.send_message(records)
+    finally:
+        instrument.close()
+    token = new_token(gateway, "vetmanager")
+    with client(gateway, token) as api:
+        api.post("/api/v1/transfers/activate")
+        (item,) = api.get("/api/v1/feed", params={"after": 0}).json()["items"]
+        answer = api.get(f"/api/v1/items/{item['id']}/hl7")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("x-application/hl7-v2+er7")
+    message = hl7.parse(answer.text)
+    assert str(message.segment("MSH")[9]) == "ORU^R01^ORU_R01" and str(message.segment("MSH")[3]) == "VetScan"
+    pid = message.segment("PID")
+    assert str(pid[3]) == "VM-9^^^^PI" and str(pid[5]) == "Fido^Berg" and str(pid[7]) == "20190401"
+    obr = message.segment("OBR")
+    assert (str(obr[2]), str(obr[4])) == ("SAMPLE-H", "^^^COMPREHENSIVE")
+    obx = [segment for segment in message if str(segment[0]) == "OBX"]
+    assert [(str(s[2]), str(s[3]), str(s[5]), str(s[6]), str(s[8])) for s in obx] == [
+        ("NM", "^^^ALB", "31", "g/L", "N"), ("NM", "^^^ALP", "88", "U/L", "H"), ("NM", "^^^GLU", "5.5", "mmol/L", "N")]
+    (nte,) = [segment for segment in message if str(segment[0]) == "NTE"]
+    assert str(nte[3]) == "hemolysed \\R\\ slightly^see note"  # "~" escaped, ASTM's components kept as HL7's

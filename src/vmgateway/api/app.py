@@ -26,6 +26,8 @@ from vmgateway import __version__
 from vmgateway.api import page
 from vmgateway.api.metrics import metrics_text
 from vmgateway.api.security import AllowlistMiddleware, BodyLimitMiddleware, FailedAuthLimiter
+from vmgateway.astm.records import parse
+from vmgateway.astm.to_hl7 import to_oru
 from vmgateway.config import AETitle, ContactConfig, PacsConfig, Settings
 from vmgateway.dicom.echo import echo
 from vmgateway.hl7.charsets import hl7_content_type
@@ -375,6 +377,19 @@ def create_app(view: GatewayView) -> Any:
             media_type = hl7_content_type(record["hl7"]["charset_used"], record["hl7"]["charset"])
         return StreamingResponse(_payload_chunks(store, item_id), media_type=media_type,
                                  headers={"content-length": str(record["size"])})
+
+    @api.get("/api/v1/items/{item_id}/hl7", tags=["feed"], response_class=PlainTextResponse)
+    def as_hl7(item_id: ItemId, who: Caller, conn: Reader) -> PlainTextResponse:
+        """An ASTM item as the equivalent HL7 v2.5 ORU^R01 (UTF-8; the mapping is in
+        vmgateway/astm/to_hl7.py). The content endpoint keeps the raw original."""
+        require_active(conn)
+        found = feed_reads.item(conn, item_id)
+        if found is None:
+            raise HTTPException(404, f"no item {item_id}")
+        if found[0]["kind"] != "astm":
+            raise HTTPException(409, f"item {item_id} is {found[0]['kind']}, not ASTM")
+        message = to_oru(parse(store.payload(item_id)), item_id, view.settings.site.name)
+        return PlainTextResponse(message, media_type=hl7_content_type("UNICODE UTF-8", "UNICODE UTF-8"))
 
     @api.post("/api/v1/feed/ack", tags=["feed"])
     async def acknowledge(request: AckRequest, who: Caller) -> dict[str, Any]:

@@ -7,9 +7,12 @@ each ACK (resending on NAK, at most 6 times, as the standard says) and ends with
 
 from __future__ import annotations
 
+import os
+import select
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 ENQ, ACK, NAK, EOT, STX, ETX, ETB = b"\x05", b"\x06", b"\x15", b"\x04", b"\x02", b"\x03", b"\x17"
 MAX_TEXT = 240
@@ -37,7 +40,8 @@ class Instrument:
     host: str
     port: int
     timeout: float = 10
-    sock: socket.socket | None = None
+    sock: Any = None
+    """A socket, or a PtyMaster: anything with sendall, recv and close."""
     naks: int = 0
     acknowledged_messages: list[bytes] = field(default_factory=list)
     """Messages whose final frame was ACKed: the gateway promised to keep these."""
@@ -113,3 +117,26 @@ def result_message(sample: str, patient: str, results: int = 3, comment_length: 
         records.append(b"C|1|I|" + b"x" * comment_length + b"|G")
     records.append(b"L|1|N")
     return records
+
+
+class PtyMaster:
+    """The instrument's end of a pseudo-terminal pair: the gateway opens the other end as its
+    serial port, as it would a USB-serial adapter."""
+
+    def __init__(self, timeout: float = 10) -> None:
+        self.fd, self.slave_fd = os.openpty()
+        self.device = os.ttyname(self.slave_fd)
+        self.timeout = timeout
+
+    def sendall(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def recv(self, size: int) -> bytes:
+        ready, _, _ = select.select([self.fd], [], [], self.timeout)
+        if not ready:
+            raise TimeoutError("no answer on the serial line")
+        return os.read(self.fd, size)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self.slave_fd)

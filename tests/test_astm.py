@@ -8,9 +8,9 @@ from typing import Any
 
 import hl7
 
-from tests.astm_instrument import ACK, EOT, NAK, Instrument, result_message
+from tests.astm_instrument import ACK, EOT, NAK, Instrument, PtyMaster, result_message
 from tests.conftest import GatewayProcess, free_ports
-from tests.test_api import client, new_token
+from tests.test_api import client, new_token, vmgateway
 from tests.upstream import Step, Upstream
 from vmgateway.astm.link import ETB, ETX, LinkReceiver, Message, Reply, checksum
 
@@ -209,3 +209,26 @@ def test_a_result_message_as_hl7_oru(make_gateway: Any) -> None:
         ("NM", "^^^ALB", "31", "g/L", "N"), ("NM", "^^^ALP", "88", "U/L", "H"), ("NM", "^^^GLU", "5.5", "mmol/L", "N")]
     (nte,) = [segment for segment in message if str(segment[0]) == "NTE"]
     assert str(nte[3]) == "hemolysed \\R\\ slightly^see note"  # "~" escaped, ASTM's components kept as HL7's
+
+
+def test_an_instrument_on_a_serial_port(make_gateway: Any) -> None:
+    pty = PtyMaster()
+    try:
+        gateway = make_gateway(astm={"serial": [{"name": "horiba", "device": pty.device, "baudrate": 9600}]})
+        instrument = Instrument("", 0, sock=pty)
+        assert instrument.send_message(result_message("SERIAL-1", "VM-10"),
+                                       lambda n: {"corrupt_first": n == 1, "resend_after_ack": n == 3})
+        assert instrument.send_message(result_message("SERIAL-2", "VM-11", comment_length=500))
+        rows = kept(gateway)
+        assert [(row["sample_ids"], row["sender"]) for row in rows] == [("SERIAL-1", "horiba"), ("SERIAL-2", "horiba")]
+        with gateway.journal() as conn:
+            (address,) = conn.execute("SELECT DISTINCT peer_address FROM items").fetchone()
+        assert address == pty.device
+    finally:
+        pty.close()
+
+
+def test_a_serial_port_that_cannot_be_opened_stops_the_start_with_its_name(make_gateway: Any) -> None:
+    gateway = make_gateway(start=False, astm={"serial": [{"name": "horiba", "device": "/dev/ttyNOPE0"}]})
+    refused = vmgateway("run", "--config", str(gateway.config))
+    assert refused.returncode == 1 and "cannot listen for ASTM: serial port /dev/ttyNOPE0 (horiba)" in refused.stderr

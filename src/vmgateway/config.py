@@ -320,8 +320,21 @@ class AstmListener(_Section):
     """Addresses or networks allowed to connect; empty lets everyone in."""
 
 
+class AstmSerialPort(_Section):
+    """An instrument on a serial line (a USB-serial adapter on the box)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    device: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^/dev/")]
+    """e.g. /dev/ttyUSB0, or better a stable /dev/serial/by-id/… name."""
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+
+
 class AstmConfig(_Section):
     listeners: list[AstmListener] = []
+    serial: list[AstmSerialPort] = []
     frame_timeout_s: Seconds = 30
     """E1381: during a transfer, a sender silent this long has given up; its unfinished message is dropped."""
     idle_timeout_s: Seconds = 3600
@@ -335,6 +348,12 @@ class AstmConfig(_Section):
             values = [getattr(listener, what) for listener in self.listeners]
             if len(values) != len(set(values)):
                 raise ValueError(f"astm.listeners: each listener needs its own {what}")
+        devices = [port.device for port in self.serial]
+        if len(devices) != len(set(devices)):
+            raise ValueError("astm.serial: each port needs its own device")
+        names = [listener.name for listener in self.listeners] + [port.name for port in self.serial]
+        if len(names) != len(set(names)):
+            raise ValueError("astm: every listener and serial port needs its own name")
         return self
 
 

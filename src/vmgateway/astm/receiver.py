@@ -1,5 +1,5 @@
-"""ASTM instruments over TCP: one asyncio server per configured listener, E1381 on each
-connection (astm/link.py), a message's final frame ACKed only once the journal has it."""
+"""ASTM instruments over TCP (one asyncio server per configured listener) and on serial ports,
+E1381 on each line (astm/link.py), a message's final frame ACKed only once the journal has it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import logging
 from functools import partial
 from ipaddress import ip_address
 
+import serial
+
+from vmgateway.astm.lines import Line, SerialLine, TcpLine
 from vmgateway.astm.link import LinkReceiver, Message, Problem, Reply
 from vmgateway.astm.records import parse, summarise
 from vmgateway.config import AstmConfig, AstmListener
@@ -16,15 +19,13 @@ from vmgateway.store import JournalError, Sender, SpoolFull, Store
 
 log = logging.getLogger(__name__)
 
-_READ_SIZE = 65536
-
-
 class AstmReceiver:
     def __init__(self, config: AstmConfig, store: Store) -> None:
         self.config = config
         self.store = store
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
+        self._serial: list[tuple[SerialLine, asyncio.Task[None]]] = []
 
     async def start(self) -> None:
         """Listen on every configured port; raise OSError when one cannot be bound."""
@@ -33,19 +34,31 @@ class AstmReceiver:
             self._servers.append(server)
             log.info("astm listener listening", extra={"listener": listener.name, "bind": listener.bind,
                                                         "port": listener.port})
+        for port in self.config.serial:
+            try:
+                line = SerialLine(port)
+            except (serial.SerialException, ValueError) as exc:
+                raise OSError(f"serial port {port.device} ({port.name}): {exc}") from None
+            sender = Sender("astm", port.name, port.device)
+            self._serial.append((line, asyncio.create_task(self._converse(port.name, line, sender, idle_s=None))))
+            log.info("astm serial port open", extra={"listener": port.name, "device": port.device,
+                                                      "baudrate": port.baudrate})
 
     async def drain(self, timeout: float) -> None:
         """No new connections; transfers under way get `timeout`, then are cut (an unfinished
         message was never ACKed: the instrument sends it again)."""
         for server in self._servers:
             server.close()
-        if self._connections:
-            _, pending = await asyncio.wait(self._connections, timeout=timeout)
+        running = self._connections | {task for _, task in self._serial}
+        if running:
+            _, pending = await asyncio.wait(running, timeout=timeout)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         for server in self._servers:
             await server.wait_closed()
+        for line, _ in self._serial:
+            line.close()
         log.info("astm listeners stopped")
 
     async def _serve(self, listener: AstmListener, reader: asyncio.StreamReader,
@@ -60,7 +73,8 @@ class AstmReceiver:
         assert task is not None
         self._connections.add(task)
         try:
-            await self._converse(listener, reader, writer, Sender("astm", listener.name, address))
+            await self._converse(listener.name, TcpLine(reader, writer), Sender("astm", listener.name, address),
+                                 idle_s=self.config.idle_timeout_s)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -69,27 +83,28 @@ class AstmReceiver:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _converse(self, listener: AstmListener, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter, sender: Sender) -> None:
+    async def _converse(self, name: str, line: Line, sender: Sender, idle_s: float | None) -> None:
+        """E1381 on one line until it is gone (TCP: also after `idle_s` without a transfer; a
+        serial port stays open: `idle_s` None). During a transfer the sender may be silent
+        `astm.frame_timeout_s` at most; then its unfinished message is dropped."""
         link = LinkReceiver()
         while True:
-            waiting = self.config.frame_timeout_s if link.in_transfer else self.config.idle_timeout_s
+            waiting = self.config.frame_timeout_s if link.in_transfer else idle_s
             try:
                 async with asyncio.timeout(waiting):
-                    data = await reader.read(_READ_SIZE)
+                    data = await line.read()
             except TimeoutError:
                 if not link.in_transfer:
-                    log.info("astm connection idle, closed", extra={"listener": listener.name})
+                    log.info("astm connection idle, closed", extra={"listener": name})
                     return
-                await self._handle(link.end_of_transmission(), link, writer, sender)
-                log.warning("astm sender silent mid-transfer", extra={"listener": listener.name,
-                                                                       "address": sender.address})
+                await self._handle(link.end_of_transmission(), link, line, sender)
+                log.warning("astm sender silent mid-transfer", extra={"listener": name, "address": sender.address})
                 continue
             if not data:
-                await self._handle(link.end_of_transmission(), link, writer, sender)
+                await self._handle(link.end_of_transmission(), link, line, sender)
                 return
             link.busy = not self._room()
-            await self._handle(link.feed(data), link, writer, sender)
+            await self._handle(link.feed(data), link, line, sender)
 
     def _room(self) -> bool:
         try:
@@ -98,18 +113,17 @@ class AstmReceiver:
             return False
         return True
 
-    async def _handle(self, events: list[Reply | Message | Problem], link: LinkReceiver,
-                      writer: asyncio.StreamWriter, sender: Sender) -> None:
+    async def _handle(self, events: list[Reply | Message | Problem], link: LinkReceiver, line: Line,
+                      sender: Sender) -> None:
         for event in events:
             if isinstance(event, Reply):
-                writer.write(event.data)
-                await writer.drain()
+                await line.write(event.data)
             elif isinstance(event, Problem):
                 log.warning("astm link problem", extra={"listener": sender.name, "address": sender.address,
                                                          "problem": event.text})
             else:
                 stored = await self._keep(event.raw, sender)
-                await self._handle(link.answered(stored), link, writer, sender)
+                await self._handle(link.answered(stored), link, line, sender)
 
     async def _keep(self, raw: bytes, sender: Sender) -> bool:
         """True once the message is committed; False (its final frame NAKed, the instrument

@@ -13,6 +13,7 @@ from tests.conftest import GatewayProcess, free_ports
 from tests.test_api import client, new_token, vmgateway
 from tests.upstream import Step, Upstream
 from vmgateway.astm.link import ETB, ETX, LinkReceiver, Message, Reply, checksum
+from vmgateway.astm.records import Delimiters, parse, summarise
 
 
 def astm_gateway(make_gateway: Any, **astm: Any) -> tuple[GatewayProcess, int]:
@@ -232,3 +233,16 @@ def test_a_serial_port_that_cannot_be_opened_stops_the_start_with_its_name(make_
     gateway = make_gateway(start=False, astm={"serial": [{"name": "horiba", "device": "/dev/ttyNOPE0"}]})
     refused = vmgateway("run", "--config", str(gateway.config))
     assert refused.returncode == 1 and "cannot listen for ASTM: serial port /dev/ttyNOPE0 (horiba)" in refused.stderr
+
+
+def test_records_follow_the_delimiters_the_header_declares_and_results_stay_with_their_sample() -> None:
+    raw = (b"H!@~&!!!Cobas~X!!!!!!!P!1\rP!1!!PID7\rO!1!S1!!~~~K@~~~NA\rR!1!~~~K!4.2!mmol/L\r"
+           b"R!2!~~~NA!141!mmol/L\rM!1!internal\rO!2!S2!!~~~GLU\rR!1!~~~GLU!5.1!mmol/L\rQ!1\rL!1!N\r")
+    message = parse(raw)
+    assert message.delimiters == Delimiters("!", "@", "~", "&")
+    assert [(sample, [r.get(3, 4, message.delimiters) for r in results])
+            for sample, results in message.sample_results] == [("S1", ["K", "NA"]), ("S2", ["GLU"])]
+    assert [record.type for record in message.records] == ["H", "P", "O", "R", "R", "M", "O", "R", "Q", "L"]
+    summary = summarise(message)
+    assert (summary.instrument, summary.sample_ids, summary.patient_ids, summary.test_codes, summary.result_count) == (
+        "Cobas X", "S1 S2", "PID7", "K NA GLU", 3)

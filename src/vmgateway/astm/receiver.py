@@ -4,7 +4,6 @@ E1381 on each line (astm/link.py), a message's final frame ACKed only once the j
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from functools import partial
 from ipaddress import ip_address
@@ -15,6 +14,7 @@ from vmgateway.astm.lines import Line, SerialLine, TcpLine
 from vmgateway.astm.link import LinkReceiver, Message, Problem, Reply
 from vmgateway.astm.records import parse, summarise
 from vmgateway.config import AstmConfig, AstmListener
+from vmgateway.connections import Connections
 from vmgateway.store import JournalError, Sender, SpoolFull, Store
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ class AstmReceiver:
         self.config = config
         self.store = store
         self._servers: list[asyncio.Server] = []
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections = Connections()
         self._serial: list[tuple[SerialLine, asyncio.Task[None]]] = []
 
     async def start(self) -> None:
@@ -49,12 +49,7 @@ class AstmReceiver:
         message was never ACKed: the instrument sends it again)."""
         for server in self._servers:
             server.close()
-        running = self._connections | {task for _, task in self._serial}
-        if running:
-            _, pending = await asyncio.wait(running, timeout=timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._connections.drain(timeout, *(task for _, task in self._serial))
         for server in self._servers:
             await server.wait_closed()
         for line, _ in self._serial:
@@ -69,19 +64,9 @@ class AstmReceiver:
                                                                                 "address": address})
             writer.close()
             return
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            await self._converse(listener.name, TcpLine(reader, writer), Sender("astm", listener.name, address),
-                                 idle_s=self.config.idle_timeout_s)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        line = TcpLine(reader, writer)
+        sender = Sender("astm", listener.name, address)
+        await self._connections.serve(writer, self._converse(listener.name, line, sender, self.config.idle_timeout_s))
 
     async def _converse(self, name: str, line: Line, sender: Sender, idle_s: float | None) -> None:
         """E1381 on one line until it is gone (TCP: also after `idle_s` without a transfer; a

@@ -8,12 +8,12 @@ commit was fsync'ed. The full parse for the journal's metadata runs after the AC
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from ipaddress import ip_address
 
 from vmgateway.config import Hl7Config
+from vmgateway.connections import Connections
 from vmgateway.counters import HL7_ACKS
 from vmgateway.hl7.framing import Frame, Garbage, MllpDecoder, Oversized, framed
 from vmgateway.hl7.messages import Header, UnusableHeader, build_ack, read_details, read_header
@@ -47,7 +47,7 @@ class Hl7Receiver:
         self.config = config
         self.store = store
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections = Connections()
         self._background: set[asyncio.Task[None]] = set()
         self._unread: list[tuple[int, bytes | bytearray, Header]] = []
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -67,11 +67,7 @@ class Hl7Receiver:
         """
         if self._server is not None:
             self._server.close()
-        if self._connections:
-            _, pending = await asyncio.wait(self._connections, timeout=timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._connections.drain(timeout)
         self._read_unread()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -96,21 +92,10 @@ class Hl7Receiver:
             log.warning("hl7 connection refused: too many connections", extra={"address": address})
             writer.close()
             return
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            await self._converse(reader, writer, address)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        await self._connections.serve(writer, self._converse(reader, writer, address))
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str) -> None:
         decoder = MllpDecoder(self.config.max_message_bytes)

@@ -1,0 +1,42 @@
+"""The bookkeeping every stream receiver (HL7, ASTM) needs for its connections: each one
+counted while it runs, so that a drain can wait for it and then cut what is left."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+
+
+class Connections:
+    def __init__(self) -> None:
+        self._running: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    async def serve(self, writer: asyncio.StreamWriter, conversation: Awaitable[None]) -> None:
+        """Run one connection's conversation to its end (a peer that hangs up is an end too),
+        then close it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            await conversation
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._running.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def drain(self, timeout: float, *others: asyncio.Task[None]) -> None:
+        """Give running conversations (and `others`) `timeout` to finish, then cancel the rest."""
+        running = self._running | set(others)
+        if not running:
+            return
+        _, pending = await asyncio.wait(running, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

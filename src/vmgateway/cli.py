@@ -301,8 +301,7 @@ def _pacs_poll_now(args: argparse.Namespace) -> int:
         print("vmgateway: an API token is needed (--token or $VMGATEWAY_TOKEN; vmgateway token create NAME)",
               file=sys.stderr)
         return 2
-    scheme = "https" if settings.api.tls else "http"
-    url = f"{scheme}://127.0.0.1:{settings.api.port}/api/v1/pacs/poll"
+    url = settings.api.local_url("/api/v1/pacs/poll")
     try:  # our own API on this box: its certificate is self-signed, the connection never leaves the host
         answer = httpx.post(url, headers={"Authorization": f"Bearer {args.token}"}, verify=False, timeout=600,
                             trust_env=False)

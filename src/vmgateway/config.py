@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, model_validator
 
-from vmgateway.addresses import parse_address_set
+from vmgateway.addresses import local_address, parse_address_set
 from vmgateway.hl7.charsets import KNOWN, is_known
 
 ENV_CONFIG = "VMGATEWAY_CONFIG"
@@ -218,6 +218,10 @@ class ApiConfig(_Section):
     max_body_bytes: Annotated[int, Field(ge=1024, le=2**24)] = 65536
     failed_auth_limit: Annotated[int, Field(ge=1, le=1000)] = 10
     """Failed token checks per address and minute before it is answered 429."""
+
+    def local_url(self, path: str) -> str:
+        """`path` of this API as the box itself reaches it (doctor, upgrade, pacs poll-now)."""
+        return f"{'https' if self.tls else 'http'}://{local_address(self.bind)}:{self.port}{path}"
 
 
 class PowerConfig(_Section):

@@ -23,10 +23,11 @@ from pydantic import BaseModel, Field, ValidationError
 from pydicom.uid import generate_uid
 
 from vmgateway import __version__
+from vmgateway.addresses import local_address
 from vmgateway.api import page
 from vmgateway.api.metrics import metrics_text
 from vmgateway.api.security import AllowlistMiddleware, BodyLimitMiddleware, FailedAuthLimiter
-from vmgateway.astm.records import parse
+from vmgateway.astm.records import ASTM_MEDIA_TYPE, parse
 from vmgateway.astm.to_hl7 import to_oru
 from vmgateway.config import AETitle, ContactConfig, PacsConfig, Settings
 from vmgateway.dicom.echo import echo
@@ -42,8 +43,6 @@ from vmgateway.worklist.entry import WorklistEntry
 
 SITE_CONTACT = "site.contact"
 HEALTH_CHECKED_AT = "health.deep_checked_at"
-ASTM_MEDIA_TYPE = "application/octet-stream"
-"""E1394 names no character set; its records are bytes as the instrument sent them."""
 COOKIE = "vmgateway_token"
 _CHUNK = 1 << 20
 
@@ -202,7 +201,8 @@ def create_app(view: GatewayView) -> Any:
         control_id, message = test_message("VMGATEWAY-TEST", view.settings.site.name)
         began = time.monotonic()
         try:
-            [answer] = await asyncio.to_thread(send_messages, "127.0.0.1", view.settings.hl7.port, [message], 10)
+            hl7 = view.settings.hl7
+            [answer] = await asyncio.to_thread(send_messages, local_address(hl7.bind), hl7.port, [message], 10)
         except (OSError, ConnectionError) as exc:
             await audit(who, f"hl7 test: {exc}")
             return {"ok": False, "message": f"no answer from the HL7 listener: {exc}", "seconds": None}

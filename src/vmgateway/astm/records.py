@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 from vmgateway.store import AstmSummary
 
+ASTM_MEDIA_TYPE = "application/octet-stream"
+"""Over HTTP: E1394 names no character set; its records are bytes as the instrument sent them."""
+
 
 @dataclass(frozen=True)
 class Delimiters:

@@ -62,7 +62,7 @@ def check_listeners(settings: Settings) -> list[Finding]:
     except OSError as exc:
         findings.append(fail("hl7", f"port {hl7.port}: {exc.strerror or exc}", f"is the gateway running? {SERVICE}"))
     api = settings.api
-    url = f"{'https' if api.tls else 'http'}://{local_address(api.bind)}:{api.port}/api/v1/health"
+    url = api.local_url("/api/v1/health")
     try:
         # Our own API on loopback: its certificate is pinned by Vetmanager, not by us.
         status = httpx.get(url, verify=False, timeout=TIMEOUT_S, trust_env=False).status_code

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
+from vmgateway.astm.records import ASTM_MEDIA_TYPE
 from vmgateway.hl7.charsets import hl7_content_type
 from vmgateway.store import Store
 from vmgateway.store import feed as feed_reads
@@ -36,7 +37,6 @@ HEADER_FIELDS = {
     },
 }
 """Per kind of message: header → the item's metadata field."""
-ASTM_CONTENT_TYPE = "application/octet-stream"
 
 
 class MessageSink:
@@ -69,7 +69,7 @@ class MessageSink:
         assert found is not None
         metadata = found[0][self.kind]
         content_type = (hl7_content_type(metadata["charset_used"], metadata["charset"]) if self.kind == "hl7"
-                        else ASTM_CONTENT_TYPE)
+                        else ASTM_MEDIA_TYPE)
         headers = {
             "Content-Type": content_type,
             "Idempotency-Key": f"{self.gateway_id}:{due.item_id}",

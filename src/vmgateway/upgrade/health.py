@@ -39,7 +39,7 @@ def deep_problems(settings: Settings) -> list[str]:
     except (OSError, ConnectionError, ValueError) as exc:
         problems.append(f"HL7: {exc}")
     api = settings.api
-    url = f"{'https' if api.tls else 'http'}://{local_address(api.bind)}:{api.port}/api/v1/health"
+    url = api.local_url("/api/v1/health")
     try:
         # Our own API on loopback: its certificate is pinned by Vetmanager, not by us.
         answer_api = httpx.get(url, params={"deep": "true"}, verify=False, timeout=STEP_TIMEOUT_S, trust_env=False)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vmgateway.store.access import TRANSFERS_ACTIVE, claim_gateway_id, set_setting
-from vmgateway.store.journal import Journal, JournalClosed, JournalError, connect
+from vmgateway.store.journal import Journal, JournalClosed, JournalError, Write, connect
 from vmgateway.store.records import (
     AstmSummary,
     DicomInstance,
@@ -116,17 +116,16 @@ class Store:
         Raises SpoolFull at once when the disk is below the watermark; the future may fail
         with JournalError.
         """
-        self.spool.check_room()
-        sha256 = hashlib.sha256(raw).hexdigest()
-        future = self.journal.submit(record_hl7_message(message, raw, sha256, sender, time.time()))
-        future.add_done_callback(lambda _: self._tell_listeners())
-        return future
+        return self._submit_message(raw, lambda sha256: record_hl7_message(message, raw, sha256, sender, time.time()))
 
     def submit_astm(self, raw: bytes, summary: AstmSummary, sender: Sender) -> Future[Receipt]:
         """As submit_hl7, for an ASTM message: resolves once committed (fsync'ed)."""
+        return self._submit_message(raw, lambda sha256: record_astm_message(raw, summary, sha256, sender, time.time()))
+
+    def _submit_message(self, raw: bytes | bytearray, record: Callable[[str], Write[Receipt]]) -> Future[Receipt]:
+        """A message's write, given its SHA-256, queued; the destinations hear once it is committed."""
         self.spool.check_room()
-        sha256 = hashlib.sha256(raw).hexdigest()
-        future = self.journal.submit(record_astm_message(raw, summary, sha256, sender, time.time()))
+        future = self.journal.submit(record(hashlib.sha256(raw).hexdigest()))
         future.add_done_callback(lambda _: self._tell_listeners())
         return future
 

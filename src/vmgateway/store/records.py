@@ -141,12 +141,7 @@ def record_hl7_message(
             ).fetchone()
         if earlier:
             return Receipt(int(earlier[0]), Outcome.DUPLICATE, 1)
-        cursor = conn.execute(
-            "INSERT INTO items (kind, received_at, sender, peer_address, size, sha256) VALUES ('hl7', ?, ?, ?, ?, ?)",
-            (received_at, sender.name, sender.address, len(raw), sha256),
-        )
-        item_id = int(cursor.lastrowid or 0)
-        _insert_payload(conn, item_id, raw)
+        item_id = _insert_message_item(conn, "hl7", raw, sha256, sender, received_at)
         # Only Hl7Message's own fields: a receiver may hand over a subclass that knows more.
         columns = {f.name: getattr(message, f.name) for f in fields(Hl7Message)} | {"item_id": item_id}
         conn.execute(
@@ -179,11 +174,7 @@ def record_astm_message(raw: bytes, summary: AstmSummary, sha256: str, sender: S
         earlier = conn.execute("SELECT id FROM items WHERE kind = 'astm' AND sha256 = ?", (sha256,)).fetchone()
         if earlier:
             return Receipt(int(earlier[0]), Outcome.DUPLICATE, 1)
-        cursor = conn.execute(
-            "INSERT INTO items (kind, received_at, sender, peer_address, size, sha256) VALUES ('astm', ?, ?, ?, ?, ?)",
-            (received_at, sender.name, sender.address, len(raw), sha256))
-        item_id = int(cursor.lastrowid or 0)
-        _insert_payload(conn, item_id, raw)
+        item_id = _insert_message_item(conn, "astm", raw, sha256, sender, received_at)
         conn.execute(
             "INSERT INTO astm_messages (item_id, listener, instrument, sample_ids, patient_ids, test_codes,"
             " result_count) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -192,6 +183,17 @@ def record_astm_message(raw: bytes, summary: AstmSummary, sha256: str, sender: S
         return Receipt(item_id, Outcome.STORED, 1)
 
     return write
+
+
+def _insert_message_item(conn: sqlite3.Connection, kind: str, raw: bytes | bytearray, sha256: str, sender: Sender,
+                         at: float) -> int:
+    """The item of a message kept in the journal itself (HL7, ASTM): its row and its bytes."""
+    cursor = conn.execute(
+        "INSERT INTO items (kind, received_at, sender, peer_address, size, sha256) VALUES (?, ?, ?, ?, ?, ?)",
+        (kind, at, sender.name, sender.address, len(raw), sha256))
+    item_id = int(cursor.lastrowid or 0)
+    _insert_payload(conn, item_id, raw)
+    return item_id
 
 
 def _insert_payload(conn: sqlite3.Connection, item_id: int, data: bytes | bytearray) -> None:

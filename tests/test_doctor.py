@@ -78,7 +78,8 @@ def healthy_box(make_gateway: Any, tmp_path: Path, upstream: Upstream, ca: Certi
     gateway: GatewayProcess = make_gateway(
         start=False, power={"enabled": True, "nut_port": nut.port, "ups": UPS},
         pacs={"host": "127.0.0.1", "port": pacs_port, "ae_title": "CLINIC_PACS"},
-        transfers={"mode": "push", "hl7_url": upstream.url, "ca_file": str(ca.cert)})
+        transfers={"mode": "push", "hl7_url": upstream.url, "ca_file": str(ca.cert)},
+        astm={"listeners": [{"name": "lab", "bind": "127.0.0.1", "port": free_ports(1)[0]}]})
     made = init(gateway.config, *FORMS[2])
     assert made.returncode == 0, made.stderr
     gateway.start()
@@ -98,7 +99,7 @@ def test_a_healthy_box_is_all_ok_and_each_fault_is_found_and_explained(network: 
             status, findings = doctor(gateway.config, "clock")  # this machine's clock may not be NTP-synchronised
             assert status == 0, findings
             assert set(levels(findings).values()) == {"OK"}
-            assert set(findings) == {"config", "site", "dicom", "hl7", "api", "disk", "ups", "pacs",
+            assert set(findings) == {"config", "site", "dicom", "hl7", "astm lab", "api", "disk", "ups", "pacs",
                                      "upstream (hl7)", "certificate", "firewall"}
             assert "answers C-ECHO as VM_GATEWAY" in findings["dicom"]["summary"]
             assert "C-ECHO to CLINIC_PACS@127.0.0.1" in findings["pacs"]["summary"]

@@ -69,7 +69,8 @@ def test_the_firewall_passes_nft_and_opens_only_what_it_should(tmp_path: Path, o
 
 def test_the_firewall_follows_the_configured_ports_and_addresses(tmp_path: Path) -> None:
     out = rendered(tmp_path, 4, "--device-networks", "10.20.0.0/16, 192.168.0.128/25", "--pacs-host", "172.16.5.5",
-                   dicom={"port": 11112}, hl7={"port": 5000}, api={"port": 8443, "allow": [
+                   dicom={"port": 11112}, hl7={"port": 5000}, astm={"listeners": [{"name": "lab", "port": 5001}]},
+                   api={"port": 8443, "allow": [
                        "213.212.63.52", "62.20.41.162-62.20.41.166", "2001:db8::/64"]})
     checked = nft_check(out / NFT_TABLE)
     assert checked.returncode == 0, checked.stderr
@@ -77,7 +78,7 @@ def test_the_firewall_follows_the_configured_ports_and_addresses(tmp_path: Path)
     assert "ip saddr { 213.212.63.52, 62.20.41.162-62.20.41.166 } tcp dport { 22, 8443 } accept" in rules
     assert "ip6 saddr { 2001:db8::/64 } tcp dport { 22, 8443 } accept" in rules
     # the second device network lies inside the LAN: left out, or nft would refuse the overlap
-    assert "ip saddr { 192.168.0.0/24, 10.20.0.0/16, 172.16.5.5 } tcp dport { 11112, 5000 } accept" in rules
+    assert "ip saddr { 192.168.0.0/24, 10.20.0.0/16, 172.16.5.5 } tcp dport { 11112, 5000, 5001 } accept" in rules
     assert not any("3000" in rule or "4006" in rule for rule in rules)
 
 

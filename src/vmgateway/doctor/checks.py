@@ -55,12 +55,9 @@ def check_listeners(settings: Settings) -> list[Finding]:
     answer = echo_own_listener(dicom, DOCTOR_AE, TIMEOUT_S)
     findings.append(ok("dicom", f"port {dicom.port} answers C-ECHO as {dicom.ae_title}") if answer.ok else
                     fail("dicom", f"port {dicom.port}: {answer.message}", f"is the gateway running? {SERVICE}"))
-    hl7 = settings.hl7
-    try:
-        socket.create_connection((local_address(hl7.bind), hl7.port), timeout=TIMEOUT_S).close()
-        findings.append(ok("hl7", f"port {hl7.port} accepts connections"))
-    except OSError as exc:
-        findings.append(fail("hl7", f"port {hl7.port}: {exc.strerror or exc}", f"is the gateway running? {SERVICE}"))
+    findings.append(_accepts("hl7", settings.hl7.bind, settings.hl7.port))
+    findings += [_accepts(f"astm {listener.name}", listener.bind, listener.port)
+                 for listener in settings.astm.listeners]
     api = settings.api
     url = api.local_url("/api/v1/health")
     try:
@@ -72,6 +69,15 @@ def check_listeners(settings: Settings) -> list[Finding]:
         findings.append(ok("api", f"port {api.port} answers /api/v1/health") if status == 200 else
                         fail("api", f"port {api.port} answered HTTP {status} to /api/v1/health", SERVICE))
     return findings
+
+
+def _accepts(check: str, bind: str, port: int) -> Finding:
+    """A stream listener (HL7, ASTM) takes a connection; nothing is sent on it."""
+    try:
+        socket.create_connection((local_address(bind), port), timeout=TIMEOUT_S).close()
+    except OSError as exc:
+        return fail(check, f"port {port}: {exc.strerror or exc}", f"is the gateway running? {SERVICE}")
+    return ok(check, f"port {port} accepts connections")
 
 
 def check_disk(settings: Settings) -> list[Finding]:

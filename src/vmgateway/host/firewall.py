@@ -79,15 +79,17 @@ def _from(sources: list[str], rest: str, rest_v6: str | None = None) -> list[str
 def ruleset(settings: Settings) -> str:
     management = management_sources(settings)
     devices = device_sources(settings)
-    api, dicom, hl7 = settings.api.port, settings.dicom.port, settings.hl7.port
+    api = settings.api.port
+    device_ports = ", ".join(str(port) for port in dict.fromkeys(
+        [settings.dicom.port, settings.hl7.port, *(listener.port for listener in settings.astm.listeners)]))
     rules = [
         'iif "lo" accept',
         "ct state established,related accept",
         "ct state invalid drop",
         "# Vetmanager: SSH and the management API",
         *_from(management, f"tcp dport {{ {SSH_PORT}, {api} }} accept"),
-        "# the clinic's modalities, PACS and instruments: DICOM and HL7",
-        *_from(devices, f"tcp dport {{ {dicom}, {hl7} }} accept"),
+        "# the clinic's modalities, PACS and instruments: DICOM, HL7 and ASTM",
+        *_from(devices, f"tcp dport {{ {device_ports} }} accept"),
         "# ping, from the same people, a few a second (a technician's first check)",
         *_from(management + devices, f"icmp type echo-request limit rate {PING_RATE} accept",
                f"icmpv6 type echo-request limit rate {PING_RATE} accept"),

@@ -25,35 +25,41 @@ STEP_TIMEOUT_S = 10
 POLL_S = 1.0
 
 
-def deep_problems(settings: Settings) -> list[str]:
-    """What does not work yet; empty when everything does."""
-    problems = []
+def listening_problems(settings: Settings) -> list[str]:
+    """Is the release there at all (C-ECHO)? Also all that is asked after a restart of a release
+    already known to be healthy."""
     answer = echo_own_listener(settings.dicom, UPGRADE_AE, STEP_TIMEOUT_S)
-    if not answer.ok:
-        problems.append(f"DICOM: {answer.message}")
+    return [] if answer.ok else [f"DICOM: {answer.message}"]
+
+
+def deep_problems(settings: Settings) -> list[str]:
+    """What does not work yet; empty when everything does. The HL7 probe goes last, once the rest
+    works: it is kept as a message, and a check repeated every second must not keep one each time."""
+    problems = listening_problems(settings) + _api_problems(settings)
+    return problems or _hl7_problems(settings)
+
+
+def _api_problems(settings: Settings) -> list[str]:
+    try:
+        # Our own API on loopback: its certificate is pinned by Vetmanager, not by us.
+        answer = httpx.get(settings.api.local_url("/api/v1/health"), params={"deep": "true"}, verify=False,
+                           timeout=STEP_TIMEOUT_S, trust_env=False)
+        if answer.status_code != 200 or answer.json().get("journal") != "written":
+            return [f"API/journal: HTTP {answer.status_code} {answer.text[:300]}"]
+    except (httpx.HTTPError, ValueError) as exc:
+        return [f"API: {exc}"]
+    return []
+
+
+def _hl7_problems(settings: Settings) -> list[str]:
     _, message = test_message("VMGATEWAY-UPGRADE", settings.site.name)
     try:
         [ack] = send_messages(local_address(settings.hl7.bind), settings.hl7.port, [message], STEP_TIMEOUT_S)
-        if ack.code not in ("AA", "CA"):
-            problems.append(f"HL7: the test message was answered {ack.code} {ack.text}".strip())
     except (OSError, ConnectionError, ValueError) as exc:
-        problems.append(f"HL7: {exc}")
-    api = settings.api
-    url = api.local_url("/api/v1/health")
-    try:
-        # Our own API on loopback: its certificate is pinned by Vetmanager, not by us.
-        answer_api = httpx.get(url, params={"deep": "true"}, verify=False, timeout=STEP_TIMEOUT_S, trust_env=False)
-        if answer_api.status_code != 200 or answer_api.json().get("journal") != "written":
-            problems.append(f"API/journal: HTTP {answer_api.status_code} {answer_api.text[:300]}")
-    except (httpx.HTTPError, ValueError) as exc:
-        problems.append(f"API: {exc}")
-    return problems
-
-
-def listening_problems(settings: Settings) -> list[str]:
-    """After a restart of a release already known to be healthy: is it back (C-ECHO)?"""
-    answer = echo_own_listener(settings.dicom, UPGRADE_AE, STEP_TIMEOUT_S)
-    return [] if answer.ok else [f"DICOM: {answer.message}"]
+        return [f"HL7: {exc}"]
+    if ack.code not in ("AA", "CA"):
+        return [f"HL7: the test message was answered {ack.code} {ack.text}".strip()]
+    return []
 
 
 def wait_healthy(settings: Settings, service: Service,

@@ -135,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     unit = host_commands.add_parser("unit", help="print the systemd service unit")
     unit.add_argument("--config", metavar="FILE", default=DEFAULT_HOST_CONFIG,
                       help=f"the configuration the service runs with (default {DEFAULT_HOST_CONFIG})")
-    unit.add_argument("--executable", metavar="PATH", help="the vmgateway program (default: this one)")
+    _executable_option(unit)
     unit.set_defaults(handler=_host_unit)
     render = host_commands.add_parser(
         "render", help="write the box's firewall, network, UPS and service files into a folder",
@@ -145,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--out", metavar="DIR", required=True, help="the folder to write into")
     render.add_argument("--config", metavar="FILE", default=DEFAULT_HOST_CONFIG,
                         help=f"the box's configuration (default {DEFAULT_HOST_CONFIG})")
-    render.add_argument("--executable", metavar="PATH", help="the vmgateway program (default: this one)")
+    _executable_option(render)
     render.set_defaults(handler=_host_render)
     return parser
 
@@ -158,6 +158,11 @@ def _box_config(command: argparse.ArgumentParser) -> None:
     """--config for commands run on the box: $VMGATEWAY_CONFIG, else the box's file."""
     command.add_argument("--config", metavar="FILE", default=os.environ.get(ENV_CONFIG) or DEFAULT_HOST_CONFIG,
                          help=f"the box's configuration (default ${ENV_CONFIG}, else {DEFAULT_HOST_CONFIG})")
+
+
+def _executable_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--executable", metavar="PATH",
+                         help="the vmgateway program (default: upgrade.root's current release, else this one)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,7 +60,7 @@ class Instrument:
         answer = self.sock.recv(1)
         if not answer:
             raise ConnectionError("the gateway closed the connection")
-        return answer
+        return bytes(answer)
 
     def establish(self) -> bytes:
         assert self.sock is not None

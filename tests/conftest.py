@@ -197,8 +197,9 @@ def make_gateway(tmp_path: Path) -> Iterator[Any]:
             {"storage": storage, "dicom": dicom, "hl7": hl7, "api": api}
             | sections,
         )
-        gateway = GatewayProcess(config, Path(storage["data_dir"]), int(dicom["port"]), int(hl7["port"]),
-                                 int(api["port"]), ae_title=dicom.get("ae_title", "VM_GATEWAY"))
+        gateway = GatewayProcess(config, Path(str(storage["data_dir"])), int(str(dicom["port"])),
+                                 int(str(hl7["port"])), int(str(api["port"])),
+                                 ae_title=str(dicom.get("ae_title", "VM_GATEWAY")))
         started.append(gateway)
         if start:
             gateway.start()
@@ -211,4 +212,5 @@ def make_gateway(tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def gateway(make_gateway: Any) -> GatewayProcess:
-    return make_gateway()
+    started: GatewayProcess = make_gateway()
+    return started

@@ -55,7 +55,7 @@ def secondary_capture(
     columns: int = 64,
     study_uid: str | None = None,
     sop_uid: str | None = None,
-    **attributes: str,
+    attributes: dict[str, str] | None = None,
 ) -> Path:
     """A small (or, with many frames, large) uncompressed multi-frame Secondary Capture."""
     ds = Dataset()
@@ -72,7 +72,7 @@ def secondary_capture(
     ds.PatientID = "VM-1"
     ds.Modality = "OT"
     ds.StudyDate = "20261127"
-    for keyword, value in attributes.items():
+    for keyword, value in (attributes or {}).items():
         setattr(ds, keyword, value)
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"

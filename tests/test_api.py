@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ def test_allowlist_ranges_in_the_app(tmp_path: Path) -> None:
     store = Store(tmp_path, 0)
     store.open()
     try:
-        app = create_app(GatewayView(settings, store, time.time(), dict, dict, dict, dict, no_poll))
+        app = create_app(GatewayView(settings, store, time.time(), dict, dict, dict, dict, dict, no_poll))
         for address, expected in (("62.20.41.164", 200), ("213.212.63.52", 200), ("62.20.41.167", 403),
                                   ("10.0.0.1", 403), ("127.0.0.1", 200)):
             with TestClient(app, client=(address, 40000)) as asgi:
@@ -263,3 +264,23 @@ def test_hl7_round_trip_to_the_own_listener(gateway: GatewayProcess) -> None:
         assert any(d["protocol"] == "hl7" and d["name"].startswith("VMGATEWAY-TEST") for d in api.get("/api/v1/devices").json())
     [stored] = gateway.hl7_messages()
     assert (stored["control_id"], stored["processing_id"]) == (result["control_id"], "T")
+
+
+def test_concurrent_clients_all_get_answers(gateway: GatewayProcess, tmp_path: Path) -> None:
+    """Vetmanager pulling with several workers while the page is open: every request answered
+    (each reads the journal in the thread it was opened in; once, two clients got HTTP 500s)."""
+    token = new_token(gateway, "vetmanager")
+    instance = copies_of_ct_small(tmp_path / "ct", 1)[0]
+    assert dcmtk("storescu", "-aec", "VM_GATEWAY", "127.0.0.1", str(gateway.port), instance).returncode == 0
+    with client(gateway, token) as api:
+        api.post("/api/v1/transfers/activate").raise_for_status()
+        [item] = api.get("/api/v1/feed").json()["items"]
+    paths = ["/api/v1/status", "/api/v1/feed", f"/api/v1/items/{item['id']}/content", "/api/v1/events"]
+
+    def pull(worker: int) -> list[int]:
+        with client(gateway, token) as api:
+            return [api.get(paths[(worker + n) % len(paths)]).status_code for n in range(100)]
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = [code for codes in pool.map(pull, range(8)) for code in codes]
+    assert len(statuses) == 800 and set(statuses) == {200}

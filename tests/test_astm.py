@@ -90,9 +90,9 @@ def test_junk_on_the_port_changes_nothing(make_gateway: Any) -> None:
     instrument = Instrument("127.0.0.1", port).connect()
     try:
         assert instrument.establish() == ACK
-        instrument.sock.sendall(b"\x02garbage without an end" + b"\x02" + b"9bad\x03ZZ\r\n")  # type: ignore[union-attr]
+        instrument.sock.sendall(b"\x02garbage without an end" + b"\x02" + b"9bad\x03ZZ\r\n")
         assert instrument.reply() == NAK
-        instrument.sock.sendall(EOT)  # type: ignore[union-attr]
+        instrument.sock.sendall(EOT)
         assert instrument.send_message(result_message("AFTER-JUNK", "VM-7"))
     finally:
         instrument.close()

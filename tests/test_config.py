@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,7 +72,7 @@ def test_environment_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ({"site": {"lan_network": "192.168.1.0/33"}}, "site.lan_network = '192.168.1.0/33'"),
     ],
 )
-def test_wrong_values_are_refused_by_key(data: dict, expected: str) -> None:
+def test_wrong_values_are_refused_by_key(data: dict[str, Any], expected: str) -> None:
     with pytest.raises(ConfigError) as refused:
         parse_settings(data)
     assert expected in str(refused.value)

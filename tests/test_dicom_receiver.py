@@ -57,8 +57,10 @@ def test_metadata_in_journal_survives_latin1_and_utf8(gateway: GatewayProcess, t
         "ResponsiblePerson": "Åström^Märta",
         "AccessionNumber": "A-17",
     }
-    latin1 = secondary_capture(tmp_path / "latin1.dcm", charset="ISO_IR 100", patient_name="Örjan^Ärlig", **vet)
-    utf8 = secondary_capture(tmp_path / "utf8.dcm", charset="ISO_IR 192", patient_name="Örjan^Ärlig", **vet)
+    latin1 = secondary_capture(tmp_path / "latin1.dcm", charset="ISO_IR 100", patient_name="Örjan^Ärlig",
+                               attributes=vet)
+    utf8 = secondary_capture(tmp_path / "utf8.dcm", charset="ISO_IR 192", patient_name="Örjan^Ärlig",
+                             attributes=vet)
     assert b"\xd6rjan" in latin1.read_bytes()  # really ISO 8859-1 on the wire
     assert "Örjan".encode() in utf8.read_bytes()  # really UTF-8
     assert storescu(gateway, latin1, utf8, calling="XRAY1").returncode == 0

@@ -3,6 +3,8 @@ undelivered ones never, and a file shared with bytes just received again stays."
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +15,9 @@ import pytest
 from tests.conftest import GatewayProcess, dcmtk
 from tests.dicomdata import copies_of_ct_small
 from tests.test_api import client, new_token
-from vmgateway.store import DicomInstance, Sender, Store
-from vmgateway.store.records import mark_delivered
+from vmgateway.model import DicomInstance, Sender
+from vmgateway.store import Store
+from vmgateway.store.spool import Spool
 
 DAY = 86400.0
 MODALITY = Sender("dicom", "XRAY1", "127.0.0.1")
@@ -28,25 +31,44 @@ def store(tmp_path: Path) -> Iterator[Store]:
     store.close()
 
 
+def journal(store: Store) -> sqlite3.Connection:
+    """The test's own connection to the store's journal (WAL: beside the store's writer)."""
+    return sqlite3.connect(store.incoming_dir.parent.parent / "journal.sqlite", isolation_level=None)
+
+
+def spool_file(store: Store, relative: str) -> Path:
+    return store.incoming_dir.parent / relative
+
+
+def remove_delivered_files(store: Store, delivered_before: float, soft_min_free_bytes: int) -> int:
+    return asyncio.run(store.remove_delivered_files(delivered_before, soft_min_free_bytes))
+
+
 def put(store: Store, content: bytes, uid: str) -> tuple[int, str]:
     """Keep `content` as a DICOM item; return its item id and spool path."""
     temporary = store.incoming_dir / f"{uid}.part"
     temporary.write_bytes(content)
     receipt = store.put_dicom(temporary, DicomInstance("1.2.840.10008.5.1.4.1.1.7", uid, "1.2.840.10008.1.2.1"),
                               MODALITY)
-    with store.reading() as conn:
-        path = conn.execute("SELECT spool_path FROM items WHERE id = ?", (receipt.item_id,)).fetchone()[0]
+    conn = journal(store)
+    path = conn.execute("SELECT spool_path FROM items WHERE id = ?", (receipt.item_id,)).fetchone()[0]
+    conn.close()
     return receipt.item_id, path
 
 
 def deliver(store: Store, at: float, *item_ids: int) -> None:
-    store.journal.write(mark_delivered(list(item_ids), at))
+    """Delivered at `at` (in the past: the store's own mark_delivered says now)."""
+    conn = journal(store)
+    conn.executemany("UPDATE items SET state = 'delivered', delivered_at = ? WHERE id = ?",
+                     [(at, item_id) for item_id in item_ids])
+    conn.close()
 
 
 def removed(store: Store, item_id: int) -> bool:
-    with store.reading() as conn:
-        spool_path, removed_at = conn.execute("SELECT spool_path, removed_at FROM items WHERE id = ?",
-                                              (item_id,)).fetchone()
+    conn = journal(store)
+    spool_path, removed_at = conn.execute("SELECT spool_path, removed_at FROM items WHERE id = ?",
+                                          (item_id,)).fetchone()
+    conn.close()
     return spool_path is None and removed_at is not None
 
 
@@ -58,12 +80,13 @@ def test_delivered_files_go_after_the_keep_period_undelivered_never(store: Store
     deliver(store, now - 8 * DAY, old)
     deliver(store, now - 1 * DAY, recent)
 
-    assert store.remove_delivered_files(now - 7 * DAY, soft_min_free_bytes=0) == 1
-    assert removed(store, old) and not (store.spool.root / old_path).exists()
-    assert not removed(store, recent) and (store.spool.root / recent_path).exists()
-    assert not removed(store, waiting) and (store.spool.root / waiting_path).exists()
-    with store.reading() as conn:  # the record stays
-        assert conn.execute("SELECT state FROM items WHERE id = ?", (old,)).fetchone()[0] == "delivered"
+    assert remove_delivered_files(store, now - 7 * DAY, soft_min_free_bytes=0) == 1
+    assert removed(store, old) and not spool_file(store, old_path).exists()
+    assert not removed(store, recent) and spool_file(store, recent_path).exists()
+    assert not removed(store, waiting) and spool_file(store, waiting_path).exists()
+    conn = journal(store)  # the record stays
+    assert conn.execute("SELECT state FROM items WHERE id = ?", (old,)).fetchone()[0] == "delivered"
+    conn.close()
 
 
 def test_low_disk_takes_younger_delivered_files_oldest_first_but_never_undelivered(store: Store) -> None:
@@ -73,10 +96,10 @@ def test_low_disk_takes_younger_delivered_files_oldest_first_but_never_undeliver
     waiting, waiting_path = put(store, b"c", "2.3")
     deliver(store, now - 60, first)
     deliver(store, now - 30, second)
-    more_than_the_disk = store.spool.free_bytes() * 2
-    assert store.remove_delivered_files(now - 7 * DAY, soft_min_free_bytes=more_than_the_disk) == 2
+    more_than_the_disk = store.free_bytes() * 2
+    assert remove_delivered_files(store, now - 7 * DAY, soft_min_free_bytes=more_than_the_disk) == 2
     assert removed(store, first) and removed(store, second)
-    assert (store.spool.root / waiting_path).exists() and not removed(store, waiting)
+    assert spool_file(store, waiting_path).exists() and not removed(store, waiting)
 
 
 def test_a_file_shared_with_an_undelivered_item_stays(store: Store) -> None:
@@ -85,16 +108,18 @@ def test_a_file_shared_with_an_undelivered_item_stays(store: Store) -> None:
     again, again_path = put(store, b"same bytes", "3.2")  # e.g. a modality that sent it once more
     assert path == again_path
     deliver(store, now - 8 * DAY, delivered)
-    assert store.remove_delivered_files(now - 7 * DAY, 0) == 0
-    assert (store.spool.root / path).exists()
+    assert remove_delivered_files(store, now - 7 * DAY, 0) == 0
+    assert spool_file(store, path).exists()
     deliver(store, now - 8 * DAY, again)
-    assert store.remove_delivered_files(now - 7 * DAY, 0) == 1
-    assert not (store.spool.root / path).exists() and removed(store, delivered) and removed(store, again)
+    assert remove_delivered_files(store, now - 7 * DAY, 0) == 1
+    assert not spool_file(store, path).exists() and removed(store, delivered) and removed(store, again)
 
 
-def test_bytes_placed_again_while_their_old_file_is_doomed_are_kept(store: Store) -> None:
+def test_bytes_placed_again_while_their_old_file_is_doomed_are_kept(tmp_path: Path) -> None:
     """The handshake between retention and a receiver placing the same bytes at that moment."""
-    spool = store.spool
+    spool = Spool(tmp_path / "spool", 0)
+    spool.open()
+    spool.root.joinpath("dicom/ab").mkdir(parents=True, exist_ok=True)
     assert spool.doom("dicom/ab/x.dcm")
     spool.root.joinpath("dicom/ab/x.dcm").write_bytes(b"x")
     with spool._names:  # a receiver claims the name (absorb does this before its rename)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from vmgateway.model import DicomInstance, Sender
 from vmgateway.store import SpoolFull, Store
 from vmgateway.store.journal import Journal, JournalClosed, connect
 from vmgateway.store.schema import SCHEMA_VERSION, SchemaTooNew, migrate
 
 
-def _insert_event(kind: str):
+def _insert_event(kind: str) -> Callable[[sqlite3.Connection], int]:
     def write(conn: sqlite3.Connection) -> int:
         return int(conn.execute("INSERT INTO events (at, kind) VALUES (0, ?)", (kind,)).lastrowid or 0)
 
@@ -21,7 +23,7 @@ def _insert_event(kind: str):
 
 
 @pytest.fixture
-def journal(tmp_path: Path):
+def journal(tmp_path: Path) -> Iterator[Journal]:
     journal = Journal(tmp_path / "journal.sqlite")
     journal.open()
     yield journal
@@ -95,7 +97,8 @@ def test_spool_below_watermark_takes_nothing(tmp_path: Path) -> None:
         incoming = store.incoming_dir / "partial.dcm"
         incoming.write_bytes(b"x" * 1000)
         with pytest.raises(SpoolFull, match="below storage.min_free_mb = 1000000000"):
-            store.spool.absorb(incoming, "dicom", ".dcm")
+            store.put_dicom(incoming, DicomInstance("1.2", "1.2.3", "1.2.840.10008.1.2.1"),
+                            Sender("dicom", "X", "127.0.0.1"))
         assert not any(p.is_file() for p in (tmp_path / "var" / "spool" / "dicom").rglob("*"))
     finally:
         store.close()
@@ -112,8 +115,6 @@ def test_leftovers_in_incoming_are_removed_at_start(tmp_path: Path) -> None:
 
 
 def test_spool_files_the_journal_never_recorded_are_removed_at_start(tmp_path: Path) -> None:
-    from vmgateway.store import DicomInstance, Sender
-
     store = Store(tmp_path / "var", min_free_mb=0)
     store.open()
     kept = store.incoming_dir / "kept.dcm"

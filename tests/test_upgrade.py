@@ -44,7 +44,7 @@ def _add_migration(table: str) -> tuple[str, str, str]:
             f'    "CREATE TABLE {table} (id INTEGER PRIMARY KEY)",\n' + MIGRATIONS_END)
 
 
-BROKEN_HEALTH = ("vmgateway/api/app.py", 'return {"status": "ok", "journal": "written"}',
+BROKEN_HEALTH = ("vmgateway/api/gateway.py", 'return {"status": "ok", "journal": "written"}',
                  'raise HTTPException(503, "broken on purpose")')
 CANNOT_START = ("vmgateway/cli.py", "def _run(args: argparse.Namespace) -> int:\n",
                 "def _run(args: argparse.Namespace) -> int:\n    print('this release cannot start')\n    return 3\n")
@@ -291,8 +291,8 @@ def test_only_a_vmgateway_wheel_is_taken(tmp_path: Path, name: str, reason: str)
 
 
 def test_a_restored_journal_is_the_snapshot_and_keeps_its_owner(tmp_path: Path) -> None:
+    from vmgateway.store import snapshot
     from vmgateway.store.journal import connect
-    from vmgateway.upgrade import snapshot
 
     journal = tmp_path / "journal.sqlite"
     conn = connect(journal)

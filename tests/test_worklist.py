@@ -205,7 +205,7 @@ def test_utf8_worklist_and_cancelled_or_performed_entries_leave_it(make_gateway:
         ("ACC1", "Berg^Fido", "ISO_IR 192"), ("ACC2", "Åkesson^Måns", "ISO_IR 192")]
 
     # An image with ACC1's accession number: linked to order O-1, which leaves the worklist as performed.
-    image = secondary_capture(tmp_path / "fido.dcm", AccessionNumber="ACC1")
+    image = secondary_capture(tmp_path / "fido.dcm", attributes={"AccessionNumber": "ACC1"})
     sent = dcmtk("storescu", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port), str(image))
     assert sent.returncode == 0, sent.stdout
     with client(gateway, token) as api:
@@ -239,7 +239,7 @@ def test_pushed_instances_carry_their_order(make_gateway: Any, tmp_path: Path) -
         with client(gateway, token) as api:
             assert api.post("/api/v1/worklist", json=ENTRIES[1]).status_code == 201
             api.post("/api/v1/transfers/activate")
-        image = secondary_capture(tmp_path / "mans.dcm", AccessionNumber="ACC2")
+        image = secondary_capture(tmp_path / "mans.dcm", attributes={"AccessionNumber": "ACC2"})
         assert dcmtk("storescu", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port), str(image)).returncode == 0
         (request,) = upstream.wait_for(1)
     assert request.path == "/studies" and request.headers["X-Vmgateway-Order-Ids"] == "O-2"
@@ -299,7 +299,8 @@ def test_a_modality_reports_its_procedure_steps(scheduled: tuple[GatewayProcess,
         done = Dataset()
         done.PerformedProcedureStepStatus = "COMPLETED"
         status, echoed = assoc.send_n_set(done, ModalityPerformedProcedureStep, fido)
-        assert status.Status == 0x0000 and echoed.ScheduledStepAttributesSequence[0].AccessionNumber == "ACC1"
+        assert status.Status == 0x0000 and echoed is not None
+        assert echoed.ScheduledStepAttributesSequence[0].AccessionNumber == "ACC1"
         assert assoc.send_n_set(done, ModalityPerformedProcedureStep, fido)[0].Status == 0x0110  # final already
         assert assoc.send_n_set(done, ModalityPerformedProcedureStep, generate_uid())[0].Status == 0x0112
 

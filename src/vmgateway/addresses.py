@@ -20,9 +20,9 @@ def parse_address_set(entry: str) -> list[Network]:
     text = entry.strip()
     if "-" in text:
         first, last = (ip_address(part.strip()) for part in text.split("-", 1))
-        if type(first) is not type(last) or first > last:  # type: ignore[operator]
+        if first.version != last.version or int(first) > int(last):
             raise ValueError(f"{entry!r} is not a range from a lower to a higher address of one IP version")
-        return list(summarize_address_range(first, last))  # type: ignore[arg-type]
+        return list(summarize_address_range(first, last))
     return [ip_network(text, strict=False)]
 
 

@@ -9,13 +9,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from vmgateway import __version__, logs
 from vmgateway.config import ENV_CONFIG, ConfigError, Settings, load_settings
 from vmgateway.site.answers import FLAGS as FORM_FLAGS
 from vmgateway.site.answers import flag_name
+from vmgateway.when import when
 
 log = logging.getLogger("vmgateway")
 
@@ -217,44 +217,34 @@ def _echo(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    import time
-
-    from vmgateway.store.access import TokenExists, create_token, list_tokens, revoke_token
-    from vmgateway.store.journal import Journal
+    from vmgateway.store import Store, TokenExists
 
     settings = load_settings(args.config)
-    journal = Journal(settings.journal_path)
-    journal.open()  # creates or migrates the journal, so tokens can be made before the first run
+    store = Store(settings.storage.data_dir, settings.storage.min_free_mb)
+    store.open_journal()  # creates or migrates the journal, so tokens can be made before the first run
     try:
         if args.token_command == "create":
-            token, write = create_token(args.name, time.time())
             try:
-                journal.write(write)
+                token = store.tokens.create(args.name)
             except TokenExists as exc:
                 print(f"vmgateway: {exc}", file=sys.stderr)
                 return 1
             print(token)
             print(f"Token {args.name!r} created. It is shown only this once: store it now.", file=sys.stderr)
         elif args.token_command == "revoke":
-            if not journal.write(revoke_token(args.name, time.time())):
+            if not store.tokens.revoke(args.name):
                 print(f"vmgateway: no valid token named {args.name!r}", file=sys.stderr)
                 return 1
             print(f"Token {args.name!r} revoked.")
         else:
-            from vmgateway.store.journal import connect
-
-            conn = connect(settings.journal_path, read_only=True)
-            try:
-                tokens = list_tokens(conn)
-            finally:
-                conn.close()
+            tokens = store.tokens.list()
             for info in tokens:
                 state = f"revoked {_when(info.revoked_at)}" if info.revoked_at else "valid"
                 print(f"{info.name:<24} created {_when(info.created_at)}  {state}")
             if not tokens:
                 print("no tokens yet: vmgateway token create NAME")
     finally:
-        journal.close()
+        store.close()
     return 0
 
 
@@ -265,14 +255,11 @@ def _pacs_find(args: argparse.Namespace) -> int:
     from vmgateway.pacs.poller import effective_pacs
     from vmgateway.pacs.query import PacsError, associate, find_studies
     from vmgateway.store import Store
-    from vmgateway.store.holdings import held_instances
 
     settings = load_settings(args.config)
     store = Store(settings.storage.data_dir, settings.storage.min_free_mb)
-    pacs = settings.pacs
-    if settings.journal_path.exists():
-        with store.reading() as conn:
-            pacs = effective_pacs(conn, settings.pacs)
+    journal = settings.journal_path.exists()
+    pacs = asyncio.run(effective_pacs(store, settings.pacs)) if journal else settings.pacs
     if not (pacs.host and pacs.ae_title):
         print("vmgateway: no PACS configured: set pacs.host and pacs.ae_title", file=sys.stderr)
         return 2
@@ -288,10 +275,7 @@ def _pacs_find(args: argparse.Namespace) -> int:
         print(f"vmgateway: {exc}", file=sys.stderr)
         return 1
     for study in studies:
-        held = 0
-        if settings.journal_path.exists():
-            with store.reading() as conn:
-                held = sum(len(s) for s in held_instances(conn, study.study_instance_uid).values())
+        held = sum(len(s) for s in store.held_instances(study.study_instance_uid).values()) if journal else 0
         print(f"{study.study_date or '-':<9} {study.modalities or '-':<6} {study.instances or '?':>5} on PACS"
               f" {held:>5} here  {study.patient_name or '-'} ({study.patient_id or '-'})  {study.study_instance_uid}")
     print(f"{len(studies)} studies on {pacs.ae_title}@{pacs.host}:{pacs.port}", file=sys.stderr)
@@ -511,7 +495,7 @@ def _send_hl7(args: argparse.Namespace) -> int:
 
 
 def _when(timestamp: float | None) -> str:
-    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "-"
+    return when(timestamp, missing="-")
 
 
 def _size(count: int) -> str:

@@ -413,10 +413,6 @@ class Settings(_Section):
     def journal_path(self) -> Path:
         return self.storage.data_dir / "journal.sqlite"
 
-    @property
-    def spool_dir(self) -> Path:
-        return self.storage.data_dir / "spool"
-
 
 def _describe(error: Any, model: type[BaseModel]) -> str:
     key = ".".join(str(part) for part in error["loc"])

@@ -1,11 +1,20 @@
-"""The bookkeeping every stream receiver (HL7, ASTM) needs for its connections: each one
-counted while it runs, so that a drain can wait for it and then cut what is left."""
+"""The bookkeeping every stream receiver (HL7, ASTM) needs for its connections: who may
+connect, each one counted while it runs, so that a drain can wait for it and then cut what is left."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
+from ipaddress import IPv4Network, IPv6Network, ip_address
+
+
+def peer_allowed(address: str, allowed: Sequence[IPv4Network | IPv6Network]) -> bool:
+    """Whether a peer may connect: anyone when `allowed` is empty, else only from those networks."""
+    if not allowed:
+        return True
+    peer = ip_address(address)
+    return any(peer in network for network in allowed)
 
 
 class Connections:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from vmgateway import __version__
@@ -20,16 +21,19 @@ from vmgateway.api.server import ApiServer
 from vmgateway.astm.receiver import AstmReceiver
 from vmgateway.config import Settings
 from vmgateway.dicom.receiver import DicomReceiver
-from vmgateway.dicom.studies import complete_quiet_studies, remove_abandoned_transfers
+from vmgateway.dicom.studies import complete_quiet_studies, completion_interval, remove_abandoned_transfers
 from vmgateway.hl7.receiver import Hl7Receiver
 from vmgateway.host.systemd import Notifier
+from vmgateway.jobs import Jobs
 from vmgateway.logs import LastProblems
 from vmgateway.pacs.poller import PacsPoller
 from vmgateway.power.monitor import PowerMonitor
 from vmgateway.store import StartupCheck, Store
 from vmgateway.transfers import destinations
+from vmgateway.transfers.retention import INTERVAL_S as RETENTION_INTERVAL_S
 from vmgateway.transfers.retention import remove_delivered_files
 from vmgateway.transfers.worker import Destination
+from vmgateway.worklist.expiry import EVERY_S as EXPIRY_INTERVAL_S
 from vmgateway.worklist.expiry import forget_expired_entries
 
 log = logging.getLogger(__name__)
@@ -49,8 +53,10 @@ class Gateway:
         self.power = PowerMonitor(settings.power, self.store, self._drain_for_power) if settings.power.enabled else None
         self.destinations: list[Destination] = []
         self.pacs = PacsPoller(settings, self.store)
-        self.api = ApiServer(GatewayView(settings, self.store, time.time(), self._components, self._power,
-                                         self._destinations, lambda: self.pacs.state, self.pacs.poll_now))
+        self.jobs = Jobs()
+        self.api = ApiServer(GatewayView(settings, self.store, time.time(), self._components, self.jobs.states,
+                                         self._power, self._destinations, lambda: self.pacs.state,
+                                         self.pacs.poll_now))
         self.notifier = Notifier()
         self._running: set[str] = set()
         self._problems = LastProblems()
@@ -59,10 +65,11 @@ class Gateway:
         self._power_failing: str | None = None
 
     def _components(self) -> dict[str, dict[str, Any]]:
+        """The listeners, running or not, with their last problem."""
         return {
             name: {"state": "running" if name in self._running else "stopped",
                    "last_problem": self._problems.last.get(name)}
-            for name in ("dicom", "hl7")
+            for name in ("dicom", "hl7", "astm")
         }
 
     async def _stop_listeners(self, timeout: float | None) -> int:
@@ -100,14 +107,14 @@ class Gateway:
         self._power_failing = reason
         self._stop.set()
 
-    def _report_startup(self, check: StartupCheck) -> None:
+    async def _report_startup(self, check: StartupCheck) -> None:
         """Record what the store found; a crash or a missing file must be seen by a person."""
         if check.missing_files:
             log.error("recorded items are missing their files", extra={"startup_check": check.describe()})
         elif not check.clean_stop:
             log.warning("recovered after an unclean stop", extra={"startup_check": check.describe()})
         if not check.clean_stop or check.anything_found:
-            self.store.record_event("recovery", check.describe())
+            await self.store.record_event("recovery", check.describe())
 
     def _shut_down_host(self) -> None:
         """Run `power.shutdown_command`, when one is configured (by default NUT's upsmon does it)."""
@@ -124,6 +131,45 @@ class Gateway:
             log.error("shutdown command failed", extra={"command": command, "exit_status": result.returncode,
                                                         "stderr": result.stderr.strip()[-500:]})
 
+    async def _start_listeners(self) -> None:
+        """DICOM, HL7, the API and ASTM, in that order; any that cannot listen stops the start
+        (those already listening are closed again) with a message naming it and its address."""
+        dicom, hl7, api = self.settings.dicom, self.settings.hl7, self.settings.api
+        listeners: list[tuple[str, str, Callable[[], Awaitable[None]]]] = [
+            ("dicom", f"DICOM on {dicom.bind}:{dicom.port}", self._start_dicom),
+            ("hl7", f"HL7 on {hl7.bind}:{hl7.port}", self.hl7.start),
+            ("api", f"API on {api.bind}:{api.port}", self.api.start),
+            ("astm", "ASTM", self.astm.start),
+        ]
+        for name, what, start in listeners:
+            try:
+                await start()
+            except OSError as exc:
+                await self._stop_listeners(0)
+                raise StartupError(f"cannot listen for {what}: {exc.strerror or exc}") from exc
+            self._running.add(name)
+
+    async def _start_dicom(self) -> None:
+        self.dicom.start()  # pynetdicom's server threads: starting them does not block
+
+    def _start_jobs(self) -> None:
+        """Every piece of background work, under the one supervisor (vmgateway.jobs)."""
+        dicom, storage = self.settings.dicom, self.settings.storage
+        self.jobs.every("study_completion", completion_interval(dicom.stable_after_s),
+                        lambda: complete_quiet_studies(self.store, dicom.stable_after_s))
+        self.jobs.every("partial_files", dicom.network_timeout_s,
+                        lambda: remove_abandoned_transfers(self.store, dicom.network_timeout_s))
+        self.jobs.every("retention", RETENTION_INTERVAL_S, lambda: remove_delivered_files(self.store, storage),
+                        first_after_s=0)
+        self.jobs.every("worklist_expiry", EXPIRY_INTERVAL_S, lambda: forget_expired_entries(self.store),
+                        first_after_s=0)
+        self.jobs.run("watchdog", self.notifier.keep_alive)
+        self.jobs.run("pacs_poll", self.pacs.run)
+        for destination in self.destinations:
+            self.jobs.run(f"push:{destination.sink.name}", destination.run)
+        if self.power is not None:
+            self.jobs.run("ups_watch", self.power.run)
+
     async def run(self) -> None:
         """Run until SIGINT/SIGTERM (or request_stop), then drain and stop cleanly."""
         loop = asyncio.get_running_loop()
@@ -137,41 +183,12 @@ class Gateway:
         except Exception as exc:
             raise StartupError(f"cannot open the store in {self.settings.storage.data_dir}: {exc}") from exc
         try:
-            self._report_startup(check)
-            self.store.record_event("start", f"vmgateway {__version__}")
-            self.destinations = destinations.build(self.settings.transfers, self.store)
-            try:
-                self.dicom.start()
-            except OSError as exc:
-                cfg = self.settings.dicom
-                raise StartupError(f"cannot listen for DICOM on {cfg.bind}:{cfg.port}: {exc.strerror or exc}") from exc
-            self._running.add("dicom")
-            listeners = (("HL7", self.settings.hl7, self.hl7.start), ("API", self.settings.api, self.api.start))
-            for name, listener, start in listeners:
-                try:
-                    await start()
-                except OSError as exc:
-                    await self._stop_listeners(0)
-                    where = f"{listener.bind}:{listener.port}"
-                    raise StartupError(f"cannot listen for {name} on {where}: {exc.strerror or exc}") from exc
-                self._running.add(name.lower())
-            try:
-                await self.astm.start()
-            except OSError as exc:
-                await self._stop_listeners(0)
-                raise StartupError(f"cannot listen for ASTM: {exc.strerror or exc}") from exc
-            self._running.add("astm")
-            background = [
-                asyncio.create_task(complete_quiet_studies(self.store, self.settings.dicom.stable_after_s)),
-                asyncio.create_task(remove_abandoned_transfers(self.store, self.settings.dicom.network_timeout_s)),
-                asyncio.create_task(self.notifier.keep_alive()),
-                asyncio.create_task(remove_delivered_files(self.store, self.settings.storage)),
-                asyncio.create_task(forget_expired_entries(self.store)),
-                asyncio.create_task(self.pacs.run()),
-                *(asyncio.create_task(destination.run()) for destination in self.destinations),
-            ]
-            if self.power is not None:
-                background.append(asyncio.create_task(self.power.run()))
+            await self._report_startup(check)
+            await self.store.record_event("start", f"vmgateway {__version__}")
+            self.destinations = destinations.build(self.settings.transfers, self.store,
+                                                   await self.store.settings.gateway_id())
+            await self._start_listeners()
+            self._start_jobs()
             log.info("gateway running", extra={"version": __version__, "data_dir": str(self.settings.storage.data_dir)})
             self.notifier.ready("receiving")
             await self._stop.wait()
@@ -179,10 +196,10 @@ class Gateway:
             log.info("gateway stopping", extra={"reason": reason})
             self.notifier.stopping(f"draining: {reason}")
             aborted = await self._stop_listeners(self.settings.power.drain_timeout_s if self._power_failing else None)
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            self.store.record_event("stop", f"clean ({reason}); {aborted} association(s) aborted")
+            await self.jobs.stop()
+            for destination in self.destinations:
+                await destination.close()
+            await self.store.record_event("stop", f"clean ({reason}); {aborted} association(s) aborted")
         finally:
             self.store.close()
         log.info("gateway stopped")

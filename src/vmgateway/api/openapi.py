@@ -20,7 +20,7 @@ async def _no_poll() -> dict[str, object]:
 def document() -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         settings = Settings.model_validate({"storage": {"data_dir": folder}})
-        view = GatewayView(settings, Store(Path(folder), 0), time.time(), dict, dict, dict, dict, _no_poll)
+        view = GatewayView(settings, Store(Path(folder), 0), time.time(), dict, dict, dict, dict, dict, _no_poll)
         return create_app(view).fastapi.openapi()  # type: ignore[no-any-return]
 
 

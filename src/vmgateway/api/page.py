@@ -6,9 +6,10 @@ echo. The page refreshes itself. HTML is built with f-strings and `html.escape`:
 does not justify a template engine.
 """
 
-from datetime import datetime
 from html import escape
 from typing import Any
+
+from vmgateway.when import when
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;background:#f6f7f9;color:#1d2430}
@@ -22,7 +23,7 @@ form{display:inline-block;margin:.3rem .5rem .3rem 0} input{padding:.25rem} butt
 """
 
 
-_FINE = {"running", "ok", "active", "online", "disabled", "off"}
+_FINE = {"running", "ok", "active", "online", "disabled", "off", "starting", "finished"}
 
 
 def _page(title: str, body: str, refresh: bool = False) -> str:
@@ -32,10 +33,6 @@ def _page(title: str, body: str, refresh: bool = False) -> str:
         f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{escape(title)}</title>'
         f"<style>{STYLE}</style></head><body>{body}</body></html>"
     )
-
-
-def _when(timestamp: float | None) -> str:
-    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else "–"
 
 
 def sign_in(message: str = "") -> str:
@@ -61,7 +58,7 @@ def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_rece
     )
     device_rows = "".join(
         f"<tr><td>{escape(d['protocol'].upper())}</td><td>{escape(d['name'])}</td><td>{escape(d['address'])}</td>"
-        f"<td>{_when(d['first_seen_at'])}</td><td>{_when(d['last_seen_at'])}</td><td>{d['items']}</td></tr>"
+        f"<td>{when(d['first_seen_at'])}</td><td>{when(d['last_seen_at'])}</td><td>{d['items']}</td></tr>"
         for d in devices
     ) or "<tr><td colspan='6'>No device has sent anything yet / Inga enheter än</td></tr>"
     active = status["transfers_active"]
@@ -72,7 +69,7 @@ def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_rece
 <h1>Vetmanager Gateway {escape(status['site'])}</h1>
 <p><span class="state {overall[0]}" id="overall">{escape(overall[1])}</span>
  <span class="note">version {escape(status['version'])}, up {status['uptime_s'] / 3600:.1f} h,
- last received / senast mottaget: {_when(last_received)}</span></p>
+ last received / senast mottaget: {when(last_received)}</span></p>
 <h2>Components / Komponenter</h2><table id="components">{rows}</table>
 <h2>Transfers / Överföring: <span id="transfers">{'on / på' if active else 'off / av'}</span></h2>
 <p>Queue / Kö: {status['queue']['undelivered']} item(s) not yet taken by Vetmanager.</p>
@@ -95,7 +92,7 @@ def _details(component: dict[str, Any]) -> str:
         if key == "state" or value is None:
             continue
         if key == "last_problem":
-            parts.append(f"last problem {_when(value['at'])}: {value['message']}")
+            parts.append(f"last problem {when(value['at'])}: {value['message']}")
         elif isinstance(value, dict):  # e.g. push destinations: name and state, and the error if any
             parts += [f"{name} {inner.get('state')}" + (f" ({inner['last_error']})" if inner.get("last_error") else "")
                       for name, inner in value.items() if isinstance(inner, dict)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from functools import partial
-from ipaddress import ip_address
 
 import serial
 
@@ -14,8 +13,9 @@ from vmgateway.astm.lines import Line, SerialLine, TcpLine
 from vmgateway.astm.link import LinkReceiver, Message, Problem, Reply
 from vmgateway.astm.records import parse, summarise
 from vmgateway.config import AstmConfig, AstmListener
-from vmgateway.connections import Connections
-from vmgateway.store import JournalError, Sender, SpoolFull, Store
+from vmgateway.connections import Connections, peer_allowed
+from vmgateway.model import Sender
+from vmgateway.store import JournalError, SpoolFull, Store
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class AstmReceiver:
     async def _serve(self, listener: AstmListener, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
         address = str((writer.get_extra_info("peername") or ("?", 0))[0])
-        if listener.allowed_peers and not any(ip_address(address) in net for net in listener.allowed_peers):
+        if not peer_allowed(address, listener.allowed_peers):
             log.warning("astm connection refused: address not allowed", extra={"listener": listener.name,
                                                                                 "address": address})
             writer.close()
@@ -93,7 +93,7 @@ class AstmReceiver:
 
     def _room(self) -> bool:
         try:
-            self.store.spool.check_room()
+            self.store.check_room()
         except SpoolFull:
             return False
         return True
@@ -120,6 +120,6 @@ class AstmReceiver:
             log.warning("astm message not kept", extra={"listener": sender.name, "error": str(exc)})
             return False
         log.info("astm message kept", extra={"listener": sender.name, "item_id": receipt.item_id,
-                                             "outcome": receipt.outcome.value, "results": summary.result_count,
+                                             "outcome": receipt.kept.value, "results": summary.result_count,
                                              "samples": summary.sample_ids})
         return True

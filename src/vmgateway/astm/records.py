@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vmgateway.store import AstmSummary
+from vmgateway.model import AstmSummary
 
 ASTM_MEDIA_TYPE = "application/octet-stream"
 """Over HTTP: E1394 names no character set; its records are bytes as the instrument sent them."""

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from vmgateway.dicom.integrity import Truncated, scan_part10
-from vmgateway.store import DicomInstance
+from vmgateway.model import DicomInstance
 
 _KEYWORDS = [
     "SpecificCharacterSet",

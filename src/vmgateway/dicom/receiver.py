@@ -27,11 +27,13 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from vmgateway.config import DicomConfig
 from vmgateway.counters import DICOM_STORE_RESPONSES
-from vmgateway.dicom.keeping import SUCCESS, keep_instance, no_delay
+from vmgateway.dicom.keeping import keep_instance, no_delay
 from vmgateway.dicom.mpps import ProcedureStepProvider
 from vmgateway.dicom.rejection import describe_rejection
+from vmgateway.dicom.statuses import SUCCESS, Service, answering
 from vmgateway.dicom.worklist import WorklistProvider
-from vmgateway.store import JournalError, Sender, Store
+from vmgateway.model import Sender
+from vmgateway.store import JournalError, Store
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class GatewayAE(AE):
 
     draining = False
 
-    @property  # type: ignore[override]
+    @property
     def maximum_associations(self) -> int:
         return -1 if self.draining else self._maximum_associations
 
@@ -150,6 +152,7 @@ class DicomReceiver:
         DICOM_STORE_RESPONSES.labels(f"0x{status:04X}").inc()
         return answer
 
+    @answering(Service.STORE)
     def _store(self, event: evt.Event) -> int | Dataset:
         requestor = event.assoc.requestor
         return keep_instance(self.store, event.dataset_path, Sender("dicom", requestor.ae_title, requestor.address))

@@ -4,21 +4,17 @@ gateway's own AE and port, answered from the entries Vetmanager scheduled."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 
+from vmgateway.dicom.statuses import CANCELLED, PENDING, SUCCESS, Service, answering_each
 from vmgateway.store import Store
-from vmgateway.store.worklist import scheduled_entries
 from vmgateway.worklist.entry import WorklistEntry, worklist_item
 from vmgateway.worklist.matching import answer, matches
 
 log = logging.getLogger(__name__)
-
-PENDING, CANCELLED, SUCCESS = 0xFF00, 0xFE00, 0x0000
-UNABLE_TO_PROCESS = 0xC001
 
 
 class WorklistProvider:
@@ -26,16 +22,12 @@ class WorklistProvider:
         self.store = store
         self.charset = charset
 
-    def on_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
-        """pynetdicom's C-FIND handler: one pending answer per matching entry, then success."""
-        try:
-            query = event.identifier
-            with self.store.reading() as conn:
-                stored = scheduled_entries(conn, time.time())
-        except Exception as exc:  # a query that cannot be read, or the journal: said in the protocol
-            log.warning("worklist query failed", extra={"error": str(exc)})
-            yield UNABLE_TO_PROCESS, None
-            return
+    @answering_each(Service.FIND)
+    def on_find(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        """pynetdicom's C-FIND handler: one pending answer per matching entry, then success.
+        A query that cannot be read, or a journal that cannot be, ends in 0xC001 (the seam)."""
+        query = event.identifier
+        stored = self.store.worklist.scheduled()
         found = 0
         for text in stored:
             if event.is_cancelled:

@@ -20,7 +20,7 @@ from datetime import datetime
 from itertools import count
 
 from vmgateway.hl7.charsets import FALLBACK_CHARSET, codec_for
-from vmgateway.store import Hl7Details, Hl7Message
+from vmgateway.model import Hl7Details, Hl7Message
 
 ENHANCED_ACK_TYPES = {"AL", "NE", "ER", "SU"}
 _SEGMENT_END = re.compile(rb"\r\n|\n|\r")

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from ipaddress import ip_address
 
 from vmgateway.config import Hl7Config
-from vmgateway.connections import Connections
+from vmgateway.connections import Connections, peer_allowed
 from vmgateway.counters import HL7_ACKS
 from vmgateway.hl7.framing import Frame, Garbage, MllpDecoder, Oversized, framed
 from vmgateway.hl7.messages import Header, UnusableHeader, build_ack, read_details, read_header
-from vmgateway.store import JournalError, Outcome, Sender, SpoolFull, Store
+from vmgateway.model import Kept, Sender
+from vmgateway.store import JournalError, SpoolFull, Store
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Hl7Receiver:
         """Listen; raise OSError when the port cannot be bound."""
         self._server = await asyncio.start_server(self._serve, self.config.bind, self.config.port)
         log.info("hl7 receiver listening", extra={"bind": self.config.bind, "port": self.config.port})
-        for item_id, raw in await asyncio.to_thread(self.store.hl7_without_details):
+        for item_id, raw in await self.store.hl7_without_details():
             self._read_details_later(item_id, raw, read_header(raw))
 
     async def drain(self, timeout: float) -> None:
@@ -75,16 +75,10 @@ class Hl7Receiver:
             await self._server.wait_closed()
         log.info("hl7 receiver stopped")
 
-    def _allowed(self, address: str) -> bool:
-        if not self.config.allowed_peers:
-            return True
-        peer = ip_address(address)
-        return any(peer in network for network in self.config.allowed_peers)
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
         address = str(peer[0])
-        if not self._allowed(address):
+        if not peer_allowed(address, self.config.allowed_peers):
             log.warning("hl7 connection refused: address not allowed", extra={"address": address})
             writer.close()
             return
@@ -146,7 +140,7 @@ class Hl7Receiver:
             log.error("hl7 message could not be stored", extra={"address": address, "error": str(exc)})
             text = "gateway could not store the message, retry later"
             return self._ack(header, error, text, _APPLICATION_ERROR), True
-        if receipt.outcome is Outcome.DUPLICATE:
+        if receipt.kept is Kept.DUPLICATE:
             log.info("hl7 message received again", extra={"control_id": header.control_id, "address": address})
         else:
             self._read_details_later(receipt.item_id, raw, header)

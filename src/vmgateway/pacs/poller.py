@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +19,12 @@ from typing import Any
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
+from vmgateway.backoff import backoff
 from vmgateway.config import PacsConfig, Settings
 from vmgateway.pacs.query import PacsError, associate, find_instances, find_series, find_studies
 from vmgateway.pacs.retrieve import Wanted, fetch_by_get, fetch_by_move
-from vmgateway.store import Store
-from vmgateway.store.access import SITE_PACS, get_setting
-from vmgateway.store.holdings import held_instances
+from vmgateway.store import JournalError, Store
+from vmgateway.store.access import SITE_PACS
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +45,10 @@ class PollResult:
                 "problems": self.problems}
 
 
-def effective_pacs(conn: sqlite3.Connection, configured: PacsConfig) -> PacsConfig:
+async def effective_pacs(store: Store, configured: PacsConfig) -> PacsConfig:
     """[pacs] of the configuration, unless Vetmanager changed it through the API since."""
-    changed = get_setting(conn, SITE_PACS, "")
+    changed = await store.settings.get(SITE_PACS, "")
     return PacsConfig.model_validate(json.loads(changed)) if changed else configured
-
-
-def _current_pacs(settings: Settings, store: Store) -> PacsConfig:
-    with store.reading() as conn:
-        return effective_pacs(conn, settings.pacs)
 
 
 def poll_once(config: PacsConfig, calling_ae: str, store: Store) -> PollResult:
@@ -67,20 +61,18 @@ def poll_once(config: PacsConfig, calling_ae: str, store: Store) -> PollResult:
     try:
         studies = find_studies(assoc, config.lookback_days)
         result.studies = len(studies)
-        with store.reading() as conn:
-            for study in studies:
-                held = held_instances(conn, study.study_instance_uid)
-                if study.instances is not None and study.instances <= sum(len(s) for s in held.values()):
+        for study in studies:
+            held = store.held_instances(study.study_instance_uid)
+            if study.instances is not None and study.instances <= sum(len(s) for s in held.values()):
+                continue
+            for series in find_series(assoc, study.study_instance_uid):
+                have = held.get(series.series_instance_uid, set())
+                if series.instances is not None and series.instances <= len(have):
                     continue
-                for series in find_series(assoc, study.study_instance_uid):
-                    have = held.get(series.series_instance_uid, set())
-                    if series.instances is not None and series.instances <= len(have):
-                        continue
-                    missing = [i for i in find_instances(assoc, study.study_instance_uid,
-                                                         series.series_instance_uid)
-                               if i.sop_instance_uid not in have]
-                    if missing:
-                        wanted.append((study.study_instance_uid, series.series_instance_uid, missing))
+                missing = [i for i in find_instances(assoc, study.study_instance_uid, series.series_instance_uid)
+                           if i.sop_instance_uid not in have]
+                if missing:
+                    wanted.append((study.study_instance_uid, series.series_instance_uid, missing))
     finally:
         assoc.release()
     if not wanted:
@@ -118,7 +110,7 @@ class PacsPoller:
         failures = 0
         while True:
             self._asked.clear()  # before the poll: a request that comes during it is served next
-            config = await asyncio.to_thread(_current_pacs, self.settings, self.store)
+            config = await effective_pacs(self.store, self.settings.pacs)
             wait = config.interval_s
             if config.poll or self._waiting:
                 failures = await self._poll(config, failures)
@@ -132,20 +124,24 @@ class PacsPoller:
                 pass
 
     async def _poll(self, config: PacsConfig, failures: int) -> int:
-        """Poll once, note the outcome; return the number of failures in a row."""
+        """Poll once, note the outcome; return the number of failures in a row. Whoever asked
+        for this poll is answered whatever happens: an unexpected error is a failed poll too."""
         waiting, self._waiting = self._waiting, []
         self.state["state"] = "polling"
         self.state["last_poll_at"] = time.time()
+        answer: dict[str, Any] = {"ok": False, "error": "the poll did not finish"}
         try:
             if not (config.host and config.ae_title):
                 raise PacsError("no PACS configured (pacs.host, pacs.ae_title)")
             result = await asyncio.to_thread(poll_once, config, self.settings.dicom.ae_title, self.store)
-        except PacsError as exc:
+        except Exception as exc:
+            if not isinstance(exc, PacsError):
+                log.exception("pacs poll failed unexpectedly")
             failures += 1
             self.state.update(state="failing", last_error=str(exc), last_error_at=time.time())
             self._note_next_poll(config, failures)
             log.warning("pacs poll failed", extra={"error": str(exc), "failures_in_a_row": failures})
-            answer: dict[str, Any] = {"ok": False, "error": str(exc)}
+            answer = {"ok": False, "error": str(exc)}
         else:
             failures = 0
             self.state.update(state="ok" if not result.problems else "partial", last_success_at=time.time(),
@@ -154,13 +150,17 @@ class PacsPoller:
             if result.problems:
                 self.state.update(last_error="; ".join(result.problems), last_error_at=time.time())
             log.info("pacs polled", extra=result.as_dict())
-            if result.fetched:
-                await asyncio.to_thread(self.store.record_event, "pacs_fetch",
-                                        f"{result.fetched} instance(s) fetched from {config.ae_title}")
             answer = {"ok": not result.problems} | result.as_dict()
-        for outcome in waiting:
-            if not outcome.done():
-                outcome.set_result(answer)
+            if result.fetched:
+                try:
+                    await self.store.record_event("pacs_fetch",
+                                                  f"{result.fetched} instance(s) fetched from {config.ae_title}")
+                except JournalError as exc:  # the instances are kept: only the note is missing
+                    log.warning("pacs fetch event not recorded", extra={"error": str(exc)})
+        finally:
+            for outcome in waiting:
+                if not outcome.done():
+                    outcome.set_result(answer)
         return failures
 
     def _note_next_poll(self, config: PacsConfig, failures: int) -> None:
@@ -171,6 +171,4 @@ class PacsPoller:
 
 def _backoff(config: PacsConfig, failures: int) -> float:
     """interval_s after a success; doubling with each failure in a row, up to 30 minutes."""
-    if not failures:
-        return config.interval_s
-    return min(config.interval_s * 2 ** (failures - 1), max(MAX_BACKOFF_S, config.interval_s))
+    return backoff(failures, config.interval_s, max(MAX_BACKOFF_S, config.interval_s))

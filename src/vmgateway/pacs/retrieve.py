@@ -36,9 +36,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from vmgateway.config import PacsConfig
-from vmgateway.dicom.keeping import SUCCESS, keep_instance, no_delay
+from vmgateway.dicom.keeping import keep_instance, no_delay
+from vmgateway.dicom.statuses import SUCCESS, Service, answering
+from vmgateway.model import Sender
 from vmgateway.pacs.query import PENDING, PacsError, PacsInstance, associate
-from vmgateway.store import Sender, Store
+from vmgateway.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +104,12 @@ def fetch_by_get(config: PacsConfig, calling_ae: str, store: Store, wanted: list
     fetched = Fetched()
     sender = Sender("pacs", config.ae_title, config.host)
 
+    @answering(Service.STORE)
+    def keep(event: evt.Event) -> int | Dataset:
+        return keep_instance(store, event.dataset_path, sender)
+
     def on_store(event: evt.Event) -> int | Dataset:
-        answer = keep_instance(store, event.dataset_path, sender)
+        answer = keep(event)
         if answer == SUCCESS:
             fetched.kept.append(str(getattr(event.request, "AffectedSOPInstanceUID", "")))
         return answer

@@ -35,13 +35,16 @@ class PowerMonitor:
         try:
             while True:
                 reading = await self._read()
-                await self._note(reading)
                 reason = drain_reason(reading, self.config.min_runtime_s)
                 if reason and (reading.state is not PowerState.ON_BATTERY or suspected):
-                    await asyncio.to_thread(self.store.record_event, "power_drain", reason)
+                    # The drain first: a journal that cannot take the event must not keep the box
+                    # from stopping cleanly.
                     log.warning("power failing: draining", extra={"reason": reason})
                     self._drain(reason)
+                    await self._note(reading)
+                    await self.store.record_event("power_drain", reason)
                     return
+                await self._note(reading)
                 if suspected and not reason:
                     log.info("power drain cancelled", extra={"power": reading.describe()})
                 suspected = reason
@@ -59,6 +62,6 @@ class PowerMonitor:
         previous, self.reading = self.reading, reading
         if (reading.state, reading.error) == (previous.state, previous.error):
             return
-        await asyncio.to_thread(self.store.record_event, "power", reading.describe())
+        await self.store.record_event("power", reading.describe())
         level = logging.INFO if reading.state is PowerState.ONLINE else logging.WARNING
         log.log(level, "power state changed", extra={"power": reading.describe(), "was": previous.state.value})

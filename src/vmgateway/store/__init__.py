@@ -1,30 +1,37 @@
-"""The store: the only thing receivers and transfers share.
+"""The store: the only thing receivers and transfers share, and the only way to the journal
+and the spool.
 
 `Store` is thread-safe: DICOM associations (pynetdicom threads) and asyncio code call it alike.
+Methods that code on the event loop calls are `async` and do their SQLite and fsync work off
+the loop (reads in a worker thread, writes queued to the journal's writer and awaited), so a
+slow query never delays an HL7 or ASTM acknowledgement. The rest — the DICOM side's, called in
+pynetdicom's association threads, and the command line's — block. SQL lives only in this
+package; what it raises is its own (JournalError, SpoolFull, …), never sqlite3's.
+
+Its parts, each with one concern: `feed` (what was received, for the API and the push sinks),
+`deliveries` (push transfers' queue), `worklist` (entries and procedure steps), `tokens` and
+`settings` (what the API set).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import sqlite3
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
-from vmgateway.store.access import TRANSFERS_ACTIVE, claim_gateway_id, set_setting
-from vmgateway.store.journal import Journal, JournalClosed, JournalError, Write, connect
+from vmgateway.model import AstmSummary, DicomInstance, Hl7Details, Hl7Message, Receipt, Sender
+from vmgateway.store.access import KeptSettings, TokenExists, Tokens
+from vmgateway.store.deliveries import Deliveries
+from vmgateway.store.feed import Feed
+from vmgateway.store.holdings import held_instances
+from vmgateway.store.journal import Journal, JournalClosed, JournalError, Write
 from vmgateway.store.records import (
-    AstmSummary,
-    DicomInstance,
-    Hl7Details,
-    Hl7Message,
-    Outcome,
-    Receipt,
-    Sender,
     complete_quiet_studies,
     record_astm_message,
     record_contact,
@@ -36,20 +43,16 @@ from vmgateway.store.records import (
 from vmgateway.store.recovery import StartupCheck, stopped_cleanly
 from vmgateway.store.retention import forget_files, removable_files
 from vmgateway.store.spool import Spool, SpoolFull
+from vmgateway.store.worklist import StepExists, Worklist
 
 __all__ = [
-    "AstmSummary",
-    "DicomInstance",
-    "Hl7Details",
-    "Hl7Message",
     "JournalClosed",
     "JournalError",
-    "Outcome",
-    "Receipt",
-    "Sender",
-    "Store",
-    "SpoolFull",
     "StartupCheck",
+    "StepExists",
+    "SpoolFull",
+    "Store",
+    "TokenExists",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,14 +62,29 @@ _RETENTION_BATCH = 500
 
 class Store:
     def __init__(self, data_dir: Path, min_free_mb: int) -> None:
-        self.spool = Spool(data_dir / "spool", min_free_mb * 2**20)
-        self.journal = Journal(data_dir / "journal.sqlite")
+        self._spool = Spool(data_dir / "spool", min_free_mb * 2**20)
+        self._journal = Journal(data_dir / "journal.sqlite")
         self._listeners: list[Callable[[], None]] = []
+        self.feed = Feed(self._journal, self._spool)
+        self.deliveries = Deliveries(self._journal, self._spool)
+        self.worklist = Worklist(self._journal)
+        self.tokens = Tokens(self._journal)
+        self.settings = KeptSettings(self._journal, self._tell_listeners)
 
     @property
     def incoming_dir(self) -> Path:
         """Where receivers write partial files: same file system as the spool."""
-        return self.spool.incoming
+        return self._spool.incoming
+
+    @property
+    def commits(self) -> int:
+        """Journal transactions committed so far (fewer than writes: group commit)."""
+        return self._journal.commits
+
+    def open_journal(self) -> None:
+        """Open (create or migrate) the journal alone, for a command beside a running gateway:
+        the spool, which the gateway owns, is left as it is."""
+        self._journal.open()
 
     def open(self) -> StartupCheck:
         """Open the spool and the journal, clear what a crash left, and say what was found.
@@ -77,10 +95,11 @@ class Store:
         also looked for; one that is missing is reported, never forgotten. Done before any
         receiver runs, so no commit can be under way.
         """
-        partial = self.spool.open()
-        self.journal.open()
-        with self.reading() as conn:
-            unrecorded = self.spool.remove_unrecorded(
+        partial = self._spool.open()
+        self._journal.open()
+
+        def check(conn: sqlite3.Connection) -> StartupCheck:
+            unrecorded = self._spool.remove_unrecorded(
                 lambda folder: {row[0] for row in conn.execute(  # "/" + 1 == "0": the folder's range
                     "SELECT spool_path FROM items WHERE spool_path >= ? AND spool_path < ?",
                     (folder, folder[:-1] + "0"))}
@@ -89,23 +108,25 @@ class Store:
             missing = [] if clean else [
                 (int(item_id), path) for item_id, path in conn.execute(
                     "SELECT id, spool_path FROM items WHERE spool_path IS NOT NULL")
-                if not (self.spool.root / path).is_file()
+                if not self._spool.path_of(path).is_file()
             ]
-        return StartupCheck(clean, partial, unrecorded, missing)
+            return StartupCheck(clean, partial, unrecorded, missing)
+
+        return self._journal.read(check)
 
     def close(self) -> None:
-        self.journal.close()
+        self._journal.close()
 
     def put_dicom(self, temporary: Path, instance: DicomInstance, sender: Sender) -> Receipt:
         """Keep the file at `temporary` and record it; return only once both are durable.
 
         Raises SpoolFull, OSError or JournalError when the promise cannot be kept.
         """
-        spooled = self.spool.absorb(temporary, "dicom", ".dcm")
+        spooled = self._spool.absorb(temporary, "dicom", ".dcm")
         try:
-            receipt = self.journal.write(record_dicom_instance(instance, spooled, sender, time.time()))
+            receipt = self._journal.write(record_dicom_instance(instance, spooled, sender, time.time()))
         finally:
-            self.spool.release(spooled.relative_path)
+            self._spool.release(spooled.relative_path)
         self._tell_listeners()
         return receipt
 
@@ -124,34 +145,38 @@ class Store:
 
     def _submit_message(self, raw: bytes | bytearray, record: Callable[[str], Write[Receipt]]) -> Future[Receipt]:
         """A message's write, given its SHA-256, queued; the destinations hear once it is committed."""
-        self.spool.check_room()
-        future = self.journal.submit(record(hashlib.sha256(raw).hexdigest()))
+        self.check_room()
+        future = self._journal.submit(record(hashlib.sha256(raw).hexdigest()))
         future.add_done_callback(lambda _: self._tell_listeners())
         return future
 
-    def hl7_without_details(self) -> list[tuple[int, bytes]]:
+    def check_room(self) -> None:
+        """Raise SpoolFull when the disk is below the watermark (before a sender's data is taken)."""
+        self._spool.check_room()
+
+    def free_bytes(self) -> int:
+        return self._spool.free_bytes()
+
+    async def hl7_without_details(self) -> list[tuple[int, bytes]]:
         """Messages kept but not yet read in full (the gateway stopped in between)."""
-        with self.reading() as conn:
+
+        def read(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
             rows = conn.execute(
                 "SELECT h.item_id, p.data FROM hl7_messages h JOIN payloads p ON p.item_id = h.item_id"
                 " WHERE h.details_read = 0"
             ).fetchall()
-        return [(int(item_id), bytes(data)) for item_id, data in rows]
+            return [(int(item_id), bytes(data)) for item_id, data in rows]
+
+        return await self._journal.read_async(read)
 
     def add_hl7_details(self, details: list[tuple[int, Hl7Details]]) -> None:
         """Record what full parses found, many messages in one commit (nothing is promised
-        on it: a lost batch is read again at the next start)."""
-        self.journal.write(record_hl7_details(details))
+        on it: a lost batch is read again at the next start). Blocks: called in a worker thread."""
+        self._journal.write(record_hl7_details(details))
 
-    @contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection]:
-        """A read-only connection of its own (WAL: reads never wait for the writer)."""
-        conn = connect(self.journal.path, read_only=True)
-        conn.row_factory = sqlite3.Row
-        try:
-            yield conn
-        finally:
-            conn.close()
+    def held_instances(self, study_uid: str) -> dict[str, set[str]]:
+        """SOP Instance UIDs held per Series Instance UID of the study (every version counts once)."""
+        return self._journal.read(lambda conn: held_instances(conn, study_uid))
 
     def listen(self, listener: Callable[[], None]) -> None:
         """Call `listener` (from any thread) whenever an item was kept or transfers were
@@ -165,47 +190,41 @@ class Store:
             except Exception:  # a listener's trouble (its loop closed at shutdown) is not the sender's
                 log.debug("store listener failed", exc_info=True)
 
-    def switch_transfers(self, active: bool) -> None:
-        self.journal.write(set_setting(TRANSFERS_ACTIVE, "true" if active else "false"))
-        self._tell_listeners()
-
-    def payload(self, item_id: int) -> bytes:
-        """An item's bytes kept in the journal (HL7: at most hl7.max_message_bytes)."""
-        with self.reading() as conn:
-            row = conn.execute("SELECT data FROM payloads WHERE item_id = ?", (item_id,)).fetchone()
-        if row is None:
-            raise KeyError(f"item {item_id} has no payload in the journal")
-        return bytes(row[0])
-
-    def gateway_id(self) -> str:
-        """This box's identity (made once, kept in the journal)."""
-        return self.journal.write(claim_gateway_id(str(uuid.uuid4())))
-
     def record_contact(self, sender: Sender) -> None:
-        """Note that a sender was heard from (a C-ECHO, a test message) without an item."""
-        self.journal.write(record_contact(sender, time.time()))
+        """Note that a sender was heard from (a C-ECHO) without an item. Blocks: called in an
+        association's thread."""
+        self._journal.write(record_contact(sender, time.time()))
 
-    def record_event(self, kind: str, detail: str = "") -> None:
-        self.journal.write(record_event(kind, detail, time.time()))
+    async def record_event(self, kind: str, detail: str = "") -> None:
+        """An event for people (start, stop, recovery, power, audit, dead items, …)."""
+        await self._journal.write_async(record_event(kind, detail, time.time()))
 
-    def remove_delivered_files(self, delivered_before: float, soft_min_free_bytes: int) -> int:
+    async def remove_delivered_files(self, delivered_before: float, soft_min_free_bytes: int) -> int:
         """Remove files delivered before `delivered_before` and, while free space is under
         `soft_min_free_bytes`, younger delivered ones too, oldest first. Returns how many."""
+        return await asyncio.to_thread(self._remove_delivered_files, delivered_before, soft_min_free_bytes)
+
+    def _remove_delivered_files(self, delivered_before: float, soft_min_free_bytes: int) -> int:
         removed = 0
         for _ in range(10000):  # bounded: each pass removes up to _RETENTION_BATCH files or stops
-            low_disk = self.spool.free_bytes() < soft_min_free_bytes
-            with self.reading() as conn:
-                candidates = removable_files(conn, None if low_disk else delivered_before, _RETENTION_BATCH)
+            low_disk = self._spool.free_bytes() < soft_min_free_bytes
+            before = None if low_disk else delivered_before
+            candidates = self._journal.read(partial(removable_files, delivered_before=before, limit=_RETENTION_BATCH))
             if not candidates:
                 break
-            doomed = self.journal.write(forget_files(self.spool, candidates, time.time()))
-            removed += sum(self.spool.remove_doomed(path) for path in doomed)
+            doomed = self._journal.write(forget_files(self._spool, candidates, time.time()))
+            removed += sum(self._spool.remove_doomed(path) for path in doomed)
             if not doomed or len(candidates) < _RETENTION_BATCH and not low_disk:
                 break
-            if low_disk and self.spool.free_bytes() >= soft_min_free_bytes:
+            if low_disk and self._spool.free_bytes() >= soft_min_free_bytes:
                 break
         return removed
 
-    def complete_quiet_studies(self, stable_after_s: float) -> list[str]:
+    async def complete_quiet_studies(self, stable_after_s: float) -> list[str]:
+        """Mark studies complete that got no instance for `stable_after_s`; their UIDs."""
         now = time.time()
-        return self.journal.write(complete_quiet_studies(now - stable_after_s, now))
+        return await self._journal.write_async(complete_quiet_studies(now - stable_after_s, now))
+
+    async def remove_partial_files(self, older_than_s: float) -> int:
+        """Partial files untouched for `older_than_s`: left by associations that died mid-dataset."""
+        return await asyncio.to_thread(self._spool.remove_partial_files, older_than_s)

@@ -9,9 +9,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sqlite3
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from vmgateway.store.journal import Write
+from vmgateway.store.journal import Journal, Write
 
 
 def token_hash(token: str) -> str:
@@ -77,6 +80,10 @@ TRANSFERS_ACTIVE = "transfers_active"
 """Setting: "true" while Vetmanager has switched transfers on (pull feed and push alike)."""
 SITE_PACS = "site.pacs"
 """Setting: the PACS as changed through the API (JSON; overrides [pacs] of the configuration)."""
+SITE_CONTACT = "site.contact"
+"""Setting: the clinic's contact person as changed through the API (JSON)."""
+HEALTH_CHECKED_AT = "health.deep_checked_at"
+"""Setting: when a deep health check last had the journal take a write."""
 GATEWAY_ID = "gateway_id"
 """Setting: this box's identity, made at first start; part of every idempotency key."""
 
@@ -109,3 +116,53 @@ def set_setting(key: str, value: str) -> Write[None]:
         )
 
     return write
+
+
+class Tokens:
+    """API tokens: made and revoked by `vmgateway token` (no event loop), checked by the API."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+
+    def create(self, name: str) -> str:
+        """A new token (shown once); raises TokenExists."""
+        token, write = create_token(name, time.time())
+        self._journal.write(write)
+        return token
+
+    def revoke(self, name: str) -> bool:
+        return self._journal.write(revoke_token(name, time.time()))
+
+    def list(self) -> list[TokenInfo]:
+        return self._journal.read(list_tokens)
+
+    async def owner(self, token: str) -> str | None:
+        """The name of the valid token, or None."""
+        return await self._journal.read_async(lambda conn: token_owner(conn, token))
+
+
+class KeptSettings:
+    """What was set through the API and must outlive restarts: the transfers switch, the
+    contact person and the PACS as changed, the box's identity."""
+
+    def __init__(self, journal: Journal, switched: Callable[[], None]) -> None:
+        self._journal = journal
+        self._switched = switched
+
+    async def transfers_active(self) -> bool:
+        return await self._journal.read_async(transfers_active)
+
+    async def switch_transfers(self, active: bool) -> None:
+        await self._journal.write_async(set_setting(TRANSFERS_ACTIVE, "true" if active else "false"))
+        self._switched()
+
+    async def get(self, key: str, default: str) -> str:
+        return await self._journal.read_async(lambda conn: get_setting(conn, key, default))
+
+    async def put(self, key: str, value: str) -> None:
+        """Set `key`; returns once committed (fsync'ed)."""
+        await self._journal.write_async(set_setting(key, value))
+
+    async def gateway_id(self) -> str:
+        """This box's identity (made once, kept in the journal)."""
+        return await self._journal.write_async(claim_gateway_id(str(uuid.uuid4())))

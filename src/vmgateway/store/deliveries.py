@@ -9,29 +9,16 @@ destination's problem, not the item's.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-from vmgateway.store.journal import Write
-
-
-@dataclass(frozen=True)
-class Due:
-    """An item ready to be sent, with what a sink needs to send it."""
-
-    item_id: int
-    kind: str
-    spool_path: str | None
-    size: int
-    sha256: str
-    received_at: float
-    attempts: int
-    study_instance_uid: str | None = None
-    sop_instance_uid: str | None = None
-    order_id: str | None = None
-    """Vetmanager's order, when the instance was linked to a worklist entry."""
-
+from vmgateway.model import Due, ItemKind
+from vmgateway.store.access import transfers_active
+from vmgateway.store.journal import Journal, Write
+from vmgateway.store.records import mark_delivered
+from vmgateway.store.spool import Spool
 
 _DUE = """
     SELECT i.id, i.kind, i.spool_path, i.size, i.sha256, i.received_at, i.attempts,
@@ -40,20 +27,20 @@ _DUE = """
 """
 
 
-def _due(rows: Iterator[sqlite3.Row], busy: set[int]) -> Iterator[Due]:
+def _due(rows: Iterator[sqlite3.Row], busy: set[int], path_of: Callable[[str], Path]) -> Iterator[Due]:
     for row in rows:
         if row[0] not in busy:
-            yield Due(*row)
+            yield Due(row[0], row[1], path_of(row[2]) if row[2] else None, *row[3:])
 
 
-def next_batch(conn: sqlite3.Connection, kind: str, now: float, busy: set[int], max_items: int,
-               max_bytes: int) -> list[Due]:
+def next_batch(conn: sqlite3.Connection, kind: ItemKind, now: float, busy: set[int], max_items: int,
+               max_bytes: int, path_of: Callable[[str], Path]) -> list[Due]:
     """The oldest due item of `kind` not in `busy`, and (DICOM) the due instances of its study
     after it, up to `max_items` / `max_bytes` (the first item goes alone if it is larger)."""
     rows = conn.execute(
         f"{_DUE} WHERE i.state = 'received' AND i.kind = ? AND (i.next_try_at IS NULL OR i.next_try_at <= ?)"
         " ORDER BY i.id", (kind, now))
-    first = next(_due(rows, busy), None)
+    first = next(_due(rows, busy, path_of), None)
     rows.close()
     if first is None:
         return []
@@ -64,7 +51,7 @@ def next_batch(conn: sqlite3.Connection, kind: str, now: float, busy: set[int], 
         f"{_DUE} WHERE d.study_instance_uid = ? AND i.id > ? AND i.state = 'received'"
         " AND (i.next_try_at IS NULL OR i.next_try_at <= ?) ORDER BY i.id",
         (first.study_instance_uid, first.item_id, now))
-    for due in _due(siblings, busy):
+    for due in _due(siblings, busy, path_of):
         if len(batch) >= max_items or size + due.size > max_bytes:
             break
         batch.append(due)
@@ -142,3 +129,42 @@ def queue_summary(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
             "SELECT kind, state, count(*) FROM items WHERE state IN ('received', 'dead') GROUP BY kind, state"):
         summary.setdefault(kind, {"waiting": 0, "dead": 0})["waiting" if state == "received" else "dead"] = count
     return summary
+
+
+class Deliveries:
+    """The push side's way into the journal: what is due, and what became of each attempt.
+    Called from the event loop: reads run in a worker thread, writes are awaited, never blocked on."""
+
+    def __init__(self, journal: Journal, spool: Spool) -> None:
+        self._journal = journal
+        self._spool = spool
+
+    async def next_batch(self, kind: ItemKind, busy: set[int], max_items: int, max_bytes: int) -> list[Due]:
+        """As next_batch(); nothing while transfers are switched off."""
+
+        def read(conn: sqlite3.Connection) -> list[Due]:
+            if not transfers_active(conn):
+                return []
+            return next_batch(conn, kind, time.time(), busy, max_items, max_bytes, self._spool.path_of)
+
+        return await self._journal.read_async(read)
+
+    async def mark_delivered(self, item_ids: list[int]) -> list[int]:
+        """Items taken (by Vetmanager's pull, or a push that was answered): those not delivered before."""
+        return await self._journal.write_async(mark_delivered(item_ids, time.time()))
+
+    async def record_refused(self, refusals: list[tuple[int, str]], max_attempts: int,
+                             retry_at: dict[int, float]) -> list[int]:
+        return await self._journal.write_async(record_refused(refusals, time.time(), max_attempts, retry_at))
+
+    async def record_unreachable(self, item_ids: list[int], error: str, dead_before: float) -> list[int]:
+        return await self._journal.write_async(record_unreachable(item_ids, error, dead_before))
+
+    async def revive(self, item_ids: list[int] | None) -> list[int]:
+        return await self._journal.write_async(revive(item_ids))
+
+    async def dead_items(self, after: int, limit: int) -> list[dict[str, Any]]:
+        return await self._journal.read_async(lambda conn: dead_items(conn, after, limit))
+
+    async def queue_summary(self) -> dict[str, dict[str, int]]:
+        return await self._journal.read_async(queue_summary)

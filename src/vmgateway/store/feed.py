@@ -1,9 +1,18 @@
-"""Reads for the pull feed: what was received after a cursor, one item, and events."""
+"""What was received, as Vetmanager and people see it: the pull feed, one item and its bytes,
+complete studies, events, senders and the counts behind status and metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+
+from vmgateway.store.journal import Journal, JournalError, connect
+from vmgateway.store.spool import Spool
+
+_CHUNK = 1 << 20
 
 _ITEM_COLUMNS = """
     i.id, i.kind, i.state, i.received_at, i.sender, i.peer_address, i.size, i.sha256, i.delivered_at,
@@ -57,9 +66,30 @@ def items_after(conn: sqlite3.Connection, cursor: int, limit: int, undelivered_o
 
 
 def item(conn: sqlite3.Connection, item_id: int) -> tuple[dict[str, Any], str | None] | None:
-    """The item, and its spool path (None when its bytes are in the journal)."""
+    """The item, and its spool path relative to the spool (None when its bytes are in the journal)."""
     row = conn.execute(f"SELECT {_ITEM_COLUMNS} {_FROM} WHERE i.id = ?", (item_id,)).fetchone()
     return (_item(row), row["spool_path"]) if row else None
+
+
+def payload(conn: sqlite3.Connection, item_id: int) -> bytes:
+    """An item's bytes kept in the journal (HL7, ASTM: at most their max_message_bytes)."""
+    row = conn.execute("SELECT data FROM payloads WHERE item_id = ?", (item_id,)).fetchone()
+    if row is None:
+        raise KeyError(f"item {item_id} has no payload in the journal")
+    return bytes(row[0])
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, Any]:
+    """Items and bytes in all, by kind and by state, what is not delivered yet, and the newest
+    item's time: the one count query behind status, metrics and `vmgateway status`."""
+    by_kind = {kind: {"items": n, "bytes": size} for kind, n, size in conn.execute(
+        "SELECT kind, count(*), coalesce(sum(size), 0) FROM items GROUP BY kind")}
+    by_state = {state: n for state, n in conn.execute("SELECT state, count(*) FROM items GROUP BY state")}
+    last = conn.execute("SELECT max(received_at) FROM items").fetchone()[0]
+    return {"items": sum(k["items"] for k in by_kind.values()), "bytes": sum(k["bytes"] for k in by_kind.values()),
+            "by_kind": by_kind, "by_state": by_state,
+            "undelivered": sum(n for state, n in by_state.items() if state != "delivered"),
+            "last_received_at": last}
 
 
 def complete_studies(conn: sqlite3.Connection, quiet_since: float, cursor: str, limit: int) -> list[dict[str, Any]]:
@@ -93,3 +123,64 @@ def senders(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         "SELECT protocol, name, address, first_seen_at, last_seen_at, items FROM senders ORDER BY last_seen_at DESC"
     ).fetchall()
     return [dict(row) for row in rows]
+
+
+class Feed:
+    """The store's reads for the API and the push sinks; every one runs off the event loop."""
+
+    def __init__(self, journal: Journal, spool: Spool) -> None:
+        self._journal = journal
+        self._spool = spool
+
+    async def items_after(self, cursor: int, limit: int, undelivered_only: bool) -> list[dict[str, Any]]:
+        return await self._journal.read_async(lambda conn: items_after(conn, cursor, limit, undelivered_only))
+
+    async def item(self, item_id: int) -> tuple[dict[str, Any], Path | None] | None:
+        """The item, and its spool file (None when its bytes are in the journal, or the file
+        was removed after delivery)."""
+        found = await self._journal.read_async(lambda conn: item(conn, item_id))
+        if found is None:
+            return None
+        record, relative = found
+        return record, self._spool.path_of(relative) if relative else None
+
+    async def payload(self, item_id: int) -> bytes:
+        return await self._journal.read_async(lambda conn: payload(conn, item_id))
+
+    async def message(self, item_id: int) -> tuple[dict[str, Any], bytes]:
+        """A message item's record and its bytes, in one read (what a push sink sends)."""
+
+        def read(conn: sqlite3.Connection) -> tuple[dict[str, Any], bytes]:
+            found = item(conn, item_id)
+            if found is None:
+                raise KeyError(f"no item {item_id}")
+            return found[0], payload(conn, item_id)
+
+        return await self._journal.read_async(read)
+
+    async def payload_chunks(self, item_id: int) -> AsyncIterator[bytes]:
+        """An item's bytes from the journal in pieces, each read off the loop: never the whole
+        message at once. One connection serves all pieces, from whichever worker thread."""
+        try:
+            conn = await asyncio.to_thread(connect, self._journal.path, read_only=True, any_thread=True)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal read failed: {exc}") from exc
+        try:
+            blob = await asyncio.to_thread(conn.blobopen, "payloads", "data", item_id, readonly=True)
+            with blob:
+                while chunk := await asyncio.to_thread(blob.read, _CHUNK):
+                    yield chunk
+        finally:
+            conn.close()
+
+    async def complete_studies(self, quiet_since: float, cursor: str, limit: int) -> list[dict[str, Any]]:
+        return await self._journal.read_async(lambda conn: complete_studies(conn, quiet_since, cursor, limit))
+
+    async def events(self, before: int | None, limit: int) -> list[dict[str, Any]]:
+        return await self._journal.read_async(lambda conn: events(conn, before, limit))
+
+    async def senders(self) -> list[dict[str, Any]]:
+        return await self._journal.read_async(senders)
+
+    async def counts(self) -> dict[str, Any]:
+        return await self._journal.read_async(counts)

@@ -10,6 +10,7 @@ WAL was fsync'ed: that is the moment an acknowledgement may be sent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import sqlite3
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Write = Callable[[sqlite3.Connection], T]
+Read = Callable[[sqlite3.Connection], T]
 
 _MAX_BATCH = 256
 _STOP = object()
@@ -38,10 +40,13 @@ class JournalClosed(JournalError):
     """The journal is closing and takes no more writes."""
 
 
-def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
-    """A connection with the pragmas every user of the journal needs."""
+def connect(path: Path, *, read_only: bool = False, any_thread: bool = False) -> sqlite3.Connection:
+    """A connection with the pragmas every user of the journal needs. `any_thread`: it is used
+    by one thread at a time, but not always the same one (a response streamed by a thread pool)."""
     if read_only:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10,
+                               check_same_thread=not any_thread)
+        conn.row_factory = sqlite3.Row
     else:
         conn = sqlite3.connect(path, isolation_level=None, timeout=10)
     conn.execute("PRAGMA busy_timeout = 10000")
@@ -79,6 +84,27 @@ class Journal:
     def write(self, write: Write[T], timeout: float | None = 60) -> T:
         """Run `write` in the writer and wait until it is committed (fsync'ed)."""
         return self.submit(write).result(timeout)
+
+    async def write_async(self, write: Write[T]) -> T:
+        """`write` from the event loop: queued to the writer without blocking, awaited until committed."""
+        return await asyncio.wrap_future(self.submit(write))
+
+    def read(self, read: Read[T]) -> T:
+        """Run `read` on a read-only connection of its own, opened and closed in the calling
+        thread (WAL: reads never wait for the writer). sqlite3's errors become JournalError."""
+        try:
+            conn = connect(self.path, read_only=True)
+            try:
+                return read(conn)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal read failed: {exc}") from exc
+
+    async def read_async(self, read: Read[T]) -> T:
+        """`read` from the event loop: run in a worker thread, so SQLite never blocks the loop
+        that answers HL7 and ASTM senders."""
+        return await asyncio.to_thread(self.read, read)
 
     def close(self) -> None:
         """Commit what is queued, checkpoint the WAL into the database file and stop."""

@@ -1,6 +1,6 @@
-"""What receivers hand to the store, and the journal writes that record it.
+"""The journal writes that record what receivers hand to the store.
 
-The receivers describe what they received in these plain dataclasses; they never see SQL.
+The receivers describe what they received in vmgateway.model's plain dataclasses; they never see SQL.
 The write functions run inside the journal's writer thread (see journal.py), which is what
 makes the duplicate check and the version number race-free across associations.
 """
@@ -8,89 +8,14 @@ makes the duplicate check and the version number race-free across associations.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import asdict, dataclass, fields
-from enum import Enum
+from dataclasses import asdict, fields
 
+from vmgateway.model import AstmSummary, DicomInstance, Hl7Details, Hl7Message, ItemKind, Kept, Receipt, Sender
 from vmgateway.store.journal import Write
 from vmgateway.store.spool import SpooledFile
 from vmgateway.store.worklist import link_to_order
 
 _BLOB_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class Sender:
-    protocol: str
-    """'dicom' or 'hl7'."""
-    name: str
-    """The calling AE title, or the HL7 sending application."""
-    address: str
-    """The peer's IP address."""
-
-
-@dataclass(frozen=True, slots=True)
-class DicomInstance:
-    """The journal's view of one received instance; text already decoded with its charset."""
-
-    sop_class_uid: str
-    sop_instance_uid: str
-    transfer_syntax_uid: str
-    study_instance_uid: str | None = None
-    series_instance_uid: str | None = None
-    patient_id: str | None = None
-    patient_name: str | None = None
-    accession_number: str | None = None
-    modality: str | None = None
-    study_date: str | None = None
-    species: str | None = None
-    breed: str | None = None
-    responsible_person: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Hl7Message:
-    """The MSH of a received HL7 message, as the journal keeps it (read before the ACK)."""
-
-    sending_application: str
-    sending_facility: str
-    receiving_application: str
-    receiving_facility: str
-    message_type: str
-    trigger_event: str
-    control_id: str
-    """MSH-10; empty when the sender left it out (then duplicates are found by hash only)."""
-    processing_id: str
-    version: str
-    accept_ack_type: str
-    application_ack_type: str
-    charset: str
-
-
-@dataclass(frozen=True, slots=True)
-class Hl7Details:
-    """What a full parse adds, after the ACK."""
-
-    charset_used: str
-    patient_id: str | None
-    patient_name: str | None
-    placer_order_number: str | None
-    filler_order_number: str | None
-    observation_count: int
-
-
-class Outcome(Enum):
-    STORED = "stored"
-    DUPLICATE = "duplicate"
-    """Same SOP Instance UID, same bytes: already kept, nothing new recorded."""
-    NEW_VERSION = "new_version"
-    """Same SOP Instance UID, different bytes: kept beside the earlier version(s)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    item_id: int
-    outcome: Outcome
-    version: int
 
 
 def record_dicom_instance(
@@ -105,7 +30,7 @@ def record_dicom_instance(
         ).fetchall()
         for item_id, version, sha256 in versions:
             if sha256 == spooled.sha256:
-                return Receipt(item_id, Outcome.DUPLICATE, version)
+                return Receipt(item_id, Kept.DUPLICATE, version)
         version = versions[-1][1] + 1 if versions else 1
         item_id = _insert_item(conn, "dicom", spooled, sender, received_at)
         columns = asdict(instance) | {"item_id": item_id, "version": version}
@@ -116,7 +41,7 @@ def record_dicom_instance(
         if instance.study_instance_uid:
             _touch_study(conn, instance, received_at, new_instance=not versions)
         link_to_order(conn, item_id, instance.accession_number, instance.study_instance_uid, received_at)
-        return Receipt(item_id, Outcome.NEW_VERSION if versions else Outcome.STORED, version)
+        return Receipt(item_id, Kept.NEW_VERSION if versions else Kept.STORED, version)
 
     return write
 
@@ -140,7 +65,7 @@ def record_hl7_message(
                 "SELECT id FROM items WHERE kind = 'hl7' AND sha256 = ?", (sha256,)
             ).fetchone()
         if earlier:
-            return Receipt(int(earlier[0]), Outcome.DUPLICATE, 1)
+            return Receipt(int(earlier[0]), Kept.DUPLICATE, 1)
         item_id = _insert_message_item(conn, "hl7", raw, sha256, sender, received_at)
         # Only Hl7Message's own fields: a receiver may hand over a subclass that knows more.
         columns = {f.name: getattr(message, f.name) for f in fields(Hl7Message)} | {"item_id": item_id}
@@ -148,20 +73,9 @@ def record_hl7_message(
             f"INSERT INTO hl7_messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
             tuple(columns.values()),
         )
-        return Receipt(item_id, Outcome.STORED, 1)
+        return Receipt(item_id, Kept.STORED, 1)
 
     return write
-
-
-@dataclass(frozen=True)
-class AstmSummary:
-    """What the journal keeps beside an ASTM message's raw bytes, for the feed and for people."""
-
-    instrument: str
-    sample_ids: str
-    patient_ids: str
-    test_codes: str
-    result_count: int
 
 
 def record_astm_message(raw: bytes, summary: AstmSummary, sha256: str, sender: Sender,
@@ -173,19 +87,19 @@ def record_astm_message(raw: bytes, summary: AstmSummary, sha256: str, sender: S
         _touch_sender(conn, sender, received_at)
         earlier = conn.execute("SELECT id FROM items WHERE kind = 'astm' AND sha256 = ?", (sha256,)).fetchone()
         if earlier:
-            return Receipt(int(earlier[0]), Outcome.DUPLICATE, 1)
+            return Receipt(int(earlier[0]), Kept.DUPLICATE, 1)
         item_id = _insert_message_item(conn, "astm", raw, sha256, sender, received_at)
         conn.execute(
             "INSERT INTO astm_messages (item_id, listener, instrument, sample_ids, patient_ids, test_codes,"
             " result_count) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (item_id, sender.name, summary.instrument, summary.sample_ids, summary.patient_ids, summary.test_codes,
              summary.result_count))
-        return Receipt(item_id, Outcome.STORED, 1)
+        return Receipt(item_id, Kept.STORED, 1)
 
     return write
 
 
-def _insert_message_item(conn: sqlite3.Connection, kind: str, raw: bytes | bytearray, sha256: str, sender: Sender,
+def _insert_message_item(conn: sqlite3.Connection, kind: ItemKind, raw: bytes | bytearray, sha256: str, sender: Sender,
                          at: float) -> int:
     """The item of a message kept in the journal itself (HL7, ASTM): its row and its bytes."""
     cursor = conn.execute(
@@ -269,7 +183,7 @@ def complete_quiet_studies(quiet_since: float, now: float) -> Write[list[str]]:
     return write
 
 
-def _insert_item(conn: sqlite3.Connection, kind: str, spooled: SpooledFile, sender: Sender, at: float) -> int:
+def _insert_item(conn: sqlite3.Connection, kind: ItemKind, spooled: SpooledFile, sender: Sender, at: float) -> int:
     cursor = conn.execute(
         "INSERT INTO items (kind, received_at, sender, peer_address, spool_path, size, sha256)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -1,4 +1,5 @@
-"""Read-only summaries of the journal, for `vmgateway status` (and later the API).
+"""Read-only summaries of a journal by its path, for commands that run beside the gateway
+(`vmgateway status`, the upgrade's checks) without opening a store.
 
 Reads go through their own connection: WAL lets them run while the gateway writes.
 """
@@ -11,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from vmgateway.store.deliveries import queue_summary
+from vmgateway.store.feed import counts
 from vmgateway.store.journal import connect
 
 _LIST_LIMIT = 20
@@ -32,15 +35,12 @@ def received_summary(journal_path: Path, stable_after_s: float, now: float | Non
     midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     quiet_since = now - stable_after_s
     conn = connect(journal_path, read_only=True)
-    conn.row_factory = sqlite3.Row
     try:
-        totals = conn.execute("SELECT count(*) AS items, coalesce(sum(size), 0) AS bytes FROM items").fetchone()
+        totals = counts(conn)
         today = conn.execute(
             "SELECT count(*) AS items, coalesce(sum(size), 0) AS bytes FROM items WHERE received_at >= ?",
             (midnight,),
         ).fetchone()
-        by_state = conn.execute("SELECT state, count(*) FROM items GROUP BY state").fetchall()
-        by_kind = conn.execute("SELECT kind, count(*), sum(size) FROM items GROUP BY kind").fetchall()
         today_by_kind = conn.execute(
             "SELECT kind, count(*) FROM items WHERE received_at >= ? GROUP BY kind", (midnight,)
         ).fetchall()
@@ -66,11 +66,7 @@ def received_summary(journal_path: Path, stable_after_s: float, now: float | Non
     return {
         "journal": str(journal_path),
         "generated_at": now,
-        "totals": dict(totals)
-        | {
-            "by_state": {state: n for state, n in by_state},
-            "by_kind": {kind: {"items": n, "bytes": size} for kind, n, size in by_kind},
-        },
+        "totals": {key: totals[key] for key in ("items", "bytes", "by_state", "by_kind")},
         "today": dict(today) | {"by_kind": {kind: n for kind, n in today_by_kind}},
         "studies": {
             "complete": complete,
@@ -94,3 +90,14 @@ def _study(row: sqlite3.Row) -> dict[str, Any]:
         "first_received_at": row["first_received_at"],
         "last_received_at": row["last_received_at"],
     }
+
+
+def waiting_items(journal_path: Path) -> int:
+    """Items not yet delivered or given up on (0 when there is no journal yet)."""
+    if not journal_path.exists():
+        return 0
+    conn = connect(journal_path, read_only=True)
+    try:
+        return sum(kind["waiting"] for kind in queue_summary(conn).values())
+    finally:
+        conn.close()

@@ -153,6 +153,10 @@ class Spool:
             raise
         return SpooledFile(relative, sha256, size)
 
+    def path_of(self, relative: str) -> Path:
+        """The file a journal row names (its path is kept relative to the spool)."""
+        return self.root / relative
+
     def release(self, relative: str) -> None:
         """The receiver that absorbed `relative` has committed (or given up) its journal row."""
         with self._names:

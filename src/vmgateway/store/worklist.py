@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any
 
-from vmgateway.store.journal import Write
+from vmgateway.store.journal import Journal, JournalError, Write
+
+
+class StepExists(JournalError):
+    """A procedure step with that SOP Instance UID was created before (N-CREATE twice)."""
 
 
 def put_entry(order_id: str, accession_number: str, study_instance_uid: str, scheduled_at: str, entry: str,
@@ -118,10 +123,12 @@ do again (a discontinued step leaves the examination undone)."""
 def create_step(sop_instance_uid: str, accession_number: str | None, study_instance_uid: str | None,
                 attributes: str, calling_ae: str, at: float) -> Write[str | None]:
     """An N-CREATE: the step IN PROGRESS, its entry with it. The order ID (or None); raises
-    sqlite3.IntegrityError for a SOP Instance UID already known."""
+    StepExists for a SOP Instance UID already known."""
 
     def write(conn: sqlite3.Connection) -> str | None:
         order_id = _order_for(conn, accession_number, study_instance_uid)
+        if conn.execute("SELECT 1 FROM mpps WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone():
+            raise StepExists(f"procedure step {sop_instance_uid} exists already")
         conn.execute("INSERT INTO mpps (sop_instance_uid, order_id, status, attributes, calling_ae, created_at,"
                      " updated_at) VALUES (?, ?, 'IN PROGRESS', ?, ?, ?, ?)",
                      (sop_instance_uid, order_id, attributes, calling_ae, at, at))
@@ -158,3 +165,45 @@ def set_step(sop_instance_uid: str, status: str | None, attributes: str, at: flo
 def step_attributes(conn: sqlite3.Connection, sop_instance_uid: str) -> str | None:
     row = conn.execute("SELECT attributes FROM mpps WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone()
     return None if row is None else str(row[0])
+
+
+class Worklist:
+    """Worklist entries and procedure steps. The API's calls are async (event loop); the DICOM
+    side's are not: pynetdicom calls its handlers in the association's own thread."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+
+    async def put_entry(self, order_id: str, accession_number: str, study_instance_uid: str, scheduled_at: str,
+                        entry: str, expires_at: float, create: bool) -> bool:
+        return await self._journal.write_async(put_entry(
+            order_id, accession_number, study_instance_uid, scheduled_at, entry, time.time(), expires_at, create))
+
+    async def cancel_entry(self, order_id: str) -> bool:
+        return await self._journal.write_async(cancel_entry(order_id, time.time()))
+
+    async def entries(self, state: str | None = None) -> list[dict[str, Any]]:
+        now = time.time()
+        return await self._journal.read_async(lambda conn: entries(conn, now, state))
+
+    async def entry(self, order_id: str) -> dict[str, Any] | None:
+        return await self._journal.read_async(lambda conn: entry(conn, order_id))
+
+    async def forget_expired(self) -> int:
+        return await self._journal.write_async(forget_expired(time.time()))
+
+    def scheduled(self) -> list[str]:
+        """The entries (JSON) the worklist offers modalities now."""
+        now = time.time()
+        return self._journal.read(lambda conn: scheduled_entries(conn, now))
+
+    def create_step(self, sop_instance_uid: str, accession_number: str | None, study_instance_uid: str | None,
+                    attributes: str, calling_ae: str, timeout: float) -> str | None:
+        return self._journal.write(create_step(sop_instance_uid, accession_number, study_instance_uid, attributes,
+                                               calling_ae, time.time()), timeout)
+
+    def set_step(self, sop_instance_uid: str, status: str | None, attributes: str, timeout: float) -> str:
+        return self._journal.write(set_step(sop_instance_uid, status, attributes, time.time()), timeout)
+
+    def step_attributes(self, sop_instance_uid: str) -> str | None:
+        return self._journal.read(lambda conn: step_attributes(conn, sop_instance_uid))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vmgateway.config import TransfersConfig
+from vmgateway.model import ItemKind
 from vmgateway.store import Store
 from vmgateway.transfers import upstream
 from vmgateway.transfers.message_post import MessageSink
@@ -10,17 +11,18 @@ from vmgateway.transfers.stow import StowSink
 from vmgateway.transfers.worker import Destination
 
 
-def build(config: TransfersConfig, store: Store) -> list[Destination]:
+def build(config: TransfersConfig, store: Store, gateway_id: str) -> list[Destination]:
     """Nothing in pull mode; in push mode one destination per configured URL."""
     if config.mode != "push":
         return []
     found = []
     if config.dicomweb_url:
-        stow = StowSink(config.dicomweb_url, upstream.client(config), store.spool.root,
-                        config.batch_max_instances, config.batch_max_mb * 2**20)
+        stow = StowSink(config.dicomweb_url, upstream.client(config), config.batch_max_instances,
+                        config.batch_max_mb * 2**20)
         found.append(Destination(stow, config.dicomweb_url, store, config))
-    for kind, url in (("hl7", config.hl7_url), ("astm", config.astm_url)):
+    messages: tuple[tuple[ItemKind, str], ...] = (("hl7", config.hl7_url), ("astm", config.astm_url))
+    for kind, url in messages:
         if url:
-            sink = MessageSink(kind, url, upstream.client(config), store, store.gateway_id())
+            sink = MessageSink(kind, url, upstream.client(config), store, gateway_id)
             found.append(Destination(sink, url, store, config))
     return found

@@ -7,7 +7,6 @@ resend of the item, different on every box, so the receiver can drop duplicates.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -15,9 +14,8 @@ import httpx
 
 from vmgateway.astm.records import ASTM_MEDIA_TYPE
 from vmgateway.hl7.charsets import hl7_content_type
+from vmgateway.model import Due, ItemKind
 from vmgateway.store import Store
-from vmgateway.store import feed as feed_reads
-from vmgateway.store.deliveries import Due
 from vmgateway.transfers.outcome import Outcome, describe_failure, http_problem, is_transient, retry_after
 
 HEADER_FIELDS = {
@@ -43,8 +41,9 @@ class MessageSink:
     max_items = 1
     max_bytes = 2**31
 
-    def __init__(self, kind: str, url: str, http: httpx.AsyncClient, store: Store, gateway_id: str) -> None:
-        self.name = self.kind = kind
+    def __init__(self, kind: ItemKind, url: str, http: httpx.AsyncClient, store: Store, gateway_id: str) -> None:
+        self.kind = kind
+        self.name: str = kind
         self.url = url
         self.http = http
         self.store = store
@@ -52,7 +51,7 @@ class MessageSink:
 
     async def send(self, batch: list[Due]) -> Outcome:
         (due,) = batch
-        payload, headers = await asyncio.to_thread(self._message, due)
+        payload, headers = await self._message(due)
         try:
             response = await self.http.post(self.url, content=payload, headers=headers)
         except (httpx.HTTPError, OSError) as exc:
@@ -63,11 +62,9 @@ class MessageSink:
             return Outcome(unreachable=http_problem(response), retry_after_s=retry_after(response))
         return Outcome(refused=[(due.item_id, http_problem(response))])
 
-    def _message(self, due: Due) -> tuple[bytes, dict[str, str]]:
-        with self.store.reading() as conn:
-            found = feed_reads.item(conn, due.item_id)
-        assert found is not None
-        metadata = found[0][self.kind]
+    async def _message(self, due: Due) -> tuple[bytes, dict[str, str]]:
+        record, payload = await self.store.feed.message(due.item_id)
+        metadata = record[self.kind]
         content_type = (hl7_content_type(metadata["charset_used"], metadata["charset"]) if self.kind == "hl7"
                         else ASTM_MEDIA_TYPE)
         headers = {
@@ -81,4 +78,4 @@ class MessageSink:
         for header, key in HEADER_FIELDS[self.kind].items():
             if metadata.get(key):
                 headers[header] = quote(str(metadata[key]), safe=" ^&~!$'()*+,;=:@/?")
-        return self.store.payload(due.item_id), headers
+        return payload, headers

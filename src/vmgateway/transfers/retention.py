@@ -1,9 +1,8 @@
 """Delivered files leave the spool after storage.keep_delivered_days, or sooner when the disk
-runs low (the store does the careful part; this only keeps it going)."""
+runs low (the store does the careful part; the service runs this every minute)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -15,13 +14,8 @@ log = logging.getLogger(__name__)
 INTERVAL_S = 60.0
 
 
-async def remove_delivered_files(store: Store, config: StorageConfig, interval_s: float = INTERVAL_S) -> None:
-    """Every `interval_s`, until cancelled."""
-    while True:
-        delivered_before = time.time() - config.keep_delivered_days * 86400
-        removed = await asyncio.to_thread(store.remove_delivered_files, delivered_before,
-                                          config.soft_min_free_mb * 2**20)
-        if removed:
-            log.info("removed delivered files", extra={"count": removed,
-                                                       "free_mb": store.spool.free_bytes() // 2**20})
-        await asyncio.sleep(interval_s)
+async def remove_delivered_files(store: Store, config: StorageConfig) -> None:
+    delivered_before = time.time() - config.keep_delivered_days * 86400
+    removed = await store.remove_delivered_files(delivered_before, config.soft_min_free_mb * 2**20)
+    if removed:
+        log.info("removed delivered files", extra={"count": removed, "free_mb": store.free_bytes() // 2**20})

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from vmgateway.store.deliveries import Due
+from vmgateway.model import Due, ItemKind
 from vmgateway.transfers.outcome import (
     DESTINATION_STATUSES,
     Outcome,
@@ -58,12 +58,11 @@ def read_response(body: Any) -> tuple[set[str], dict[str, str]] | None:
 
 class StowSink:
     name = "dicomweb"
-    kind = "dicom"
+    kind: ItemKind = "dicom"
 
-    def __init__(self, url: str, http: httpx.AsyncClient, spool_root: Path, max_items: int, max_bytes: int) -> None:
+    def __init__(self, url: str, http: httpx.AsyncClient, max_items: int, max_bytes: int) -> None:
         self.url = f"{url}/studies"
         self.http = http
-        self.spool_root = spool_root
         self.max_items = max_items
         self.max_bytes = max_bytes
 
@@ -71,7 +70,7 @@ class StowSink:
         outcome = Outcome()
         present = []
         for due in batch:  # a file gone from under us is that item's problem, not the batch's
-            path = self.spool_root / due.spool_path if due.spool_path else None
+            path = due.path
             if path is None or not path.is_file():
                 outcome.refused.append((due.item_id, "its spool file is missing"))
             else:

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 
+from vmgateway.backoff import backoff
 from vmgateway.config import TransfersConfig
 from vmgateway.counters import DELIVERIES, UPSTREAM_FAILURES
+from vmgateway.model import Due, ItemKind
 from vmgateway.store import Store
-from vmgateway.store.access import transfers_active
-from vmgateway.store.deliveries import Due, next_batch, record_refused, record_unreachable
-from vmgateway.store.records import mark_delivered, record_event
 from vmgateway.transfers.outcome import Outcome
 
 log = logging.getLogger(__name__)
@@ -36,7 +34,7 @@ RETRY_AFTER_CAP_S = 3600.0
 
 class Sink(Protocol):
     name: str
-    kind: str
+    kind: ItemKind
     max_items: int
     max_bytes: int
     http: httpx.AsyncClient
@@ -44,10 +42,8 @@ class Sink(Protocol):
     async def send(self, batch: list[Due]) -> Outcome: ...
 
 
-def backoff(config: TransfersConfig, failures: int) -> float:
-    """Exponential, capped, with jitter (50–100 %) so a hundred boxes do not retry in step."""
-    ceiling = min(config.backoff_max_s, config.backoff_initial_s * 2 ** max(0, failures - 1))
-    return ceiling * random.uniform(0.5, 1.0)
+def _backoff(config: TransfersConfig, failures: int) -> float:
+    return backoff(failures, config.backoff_initial_s, config.backoff_max_s, jitter=True)
 
 
 @dataclass
@@ -80,17 +76,21 @@ class Destination:
         self._busy: set[int] = set()
         self._work = asyncio.Event()
         """Set when the store says there may be new work (an item kept, transfers switched on)."""
+        self._listening = False
 
     async def run(self) -> None:
-        """Deliver until cancelled; running requests are cancelled with it (their items stay due)."""
+        """Deliver until cancelled; running requests are cancelled with it (their items stay due).
+        Run again after a failure (the service's job supervisor does), it carries on where it was."""
         tasks: set[asyncio.Task[None]] = set()
-        loop = asyncio.get_running_loop()
-        self.store.listen(lambda: self._wake(loop))
+        if not self._listening:
+            loop = asyncio.get_running_loop()
+            self.store.listen(lambda: self._wake(loop))
+            self._listening = True
         try:
             while True:
                 self._work.clear()
                 while len(tasks) < self.config.concurrency and not self._paused():
-                    batch = await asyncio.to_thread(self._next_batch)
+                    batch = await self._next_batch()
                     if not batch:
                         break
                     self._busy.update(due.item_id for due in batch)
@@ -115,7 +115,10 @@ class Destination:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self.sink.http.aclose()
+
+    async def close(self) -> None:
+        """Once the destination's job is stopped: its HTTP connections are closed."""
+        await self.sink.http.aclose()
 
     def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
         """From any thread: there may be new work."""
@@ -127,11 +130,9 @@ class Destination:
     def _pause_left(self) -> float:
         return max(0.0, (self.state.paused_until or 0) - time.time())
 
-    def _next_batch(self) -> list[Due]:
-        with self.store.reading() as conn:
-            if not transfers_active(conn):
-                return []
-            batch = next_batch(conn, self.sink.kind, time.time(), self._busy, self.sink.max_items, self.sink.max_bytes)
+    async def _next_batch(self) -> list[Due]:
+        batch = await self.store.deliveries.next_batch(self.sink.kind, set(self._busy), self.sink.max_items,
+                                                       self.sink.max_bytes)
         if batch and batch[0].item_id in self.state.alone:
             return batch[:1]
         for index, due in enumerate(batch):
@@ -143,7 +144,7 @@ class Destination:
         began = time.monotonic()
         try:
             outcome = await self.sink.send(batch)
-            await asyncio.to_thread(self._record, batch, outcome)
+            await self._record(batch, outcome)
         except Exception as exc:  # a bug must not kill the loop, and must be seen
             log.exception("delivery failed unexpectedly", extra={"destination": self.sink.name})
             self._note_failure(f"{exc.__class__.__name__}: {exc}", None)
@@ -155,22 +156,22 @@ class Destination:
         finally:
             self._busy.difference_update(due.item_id for due in batch)
 
-    def _record(self, batch: list[Due], outcome: Outcome) -> None:
+    async def _record(self, batch: list[Due], outcome: Outcome) -> None:
+        """On the event loop, like everything that changes the destination's state."""
         now = time.time()
         name = self.sink.name
         if outcome.unreachable is None:
             self.state.failures = 0  # it answered: the next outage starts its backoff afresh
         if outcome.delivered:
-            self.store.journal.write(mark_delivered(outcome.delivered, now))
+            await self.store.deliveries.mark_delivered(outcome.delivered)
             self.state.last_delivered_at = now
             self.state.alone.difference_update(outcome.delivered)
             DELIVERIES.labels(name, "delivered").inc(len(outcome.delivered))
         refused = dict(outcome.refused)
         dead: list[int] = []
         if refused:
-            retry_at = {d.item_id: now + backoff(self.config, d.attempts + 1) for d in batch if d.item_id in refused}
-            dead += self.store.journal.write(
-                record_refused(outcome.refused, now, self.config.max_attempts, retry_at))
+            retry_at = {d.item_id: now + _backoff(self.config, d.attempts + 1) for d in batch if d.item_id in refused}
+            dead += await self.store.deliveries.record_refused(outcome.refused, self.config.max_attempts, retry_at)
             DELIVERIES.labels(name, "refused").inc(len(outcome.refused))
             log.warning("refused upstream", extra={"destination": name, "items": refused})
         if outcome.split:
@@ -178,18 +179,18 @@ class Destination:
         if outcome.unreachable is not None:
             waiting = [d.item_id for d in batch if d.item_id not in outcome.delivered and d.item_id not in refused]
             dead_before = now - self.config.max_age_h * 3600
-            dead += self.store.journal.write(record_unreachable(waiting, outcome.unreachable, dead_before))
+            dead += await self.store.deliveries.record_unreachable(waiting, outcome.unreachable, dead_before)
             if not outcome.split:
                 self._note_failure(outcome.unreachable, outcome.retry_after_s)
         if dead:
             DELIVERIES.labels(name, "dead").inc(len(dead))
             detail = f"{name}: {len(dead)} item(s) dead, last error: {outcome.unreachable or outcome.refused[-1][1]}"
-            self.store.journal.write(record_event("dead", f"{detail}; items {dead[:20]}", now))
+            await self.store.record_event("dead", f"{detail}; items {dead[:20]}")
             log.error("items dead: kept, retry through the API", extra={"destination": name, "items": dead})
 
     def _note_failure(self, error: str, retry_after_s: float | None) -> None:
         self.state.failures += 1
-        wait = backoff(self.config, self.state.failures)
+        wait = _backoff(self.config, self.state.failures)
         if retry_after_s is not None:  # the server knows best, within reason (an hour, or backoff_max_s)
             wait = min(max(retry_after_s, 0.0), max(self.config.backoff_max_s, RETRY_AFTER_CAP_S))
         self.state.paused_until = time.time() + wait

@@ -9,8 +9,7 @@ from vmgateway.files import free_mb
 from vmgateway.power.nut import NutError
 from vmgateway.power.reading import read_ups
 from vmgateway.power.state import PowerState
-from vmgateway.store import deliveries
-from vmgateway.store.journal import connect
+from vmgateway.store.report import waiting_items
 
 UPS_TIMEOUT_S = 5
 
@@ -38,11 +37,7 @@ def refusals(settings: Settings, wheel: Path, force: bool) -> list[str]:
             if reading.state is not PowerState.ONLINE:
                 found.append(f"the UPS is not on mains: {reading.describe()} (an upgrade waits for mains power)")
     if settings.transfers.mode == "push" and journal.exists() and not force:
-        conn = connect(journal, read_only=True)
-        try:
-            waiting = sum(kind["waiting"] for kind in deliveries.queue_summary(conn).values())
-        finally:
-            conn.close()
+        waiting = waiting_items(journal)
         if waiting:
             found.append(f"{waiting} item(s) are waiting to be pushed to Vetmanager: upgrade when they are"
                          " delivered, or --force (they are kept and sent after the restart)")

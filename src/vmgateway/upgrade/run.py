@@ -16,7 +16,8 @@ from pathlib import Path
 
 from vmgateway.config import Settings
 from vmgateway.files import write_atomically
-from vmgateway.upgrade import snapshot, trial
+from vmgateway.store import snapshot
+from vmgateway.upgrade import trial
 from vmgateway.upgrade.health import listening_problems, wait_healthy
 from vmgateway.upgrade.install import InstallError, install_release, wheel_version
 from vmgateway.upgrade.layout import Layout

@@ -1,0 +1,91 @@
+"""What every route of the API depends on: the running gateway, the caller's token, the audit
+trail. (No `from __future__ import annotations`: FastAPI reads these annotations at run time.)"""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from vmgateway.api.security import FailedAuthLimiter
+from vmgateway.config import Settings
+from vmgateway.store import Store
+
+COOKIE = "vmgateway_token"
+"""The status page's cookie: the token, HttpOnly, Secure, SameSite=Strict."""
+
+MAX_ID = 2**63 - 1
+"""SQLite's largest integer: IDs beyond it cannot exist (and cannot even be looked up)."""
+
+
+@dataclass
+class GatewayView:
+    """What the API may know of the running gateway beyond the store."""
+
+    settings: Settings
+    store: Store
+    started_at: float
+    components: Callable[[], dict[str, dict[str, Any]]]
+    """The listeners (dicom, hl7, astm): running or stopped, and their last problem."""
+    jobs: Callable[[], dict[str, dict[str, Any]]]
+    """The background jobs by name: ok / failing (with the error) / …, failures and restarts."""
+    power: Callable[[], dict[str, Any]]
+    """The UPS as last read (`state` online, on_battery, low_battery, forced_shutdown, unknown or disabled)."""
+    destinations: Callable[[], dict[str, dict[str, Any]]]
+    """Push destinations by name (dicomweb, hl7): url, state ok/paused, last delivery and error."""
+    pacs: Callable[[], dict[str, Any]]
+    """The PACS poller's state: off, polling, ok, partial, failing; last poll, success, error."""
+    poll_pacs: Callable[[], Awaitable[dict[str, Any]]]
+    """Poll the PACS now and return what the poll found."""
+    limiter: FailedAuthLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = FailedAuthLimiter(self.settings.api.failed_auth_limit)
+
+    async def audit(self, who: str, what: str) -> None:
+        """Whoever changed or tested something, in the events."""
+        await self.store.record_event("audit", f"{who}: {what}")
+
+
+def gateway(request: Request) -> GatewayView:
+    view: GatewayView = request.app.state.view
+    return view
+
+
+Gateway = Annotated[GatewayView, Depends(gateway)]
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def identify(view: GatewayView, request: Request, token: str | None) -> str | None:
+    """The name of a valid token; failures are counted per address (429 past the limit)."""
+    address = request.client.host if request.client else "?"
+    if view.limiter.blocked(address):
+        raise HTTPException(429, "too many failed attempts; wait a minute")
+    name = await view.store.tokens.owner(token) if token else None
+    if name is None:
+        view.limiter.failed(address)
+    return name
+
+
+async def caller(request: Request, view: Gateway,
+                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    """The name of the token presented (header or the status page's cookie); 401 without one."""
+    token = credentials.credentials if credentials else request.cookies.get(COOKIE)
+    name = await identify(view, request, token)
+    if name is None:
+        raise HTTPException(401, "a valid token is needed", headers={"WWW-Authenticate": "Bearer"})
+    return name
+
+
+Caller = Annotated[str, Depends(caller)]
+
+
+async def require_active(who: Caller, view: Gateway) -> None:
+    """The pull feed is closed (409) until Vetmanager activates transfers; asked only of a
+    caller with a valid token (a stranger learns nothing, not even that)."""
+    if not await view.store.settings.transfers_active():
+        raise HTTPException(409, "transfers are not active: activate them first (POST /api/v1/transfers/activate)")
+
+
+Active = Depends(require_active)

@@ -1,0 +1,92 @@
+"""The pull feed: what was received, each item's bytes exactly as received, acknowledgements.
+Closed (409) until Vetmanager activates transfers.
+(No `from __future__ import annotations`: FastAPI reads the annotations at run time.)"""
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from vmgateway.api.deps import MAX_ID, Active, Caller, Gateway, GatewayView
+from vmgateway.astm.records import ASTM_MEDIA_TYPE, parse
+from vmgateway.astm.to_hl7 import to_oru
+from vmgateway.hl7.charsets import hl7_content_type
+
+router = APIRouter(prefix="/api/v1", tags=["feed"], dependencies=[Active])
+
+ItemId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+
+
+class AckRequest(BaseModel):
+    item_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=10000)
+
+
+@router.get("/feed")
+async def feed(who: Caller, view: Gateway, after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100, undelivered: bool = True) -> dict[str, Any]:
+    """Items received after the cursor `after` (an item ID), oldest first."""
+    items = await view.store.feed.items_after(after, limit, undelivered)
+    return {"items": items, "next": items[-1]["id"] if items else after}
+
+
+@router.get("/studies")
+async def studies(who: Caller, view: Gateway, after: str = "",
+                  limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+    """Complete studies (quiet for dicom.stable_after_s) with their instances' item IDs."""
+    quiet_since = time.time() - view.settings.dicom.stable_after_s
+    found = await view.store.feed.complete_studies(quiet_since, after, limit)
+    return {"studies": found, "next": found[-1]["study_instance_uid"] if found else after}
+
+
+async def _item(view: GatewayView, item_id: int) -> tuple[dict[str, Any], Any]:
+    found = await view.store.feed.item(item_id)
+    if found is None:
+        raise HTTPException(404, f"no item {item_id}")
+    return found
+
+
+@router.get("/items/{item_id}")
+async def item(item_id: ItemId, who: Caller, view: Gateway) -> dict[str, Any]:
+    return (await _item(view, item_id))[0]
+
+
+@router.get("/items/{item_id}/content", response_model=None)
+async def content(item_id: ItemId, who: Caller, view: Gateway) -> FileResponse | StreamingResponse:
+    """The item's bytes exactly as received: DICOM as a Part 10 file (Range supported),
+    HL7 and ASTM as the raw message (ASTM: its records, CR-separated, as the frames carried them)."""
+    record, path = await _item(view, item_id)
+    if record["kind"] == "dicom":
+        if path is None:
+            raise HTTPException(410, f"item {item_id} was delivered and its file removed"
+                                     " (storage.keep_delivered_days)")
+        return FileResponse(path, media_type="application/dicom",
+                            filename=f"{record['dicom']['sop_instance_uid']}.dcm")
+    if record["kind"] == "astm":
+        media_type = ASTM_MEDIA_TYPE
+    else:
+        media_type = hl7_content_type(record["hl7"]["charset_used"], record["hl7"]["charset"])
+    return StreamingResponse(view.store.feed.payload_chunks(item_id), media_type=media_type,
+                             headers={"content-length": str(record["size"])})
+
+
+@router.get("/items/{item_id}/hl7", response_class=PlainTextResponse)
+async def as_hl7(item_id: ItemId, who: Caller, view: Gateway) -> PlainTextResponse:
+    """An ASTM item as the equivalent HL7 v2.5 ORU^R01 (UTF-8; the mapping is in
+    vmgateway/astm/to_hl7.py). The content endpoint keeps the raw original."""
+    record, _ = await _item(view, item_id)
+    if record["kind"] != "astm":
+        raise HTTPException(409, f"item {item_id} is {record['kind']}, not ASTM")
+    message = to_oru(parse(await view.store.feed.payload(item_id)), item_id, view.settings.site.name)
+    return PlainTextResponse(message, media_type=hl7_content_type("UNICODE UTF-8", "UNICODE UTF-8"))
+
+
+@router.post("/feed/ack")
+async def acknowledge(request: AckRequest, who: Caller, view: Gateway) -> dict[str, Any]:
+    """Mark items as delivered (taken by Vetmanager)."""
+    changed = await view.store.deliveries.mark_delivered(request.item_ids)
+    if changed:
+        await view.audit(who, f"acknowledged {len(changed)} item(s)")
+    return {"delivered": changed}

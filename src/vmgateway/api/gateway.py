@@ -1,0 +1,88 @@
+"""The gateway as a whole: health, status, events, metrics.
+(No `from __future__ import annotations`: FastAPI reads the annotations at run time.)"""
+
+import shutil
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import PlainTextResponse
+
+from vmgateway import __version__
+from vmgateway.api.deps import MAX_ID, Caller, Gateway, GatewayView
+from vmgateway.api.metrics import metrics_text
+from vmgateway.store.access import HEALTH_CHECKED_AT
+
+router = APIRouter(prefix="/api/v1", tags=["gateway"])
+
+
+@router.get("/health")
+async def health(view: Gateway, deep: bool = False) -> dict[str, str]:
+    """Liveness: the only endpoint that needs no token. `deep=true` also has the journal take a
+    write (committed, fsync'ed): what an upgrade's health check asks of a new release."""
+    if not deep:
+        return {"status": "ok"}
+    try:
+        await view.store.settings.put(HEALTH_CHECKED_AT, str(time.time()))
+    except Exception as exc:  # any failure to write is the answer
+        raise HTTPException(503, f"the journal did not take a write: {exc}") from None
+    return {"status": "ok", "journal": "written"}
+
+
+async def transfers_state(view: GatewayView) -> dict[str, Any]:
+    """Whether transfers are active, each push destination, items waiting and dead."""
+    active = await view.store.settings.transfers_active()
+    queue = await view.store.deliveries.queue_summary()
+    destinations = view.destinations()
+    paused = any(d["state"] == "paused" for d in destinations.values())
+    dead = sum(kind["dead"] for kind in queue.values())
+    state = "inactive" if not active else "attention" if paused or dead else "active"
+    return {"active": active, "state": state, "mode": view.settings.transfers.mode, "destinations": destinations,
+            "waiting": sum(kind["waiting"] for kind in queue.values()), "dead": dead, "queue": queue}
+
+
+async def gateway_status(view: GatewayView) -> dict[str, Any]:
+    """What /api/v1/status and the page show: every component and job, queue and totals."""
+    disk = shutil.disk_usage(view.settings.storage.data_dir)
+    counts = await view.store.feed.counts()
+    transfers = await transfers_state(view)
+    components = view.components() | {f"job:{name}": job for name, job in view.jobs().items()} | {
+        "power": view.power(),
+        "pacs": view.pacs(),
+        "transfers": {key: value for key, value in transfers.items() if key != "active"},
+        "disk": {"state": "ok" if disk.free >= view.settings.storage.min_free_mb * 2**20 else "full",
+                 "free_mb": disk.free // 2**20, "min_free_mb": view.settings.storage.min_free_mb},
+    }
+    return {
+        "version": __version__,
+        "site": view.settings.site.name,
+        "uptime_s": round(time.time() - view.started_at, 1),
+        "components": components,
+        "transfers_active": transfers["active"],
+        "queue": {"undelivered": counts["undelivered"]},
+        "received": counts["by_kind"],
+        "last_received_at": counts["last_received_at"],
+    }
+
+
+@router.get("/status")
+async def status(who: Caller, view: Gateway) -> dict[str, Any]:
+    """Every component (listeners, background jobs as `job:NAME`, power, PACS, transfers, disk)."""
+    return await gateway_status(view)
+
+
+@router.get("/events")
+async def events(who: Caller, view: Gateway, before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+    """Events, newest first; page with `before` = the last ID seen."""
+    found = await view.store.feed.events(before, limit)
+    return {"events": found, "next": found[-1]["id"] if found else None}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(who: Caller, view: Gateway) -> PlainTextResponse:
+    """Prometheus text format."""
+    counts = await view.store.feed.counts()
+    body, content_type = metrics_text(counts, view.settings.storage.data_dir, view.components(), view.jobs(),
+                                      view.power())
+    return PlainTextResponse(body, media_type=content_type)

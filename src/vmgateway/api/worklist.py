@@ -1,0 +1,82 @@
+"""Modality Worklist entries: Vetmanager schedules examinations, modalities find them.
+(No `from __future__ import annotations`: FastAPI reads the annotations at run time.)"""
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from pydicom.uid import generate_uid
+
+from vmgateway.api.deps import Caller, Gateway, GatewayView
+from vmgateway.worklist.entry import WorklistEntry
+
+router = APIRouter(prefix="/api/v1/worklist", tags=["worklist"])
+
+ENTRY_STATES = "^(scheduled|in_progress|performed|cancelled)$"
+
+
+async def _keep(view: GatewayView, entry: WorklistEntry, create: bool) -> bool:
+    """Create or change an entry. Its Study Instance UID is made here unless given, and kept
+    across changes (a modality may already have images under it)."""
+    if not entry.study_instance_uid:
+        known = await view.store.worklist.entry(entry.order_id)
+        fixed = json.loads(known["entry"])["study_instance_uid"] if known else ""
+        entry = entry.model_copy(update={"study_instance_uid": fixed or generate_uid()})
+    expires_at = entry.scheduled_at.timestamp() + view.settings.worklist.keep_days * 86400
+    return await view.store.worklist.put_entry(entry.order_id, entry.accession_number, entry.study_instance_uid,
+                                               entry.scheduled_at.isoformat(), entry.model_dump_json(), expires_at,
+                                               create)
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key != "entry"} | {"entry": json.loads(row["entry"])}
+
+
+async def _entry(view: GatewayView, order_id: str) -> dict[str, Any]:
+    row = await view.store.worklist.entry(order_id)
+    if row is None:
+        raise HTTPException(404, f"order {order_id} is not on the worklist")
+    return _shown(row)
+
+
+@router.post("", status_code=201)
+async def create_worklist_entry(entry: WorklistEntry, who: Caller, view: Gateway) -> dict[str, Any]:
+    """Schedule an examination: the modality finds it in the worklist (Study Instance UID made
+    here unless given)."""
+    if not await _keep(view, entry, create=True):
+        raise HTTPException(409, f"order {entry.order_id} is on the worklist already: PUT to change it")
+    await view.audit(who, f"worklist: order {entry.order_id} scheduled")
+    return await _entry(view, entry.order_id)
+
+
+@router.put("/{order_id}")
+async def update_worklist_entry(order_id: str, entry: WorklistEntry, who: Caller, view: Gateway) -> dict[str, Any]:
+    """Change an entry (a cancelled one is scheduled again)."""
+    if entry.order_id != order_id:
+        raise HTTPException(409, f"the body's order_id {entry.order_id!r} is not {order_id!r}")
+    if not await _keep(view, entry, create=False):
+        raise HTTPException(404, f"order {order_id} is not on the worklist")
+    await view.audit(who, f"worklist: order {order_id} changed")
+    return await _entry(view, order_id)
+
+
+@router.delete("/{order_id}")
+async def cancel_worklist_entry(order_id: str, who: Caller, view: Gateway) -> dict[str, Any]:
+    """Take an entry off the worklist (kept as cancelled until it expires)."""
+    if not await view.store.worklist.cancel_entry(order_id):
+        raise HTTPException(404, f"order {order_id} is not on the worklist")
+    await view.audit(who, f"worklist: order {order_id} cancelled")
+    return {"order_id": order_id, "state": "cancelled"}
+
+
+@router.get("")
+async def list_worklist(who: Caller, view: Gateway,
+                        state: Annotated[str | None, Query(pattern=ENTRY_STATES)] = None) -> list[dict[str, Any]]:
+    """Entries not yet expired, by scheduled time. `in_progress`: a modality reported the step
+    started (MPPS); `performed`: images arrived for it, or the step was reported completed."""
+    return [_shown(row) for row in await view.store.worklist.entries(state)]
+
+
+@router.get("/{order_id}")
+async def worklist_entry(order_id: str, who: Caller, view: Gateway) -> dict[str, Any]:
+    return await _entry(view, order_id)

@@ -11,7 +11,7 @@ import pytest
 
 from vmgateway.model import DicomInstance, Sender
 from vmgateway.store import SpoolFull, Store
-from vmgateway.store.journal import Journal, JournalClosed, connect
+from vmgateway.store.journal import Journal, JournalClosed, JournalError, connect
 from vmgateway.store.schema import SCHEMA_VERSION, SchemaTooNew, migrate
 
 
@@ -66,6 +66,19 @@ def test_a_failing_write_is_rolled_back_alone(journal: Journal, tmp_path: Path) 
         bad.result(30)
     conn = connect(tmp_path / "journal.sqlite", read_only=True)
     assert [r[0] for r in conn.execute("SELECT kind FROM events ORDER BY id")] == ["before", "after"]
+
+
+def test_sqlite_errors_reach_callers_as_journal_errors(journal: Journal) -> None:
+    """Callers of the store handle its own errors, never sqlite3's."""
+
+    def duplicate_key(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO settings (key, value) VALUES ('k', 'v')")
+        conn.execute("INSERT INTO settings (key, value) VALUES ('k', 'v')")
+
+    with pytest.raises(JournalError, match="journal write failed: UNIQUE constraint failed"):
+        journal.write(duplicate_key)
+    with pytest.raises(JournalError, match="journal read failed: no such table"):
+        journal.read(lambda conn: conn.execute("SELECT * FROM nowhere").fetchall())
 
 
 def test_closed_journal_refuses_writes(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
 """What every route of the API depends on: the running gateway, the caller's token, the audit
 trail. (No `from __future__ import annotations`: FastAPI reads these annotations at run time.)"""
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,6 +19,8 @@ COOKIE = "vmgateway_token"
 
 MAX_ID = 2**63 - 1
 """SQLite's largest integer: IDs beyond it cannot exist (and cannot even be looked up)."""
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -39,9 +43,44 @@ class GatewayView:
     poll_pacs: Callable[[], Awaitable[dict[str, Any]]]
     """Poll the PACS now and return what the poll found."""
     limiter: FailedAuthLimiter = field(init=False)
+    gateway_loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
+    """The loop the receivers and jobs run on, when the API runs on a loop of its own."""
 
     def __post_init__(self) -> None:
         self.limiter = FailedAuthLimiter(self.settings.api.failed_auth_limit)
+
+    async def on_gateway_loop(self, call: Callable[[], T]) -> T:
+        """`call` run on the gateway's loop, where the receivers' and jobs' state lives and
+        changes: the API's own thread only ever sees a consistent copy."""
+        loop = self.gateway_loop
+        if loop is None or loop is asyncio.get_running_loop():
+            return call()
+        answer: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                answer.set_result(call())
+            except BaseException as exc:  # handed to the API's side, which raises it
+                answer.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return await asyncio.wrap_future(answer)
+
+    def running(self) -> dict[str, Any]:
+        """Listeners, jobs, power, PACS poller and push destinations as they are now (copies)."""
+        return {"components": self.components(), "jobs": self.jobs(), "power": self.power(),
+                "pacs": dict(self.pacs()), "destinations": self.destinations()}
+
+    async def poll_pacs_now(self) -> dict[str, Any]:
+        """Poll the PACS now, on the gateway's loop (where the poller runs), and wait for the outcome."""
+        loop = self.gateway_loop
+        if loop is None or loop is asyncio.get_running_loop():
+            return await self.poll_pacs()
+
+        async def poll() -> dict[str, Any]:
+            return await self.poll_pacs()
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(poll(), loop))
 
     async def audit(self, who: str, what: str) -> None:
         """Whoever changed or tested something, in the events."""

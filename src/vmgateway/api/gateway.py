@@ -29,11 +29,13 @@ async def health(view: Gateway, deep: bool = False) -> dict[str, str]:
     return {"status": "ok", "journal": "written"}
 
 
-async def transfers_state(view: GatewayView) -> dict[str, Any]:
+async def transfers_state(view: GatewayView, destinations: dict[str, dict[str, Any]] | None = None,
+                          ) -> dict[str, Any]:
     """Whether transfers are active, each push destination, items waiting and dead."""
     active = await view.store.settings.transfers_active()
     queue = await view.store.deliveries.queue_summary()
-    destinations = view.destinations()
+    if destinations is None:
+        destinations = await view.on_gateway_loop(view.destinations)
     paused = any(d["state"] == "paused" for d in destinations.values())
     dead = sum(kind["dead"] for kind in queue.values())
     state = "inactive" if not active else "attention" if paused or dead else "active"
@@ -45,10 +47,11 @@ async def gateway_status(view: GatewayView) -> dict[str, Any]:
     """What /api/v1/status and the page show: every component and job, queue and totals."""
     disk = shutil.disk_usage(view.settings.storage.data_dir)
     counts = await view.store.feed.counts()
-    transfers = await transfers_state(view)
-    components = view.components() | {f"job:{name}": job for name, job in view.jobs().items()} | {
-        "power": view.power(),
-        "pacs": view.pacs(),
+    running = await view.on_gateway_loop(view.running)
+    transfers = await transfers_state(view, running["destinations"])
+    components = running["components"] | {f"job:{name}": job for name, job in running["jobs"].items()} | {
+        "power": running["power"],
+        "pacs": running["pacs"],
         "transfers": {key: value for key, value in transfers.items() if key != "active"},
         "disk": {"state": "ok" if disk.free >= view.settings.storage.min_free_mb * 2**20 else "full",
                  "free_mb": disk.free // 2**20, "min_free_mb": view.settings.storage.min_free_mb},
@@ -83,6 +86,7 @@ async def events(who: Caller, view: Gateway, before: Annotated[int | None, Query
 async def metrics(who: Caller, view: Gateway) -> PlainTextResponse:
     """Prometheus text format."""
     counts = await view.store.feed.counts()
-    body, content_type = metrics_text(counts, view.settings.storage.data_dir, view.components(), view.jobs(),
-                                      view.power())
+    running = await view.on_gateway_loop(view.running)
+    body, content_type = metrics_text(counts, view.settings.storage.data_dir, running["components"],
+                                      running["jobs"], running["power"])
     return PlainTextResponse(body, media_type=content_type)

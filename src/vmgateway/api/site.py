@@ -47,6 +47,6 @@ async def change_pacs(pacs: PacsConfig, who: Caller, view: Gateway) -> dict[str,
 @router.post("/pacs/poll")
 async def poll_pacs(who: Caller, view: Gateway) -> dict[str, Any]:
     """Poll the clinic's PACS now (whether or not pacs.poll is on) and say what was found and fetched."""
-    result = await view.poll_pacs()
+    result = await view.poll_pacs_now()
     await view.audit(who, f"PACS polled: {result}")
     return result

@@ -168,6 +168,8 @@ class Journal:
                     result = write(conn)
                 except Exception as exc:
                     conn.execute("ROLLBACK TO write")
+                    if isinstance(exc, sqlite3.Error):  # the store's callers see its own errors only
+                        exc = JournalError(f"journal write failed: {exc}")
                     outcomes.append((future, False, exc))
                 else:
                     outcomes.append((future, True, result))

@@ -9,7 +9,7 @@ what="${1:-}"
 case "$what" in
   run) packages="python3 python3-venv python3-pip ca-certificates" ;;
   test) packages="python3 python3-venv python3-pip ca-certificates dcmtk procps iproute2 util-linux chromium
-                  nut-server nut-client systemd orthanc orthanc-dicomweb nftables" ;;
+                  libatomic1 nut-server nut-client systemd orthanc orthanc-dicomweb nftables" ;;
   *) echo "usage: sh scripts/setup.sh run|test" >&2; exit 2 ;;
 esac
 
@@ -26,6 +26,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # shellcheck disable=SC2086
   apt-get install -y -q --no-install-recommends $packages
   [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
+  if [ "$what" = test ]; then
+    # The peers the tests start themselves must not start at the machine's next boot either
+    # (their packages enable them). Offline: works with or without systemd running.
+    systemctl --no-reload --quiet disable orthanc nut-server nut-monitor nut-driver-enumerator.path \
+      nut-driver-enumerator.service
+  fi
 fi
 
 python=/usr/bin/python3

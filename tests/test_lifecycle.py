@@ -1,11 +1,14 @@
-"""Service lifecycle: systemd's notify protocol and unit file, and start-up after a crash."""
+"""Service lifecycle: systemd's notify protocol and unit file, start-up after a crash, one gateway per
+data folder, a stop that no API client can hold up."""
 
 from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,3 +122,36 @@ def test_startup_after_a_crash_reports_what_it_found(make_gateway: Any, tmp_path
     assert gateway.stop() == 0
     with gateway.journal() as conn:
         assert conn.execute("SELECT count(*) FROM events WHERE kind = 'recovery'").fetchone()[0] == 1
+
+
+def test_a_second_gateway_on_the_same_data_folder_stops_before_touching_it(gateway: GatewayProcess) -> None:
+    partial = gateway.data_dir / "spool" / "incoming" / "tmp-being-received"
+    partial.write_bytes(b"an association is writing this")  # what start-up recovery would remove
+    with gateway.journal() as conn:
+        events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    second = subprocess.run([sys.executable, "-m", "vmgateway", "run", "--config", str(gateway.config)],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert f"is in use by another gateway (process {gateway.proc.pid})" in second.stderr  # type: ignore[union-attr]
+    assert partial.read_bytes() == b"an association is writing this"
+    with gateway.journal() as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == events  # no false start or recovery
+    assert gateway.stop() == 0
+    gateway.start()  # the lock went with the process that held it
+    assert gateway.stop() == 0
+
+
+def test_an_idle_keep_alive_api_client_does_not_hold_the_stop(make_gateway: Any) -> None:
+    """A TLS client that keeps its connection open once held every stop for 30 s (asyncio
+    waits that long for its close_notify); the stop must end within the drain plus 5 s."""
+    drain_s = 3
+    gateway: GatewayProcess = make_gateway(dicom={"drain_timeout_s": drain_s}, hl7={"drain_timeout_s": drain_s})
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with context.wrap_socket(socket.create_connection(("127.0.0.1", gateway.api_port), timeout=10)) as idle:
+        idle.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        assert idle.recv(100).startswith(b"HTTP/1.1 200")  # served, and the connection kept alive
+        began = time.monotonic()
+        assert gateway.stop(timeout=60) == 0
+        assert time.monotonic() - began < drain_s + 5
+    gateway.wait_for_log("api connections cut at stop")

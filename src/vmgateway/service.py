@@ -28,7 +28,7 @@ from vmgateway.jobs import Jobs
 from vmgateway.logs import LastProblems
 from vmgateway.pacs.poller import PacsPoller
 from vmgateway.power.monitor import PowerMonitor
-from vmgateway.store import StartupCheck, Store
+from vmgateway.store import DataFolderBusy, StartupCheck, Store
 from vmgateway.transfers import destinations
 from vmgateway.transfers.retention import INTERVAL_S as RETENTION_INTERVAL_S
 from vmgateway.transfers.retention import remove_delivered_files
@@ -180,6 +180,8 @@ class Gateway:
             loop.add_signal_handler(signum, self.request_stop)
         try:
             check = self.store.open()
+        except DataFolderBusy as exc:
+            raise StartupError(str(exc)) from exc
         except Exception as exc:
             raise StartupError(f"cannot open the store in {self.settings.storage.data_dir}: {exc}") from exc
         try:

@@ -31,6 +31,7 @@ from vmgateway.store.deliveries import Deliveries
 from vmgateway.store.feed import Feed
 from vmgateway.store.holdings import held_instances
 from vmgateway.store.journal import Journal, JournalClosed, JournalError, Write
+from vmgateway.store.lock import DataFolderBusy, DataFolderLock
 from vmgateway.store.records import (
     complete_quiet_studies,
     record_astm_message,
@@ -46,6 +47,7 @@ from vmgateway.store.spool import Spool, SpoolFull
 from vmgateway.store.worklist import StepExists, Worklist
 
 __all__ = [
+    "DataFolderBusy",
     "JournalClosed",
     "JournalError",
     "StartupCheck",
@@ -64,6 +66,7 @@ class Store:
     def __init__(self, data_dir: Path, min_free_mb: int) -> None:
         self._spool = Spool(data_dir / "spool", min_free_mb * 2**20)
         self._journal = Journal(data_dir / "journal.sqlite")
+        self._lock = DataFolderLock(data_dir)
         self._listeners: list[Callable[[], None]] = []
         self.feed = Feed(self._journal, self._spool)
         self.deliveries = Deliveries(self._journal, self._spool)
@@ -93,10 +96,16 @@ class Store:
         file's rename and its journal commit) were never acknowledged, so their senders still
         have them: they are removed, and counted. After an unclean stop every recorded file is
         also looked for; one that is missing is reported, never forgotten. Done before any
-        receiver runs, so no commit can be under way.
+        receiver runs, so no commit can be under way. Raises DataFolderBusy, before touching
+        anything, when another gateway runs on the same data folder.
         """
-        partial = self._spool.open()
-        self._journal.open()
+        self._lock.acquire()
+        try:
+            partial = self._spool.open()
+            self._journal.open()
+        except BaseException:
+            self._lock.release()
+            raise
 
         def check(conn: sqlite3.Connection) -> StartupCheck:
             unrecorded = self._spool.remove_unrecorded(
@@ -116,6 +125,7 @@ class Store:
 
     def close(self) -> None:
         self._journal.close()
+        self._lock.release()
 
     def put_dicom(self, temporary: Path, instance: DicomInstance, sender: Sender) -> Receipt:
         """Keep the file at `temporary` and record it; return only once both are durable.

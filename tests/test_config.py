@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -10,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from vmgateway.config import ConfigError, Settings, load_settings, parse_settings
+from tests.sites import FORMS
+from vmgateway.config import ConfigError, Settings, config_file, load_settings, parse_settings
 
 
 def test_defaults_come_from_the_site_form() -> None:
@@ -38,6 +41,48 @@ def test_environment_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     path.write_text("[hl7]\nport = 12575\n")
     monkeypatch.setenv("VMGATEWAY_CONFIG", str(path))
     assert load_settings(None).hl7.port == 12575
+
+
+def test_one_rule_finds_the_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--config, else $VMGATEWAY_CONFIG, else the box's file when it exists, else the defaults."""
+    import vmgateway.config
+
+    box, env, given = (tmp_path / name for name in ("box.toml", "env.toml", "given.toml"))
+    monkeypatch.setattr(vmgateway.config, "BOX_CONFIG", str(box))
+    monkeypatch.delenv("VMGATEWAY_CONFIG", raising=False)
+    assert config_file(None) is None and load_settings(None) == Settings()
+    box.write_text("[hl7]\nport = 1001\n")
+    assert config_file(None) == str(box) and load_settings(None).hl7.port == 1001
+    env.write_text("[hl7]\nport = 1002\n")
+    monkeypatch.setenv("VMGATEWAY_CONFIG", str(env))
+    assert config_file(None) == str(env) and load_settings(None).hl7.port == 1002
+    given.write_text("[hl7]\nport = 1003\n")
+    assert config_file(given) == str(given) and load_settings(given).hl7.port == 1003
+
+
+def test_every_command_follows_the_environment_and_says_what_it_used(tmp_path: Path) -> None:
+    """site init, token, status and host unit once disagreed on which file they used."""
+    config = tmp_path / "box.toml"
+    env = {**os.environ, "VMGATEWAY_CONFIG": str(config)}
+
+    def vmgateway(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vmgateway", *args], capture_output=True, text=True,
+                              timeout=60, env=env, cwd=tmp_path)
+
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    made = vmgateway("token", "create", "vetmanager-server")
+    assert made.returncode == 0, made.stderr
+    assert f"vmgateway: configuration {config}; data {tmp_path / 'data'}" in made.stderr
+    assert f"no journal at {tmp_path / 'data' / 'journal.sqlite'} yet: making a new one" in made.stderr
+    assert (tmp_path / "data" / "journal.sqlite").exists() and not (tmp_path / "var").exists()
+    again = vmgateway("token", "create", "monitoring")
+    assert again.returncode == 0 and "no journal" not in again.stderr
+    status = vmgateway("status", "--json")
+    assert status.returncode == 0 and f"configuration {config}" in json.loads(status.stdout)["used"]
+    unit = vmgateway("host", "unit", "--executable", "/opt/vmgateway/current/venv/bin/vmgateway")
+    assert f"ExecStart=/opt/vmgateway/current/venv/bin/vmgateway run --config {config}" in unit.stdout
+    init = vmgateway("site", "init", "--no-ask", *FORMS[1])
+    assert f"wrote {config}" in init.stdout, init.stdout + init.stderr
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vmgateway import __version__, logs
-from vmgateway.config import ENV_CONFIG, ConfigError, Settings, load_settings
+from vmgateway.config import BOX_CONFIG, ENV_CONFIG, ConfigError, Settings, config_file, load_settings
 from vmgateway.site.answers import FLAGS as FORM_FLAGS
 from vmgateway.site.answers import flag_name
 from vmgateway.when import when
@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vmgateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    config_help = f"TOML configuration file (default: ${ENV_CONFIG}, else the embedded defaults)"
+    config_help = CONFIG_HELP
 
     run = commands.add_parser("run", help="run the gateway in the foreground (Ctrl-C / SIGTERM drains and stops)")
     run.add_argument("--config", metavar="FILE", help=config_help)
@@ -83,8 +83,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Fills in [site] and [pacs] of the configuration from the clinic's form. Values come from"
         " the existing file, then --from, then flags, then (with --ask, or on a terminal) questions. Nothing"
         " is written unless the whole form is complete and consistent; the previous file is kept as .bak.")
-    init.add_argument("--config", metavar="FILE", default=DEFAULT_HOST_CONFIG,
-                      help=f"the configuration to write (default {DEFAULT_HOST_CONFIG})")
+    init.add_argument("--config", metavar="FILE",
+                      help=f"the configuration to write (default: ${ENV_CONFIG}, else {BOX_CONFIG})")
     init.add_argument("--from", dest="form_file", metavar="FILE", help="a TOML file with [site] and [pacs]")
     init.add_argument("--ask", action=argparse.BooleanOptionalAction, default=None,
                       help="ask for each value (default: when standard input is a terminal)")
@@ -133,8 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     host = commands.add_parser("host", help="files for the box the gateway runs on")
     host_commands = host.add_subparsers(dest="host_command", required=True, metavar="ACTION")
     unit = host_commands.add_parser("unit", help="print the systemd service unit")
-    unit.add_argument("--config", metavar="FILE", default=DEFAULT_HOST_CONFIG,
-                      help=f"the configuration the service runs with (default {DEFAULT_HOST_CONFIG})")
+    unit.add_argument("--config", metavar="FILE",
+                      help=f"the configuration the service runs with (default: ${ENV_CONFIG}, else {BOX_CONFIG})")
     _executable_option(unit)
     unit.set_defaults(handler=_host_unit)
     render = host_commands.add_parser(
@@ -143,21 +143,32 @@ def _parser() -> argparse.ArgumentParser:
         " needs, laid out as under / : etc/nftables.d/vmgateway.nft, etc/systemd/network/, etc/nut/,"
         " etc/systemd/system/vmgateway.service. Nothing is installed or loaded.")
     render.add_argument("--out", metavar="DIR", required=True, help="the folder to write into")
-    render.add_argument("--config", metavar="FILE", default=DEFAULT_HOST_CONFIG,
-                        help=f"the box's configuration (default {DEFAULT_HOST_CONFIG})")
+    render.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
     _executable_option(render)
     render.set_defaults(handler=_host_render)
     return parser
 
 
-DEFAULT_HOST_CONFIG = "/etc/vmgateway/vmgateway.toml"
+CONFIG_HELP = (f"TOML configuration file (default: ${ENV_CONFIG}, else {BOX_CONFIG} if it exists,"
+               " else the embedded defaults)")
 BOX_DATA_DIR = "/var/lib/vmgateway"
 
 
 def _box_config(command: argparse.ArgumentParser) -> None:
-    """--config for commands run on the box: $VMGATEWAY_CONFIG, else the box's file."""
-    command.add_argument("--config", metavar="FILE", default=os.environ.get(ENV_CONFIG) or DEFAULT_HOST_CONFIG,
-                         help=f"the box's configuration (default ${ENV_CONFIG}, else {DEFAULT_HOST_CONFIG})")
+    command.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+
+
+def _say_where(given: str | None, settings: Settings) -> str:
+    """Which configuration and data folder a command used, on stderr (so a person sees at once
+    when it is not the box's); returned for --json too."""
+    where = f"configuration {config_file(given) or 'the embedded defaults'}; data {settings.storage.data_dir.resolve()}"
+    print(f"vmgateway: {where}", file=sys.stderr)
+    return where
+
+
+def _config_for_unit(given: str | None) -> str:
+    """The file the service is to run with: by the rule, else the box's file (to be written)."""
+    return os.path.abspath(config_file(given) or BOX_CONFIG)
 
 
 def _executable_option(command: argparse.ArgumentParser) -> None:
@@ -180,6 +191,8 @@ def _run(args: argparse.Namespace) -> int:
 
     settings, on_trial = trial.as_run(load_settings(args.config))
     logs.configure()
+    log.info("configuration", extra={"file": config_file(args.config) or "the embedded defaults",
+                                     "data_dir": str(settings.storage.data_dir.resolve())})
     if on_trial:
         log.warning("release on trial: listening on loopback only until the upgrade commits it",
                     extra={"version": __version__})
@@ -196,8 +209,9 @@ def _status(args: argparse.Namespace) -> int:
     from vmgateway.store.report import NoJournal, received_summary
 
     settings = load_settings(args.config)
+    where = _say_where(args.config, settings)
     try:
-        summary = received_summary(settings.journal_path, settings.dicom.stable_after_s)
+        summary = received_summary(settings.journal_path, settings.dicom.stable_after_s) | {"used": where}
     except NoJournal as exc:
         print(f"vmgateway: {exc}", file=sys.stderr)
         return 1
@@ -220,6 +234,10 @@ def _token(args: argparse.Namespace) -> int:
     from vmgateway.store import Store, TokenExists
 
     settings = load_settings(args.config)
+    _say_where(args.config, settings)
+    if not settings.journal_path.exists():
+        print(f"vmgateway: no journal at {settings.journal_path} yet: making a new one (the gateway run with"
+              " this configuration will use it)", file=sys.stderr)
     store = Store(settings.storage.data_dir, settings.storage.min_free_mb)
     store.open_journal()  # creates or migrates the journal, so tokens can be made before the first run
     try:
@@ -310,7 +328,7 @@ def _site_init(args: argparse.Namespace) -> int:
     from vmgateway.config import read_config_file
     from vmgateway.site.answers import ask, checked, derive, merge_form_file, parse_answer, set_answer, write_config
 
-    path = Path(args.config)
+    path = Path(config_file(args.config) or BOX_CONFIG)
     # A new box's file: the data where the unit's StateDirectory puts it, as an absolute path so
     # that doctor and upgrade, run from any folder, find the same journal as the service.
     data = read_config_file(path) if path.exists() else {"storage": {"data_dir": BOX_DATA_DIR}}
@@ -371,7 +389,7 @@ def _doctor(args: argparse.Namespace) -> int:
         findings = [report.fail("config", str(exc).splitlines()[0], "\n                    ".join(
             str(exc).splitlines()[1:]) or "fix the file; the other checks need it")]
     else:
-        findings = [report.ok("config", f"{args.config} is valid")]
+        findings = [report.ok("config", f"{config_file(args.config) or 'the embedded defaults'} is valid")]
         for name, check in CHECKS.items():
             if name not in args.skip:
                 findings += check(settings)
@@ -387,7 +405,7 @@ def _upgrade(args: argparse.Namespace) -> int:
 
     from vmgateway.upgrade.run import UpgradeFailed, UpgradeRefused, recover_now, upgrade
 
-    settings = _host_settings(args.config)
+    settings = load_settings(args.config)
 
     def say(line: str) -> None:
         print(f"vmgateway upgrade: {line}", flush=True)
@@ -415,7 +433,7 @@ def _version(args: argparse.Namespace) -> int:
     from vmgateway.upgrade.layout import Layout
     from vmgateway.upgrade.state import UpgradeState
 
-    settings = _host_settings(args.config)
+    settings = load_settings(args.config)
     layout = Layout(settings.upgrade.root)
     state = UpgradeState.load(layout.state_file)
     installed = sorted(p.name for p in layout.releases.iterdir() if p.is_dir()) if layout.releases.exists() else []
@@ -433,14 +451,9 @@ def _version(args: argparse.Namespace) -> int:
 def _host_unit(args: argparse.Namespace) -> int:
     from vmgateway.host.systemd import service_unit
 
-    settings = _host_settings(args.config)
-    print(service_unit(settings, _executable(args.executable, settings), os.path.abspath(args.config)), end="")
+    settings = load_settings(args.config)
+    print(service_unit(settings, _executable(args.executable, settings), _config_for_unit(args.config)), end="")
     return 0
-
-
-def _host_settings(config: str) -> Settings:
-    """The box's configuration, or the defaults while there is none yet."""
-    return load_settings(config) if os.path.exists(config) else Settings()
 
 
 def _executable(given: str | None, settings: Settings) -> str:
@@ -465,7 +478,7 @@ def _host_render(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     program = _executable(args.executable, settings)
-    written = render_host(settings, Path(args.out), program, os.path.abspath(args.config))
+    written = render_host(settings, Path(args.out), program, _config_for_unit(args.config))
     for path in written:
         print(path)
     print(f"install with: cp -a {args.out}/. / && systemctl daemon-reload && systemctl enable --now"

@@ -438,17 +438,35 @@ def parse_settings(data: dict[str, Any], source: str = "configuration") -> Setti
         raise ConfigError(f"{source} is not valid:\n  " + "\n  ".join(lines)) from None
 
 
+BOX_CONFIG = "/etc/vmgateway/vmgateway.toml"
+"""The box's configuration: the one source of truth on a box."""
+
+
+def config_file(given: str | os.PathLike[str] | None = None) -> str | None:
+    """The configuration file, by the one rule every command follows: `given` (--config), else
+    $VMGATEWAY_CONFIG, else the box's file when it exists, else None (the embedded defaults).
+
+    Commands once disagreed (some always used the box's file, some never did): a token made by
+    one landed in a journal the service never read.
+    """
+    if given:
+        return os.fspath(given)
+    if os.environ.get(ENV_CONFIG):
+        return os.environ[ENV_CONFIG]
+    return BOX_CONFIG if os.path.exists(BOX_CONFIG) else None
+
+
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Settings from `path`, else from $VMGATEWAY_CONFIG, else the embedded defaults.
+    """Settings from the file `config_file(path)` names, or the embedded defaults.
 
     A relative `storage.data_dir` in a file is taken relative to the working directory,
     like the default `./var`, so `vmgateway run` and `vmgateway status` agree when run
     from the same place.
     """
-    path = path or os.environ.get(ENV_CONFIG) or None
-    if path is None:
+    found = config_file(path)
+    if found is None:
         return Settings()
-    return parse_settings(read_config_file(path), source=f"configuration file {path}")
+    return parse_settings(read_config_file(found), source=f"configuration file {found}")
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:

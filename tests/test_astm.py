@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import socket
 import threading
+import uuid
+from pathlib import Path
 from typing import Any
 
 import hl7
 
 from tests.astm_instrument import ACK, EOT, NAK, Instrument, PtyMaster, result_message
 from tests.conftest import GatewayProcess, free_ports
-from tests.test_api import client, new_token, vmgateway
+from tests.test_api import client, new_token
 from tests.upstream import Step, Upstream
 from vmgateway.astm.link import ETB, ETX, LinkReceiver, Message, Reply, checksum
+from vmgateway.astm.receiver import SERIAL_RETRY_S
 from vmgateway.astm.records import Delimiters, parse, summarise
+from vmgateway.dicom.echo import echo
 
 
 def astm_gateway(make_gateway: Any, **astm: Any) -> tuple[GatewayProcess, int]:
@@ -229,10 +233,22 @@ def test_an_instrument_on_a_serial_port(make_gateway: Any) -> None:
         pty.close()
 
 
-def test_a_serial_port_that_cannot_be_opened_stops_the_start_with_its_name(make_gateway: Any) -> None:
-    gateway = make_gateway(start=False, astm={"serial": [{"name": "horiba", "device": "/dev/ttyNOPE0"}]})
-    refused = vmgateway("run", "--config", str(gateway.config))
-    assert refused.returncode == 1 and "cannot listen for ASTM: serial port /dev/ttyNOPE0 (horiba)" in refused.stderr
+def test_a_serial_port_missing_at_start_is_named_keeps_nothing_else_down_and_is_opened_when_it_comes(
+        make_gateway: Any) -> None:
+    device = Path(f"/dev/shm/vmgateway-test-tty-{uuid.uuid4().hex}")  # a USB adapter not plugged in yet (/dev/…)
+    gateway = make_gateway(astm={"serial": [{"name": "horiba", "device": str(device)}]})
+    line = gateway.wait_for_log("astm serial port cannot be opened")
+    assert str(device) in line and '"listener": "horiba"' in line
+    assert echo("127.0.0.1", gateway.port, "TEST", "VM_GATEWAY", 10).ok  # DICOM is up meanwhile
+    pty = PtyMaster()
+    try:
+        device.symlink_to(pty.device)  # plugged in
+        gateway.wait_for_log("astm serial port open", timeout=SERIAL_RETRY_S + 10)
+        assert Instrument("", 0, sock=pty).send_message(result_message("LATE-1", "VM-12"))
+        assert [row["sample_ids"] for row in kept(gateway)] == ["LATE-1"]
+    finally:
+        pty.close()
+        device.unlink(missing_ok=True)
 
 
 def test_records_follow_the_delimiters_the_header_declares_and_results_stay_with_their_sample() -> None:

@@ -155,6 +155,20 @@ def test_the_service_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert "Failed to parse service type" in systemd_verify(broken).stderr
 
 
+def test_serial_ports_get_their_device_and_group_and_nothing_else_of_dev(tmp_path: Path) -> None:
+    out = rendered(tmp_path, 1, astm={"serial": [{"name": "vetscan", "device": "/dev/serial/by-id/usb-FTDI-1"},
+                                                 {"name": "horiba", "device": "/dev/ttyUSB1"}]})
+    verified = systemd_verify(out / UNIT)
+    assert (verified.returncode, verified.stderr) == (0, "")
+    lines = (out / UNIT).read_text().splitlines()
+    assert [line for line in lines if line.startswith(("BindPaths", "DeviceAllow", "SupplementaryGroups"))] == [
+        "SupplementaryGroups=dialout", "BindPaths=-/dev/serial/by-id/usb-FTDI-1",
+        "DeviceAllow=/dev/serial/by-id/usb-FTDI-1 rw", "BindPaths=-/dev/ttyUSB1", "DeviceAllow=/dev/ttyUSB1 rw"]
+    assert "PrivateDevices=yes" in lines
+    without = (rendered(tmp_path / "plain", 1) / UNIT).read_text().splitlines()
+    assert not any(line.startswith(("BindPaths", "DeviceAllow", "SupplementaryGroups")) for line in without)
+
+
 async def _ups_status(port: int) -> str:
     client = NutClient(Upsd("127.0.0.1", port, UPS), timeout=5)  # as the gateway reads it
     try:

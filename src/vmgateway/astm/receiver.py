@@ -12,12 +12,13 @@ import serial
 from vmgateway.astm.lines import Line, SerialLine, TcpLine
 from vmgateway.astm.link import LinkReceiver, Message, Problem, Reply
 from vmgateway.astm.records import parse, summarise
-from vmgateway.config import AstmConfig, AstmListener
+from vmgateway.config import AstmConfig, AstmListener, AstmSerialPort
 from vmgateway.connections import Connections, peer_allowed
 from vmgateway.model import Sender
 from vmgateway.store import JournalError, SpoolFull, Store
 
 log = logging.getLogger(__name__)
+SERIAL_RETRY_S = 5
 
 class AstmReceiver:
     def __init__(self, config: AstmConfig, store: Store) -> None:
@@ -25,35 +26,53 @@ class AstmReceiver:
         self.store = store
         self._servers: list[asyncio.Server] = []
         self._connections = Connections()
-        self._serial: list[tuple[SerialLine, asyncio.Task[None]]] = []
+        self._serial: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Listen on every configured port; raise OSError when one cannot be bound."""
+        """Listen on every configured TCP port (OSError when one cannot be bound) and keep every
+        serial port open."""
         for listener in self.config.listeners:
             server = await asyncio.start_server(partial(self._serve, listener), listener.bind, listener.port)
             self._servers.append(server)
             log.info("astm listener listening", extra={"listener": listener.name, "bind": listener.bind,
                                                         "port": listener.port})
-        for port in self.config.serial:
+        self._serial = [asyncio.create_task(self._keep_open(port)) for port in self.config.serial]
+
+    async def _keep_open(self, port: AstmSerialPort) -> None:
+        """E1381 on a serial port for as long as the gateway runs. A port that cannot be opened (a
+        USB adapter unplugged, or not there yet at boot) is tried again every SERIAL_RETRY_S: one
+        missing instrument must not keep DICOM and HL7 from starting, nor stop them in a restart loop."""
+        sender = Sender("astm", port.name, port.device)
+        said_closed = False
+        while True:
             try:
                 line = SerialLine(port)
-            except (serial.SerialException, ValueError) as exc:
-                raise OSError(f"serial port {port.device} ({port.name}): {exc}") from None
-            sender = Sender("astm", port.name, port.device)
-            self._serial.append((line, asyncio.create_task(self._converse(port.name, line, sender, idle_s=None))))
+            except (serial.SerialException, ValueError, OSError) as exc:
+                if not said_closed:
+                    log.error("astm serial port cannot be opened; trying again", extra={
+                        "listener": port.name, "device": port.device, "error": str(exc), "every_s": SERIAL_RETRY_S})
+                    said_closed = True
+                await asyncio.sleep(SERIAL_RETRY_S)
+                continue
+            said_closed = False
             log.info("astm serial port open", extra={"listener": port.name, "device": port.device,
                                                       "baudrate": port.baudrate})
+            try:
+                await self._converse(port.name, line, sender, idle_s=None)
+            finally:
+                line.close()
+            log.warning("astm serial port gone; opening it again", extra={"listener": port.name,
+                                                                          "device": port.device})
+            await asyncio.sleep(SERIAL_RETRY_S)
 
     async def drain(self, timeout: float) -> None:
         """No new connections; transfers under way get `timeout`, then are cut (an unfinished
         message was never ACKed: the instrument sends it again)."""
         for server in self._servers:
             server.close()
-        await self._connections.drain(timeout, *(task for _, task in self._serial))
+        await self._connections.drain(timeout, *self._serial)
         for server in self._servers:
             await server.wait_closed()
-        for line, _ in self._serial:
-            line.close()
         log.info("astm listeners stopped")
 
     async def _serve(self, listener: AstmListener, reader: asyncio.StreamReader,

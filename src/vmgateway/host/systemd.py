@@ -64,7 +64,7 @@ def service_unit(settings: Settings, executable: str, config: str) -> str:
     """The unit for these settings: systemd's stop timeout outlasts the longest drain, or it
     would kill a clean stop half-way."""
     drains = (settings.dicom.drain_timeout_s, settings.hl7.drain_timeout_s, settings.power.drain_timeout_s)
-    return unit_file(executable, config, max(drains) + 30)
+    return unit_file(executable, config, max(drains) + 30, [port.device for port in settings.astm.serial])
 
 
 RECOVER_UNIT = "vmgateway-upgrade-recover.service"
@@ -89,7 +89,21 @@ WantedBy=multi-user.target
 """
 
 
-def unit_file(executable: str, config: str, stop_timeout_s: float) -> str:
+def _serial_lines(devices: list[str]) -> str:
+    """The configured serial ports, and nothing else of /dev: each is bound into the private /dev
+    and allowed by the device policy, and the group that owns serial ports on Debian is added.
+    A port that is absent at start ("-") does not stop the unit: DICOM and HL7 must still run,
+    and the ASTM receiver says the port cannot be opened. (A device plugged in later is not in the
+    private /dev until the next start; `vmgateway host install` restarts the unit when it changes.)"""
+    if not devices:
+        return ""
+    lines = ["SupplementaryGroups=dialout"]
+    for device in devices:
+        lines += [f"BindPaths=-{device}", f"DeviceAllow={device} rw"]
+    return "\n".join(lines) + "\n"
+
+
+def unit_file(executable: str, config: str, stop_timeout_s: float, serial_devices: list[str]) -> str:
     """The service unit: Type=notify, watchdog, hardened, no capabilities (all ports > 1024).
 
     `Restart=always` also brings the gateway back when it drained for a power failure and the
@@ -132,7 +146,7 @@ ProtectSystem=strict
 ProtectHome=yes
 PrivateTmp=yes
 PrivateDevices=yes
-ProtectKernelTunables=yes
+{_serial_lines(serial_devices)}ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
 ProtectControlGroups=yes

@@ -9,7 +9,8 @@ what="${1:-}"
 case "$what" in
   run) packages="python3 python3-venv python3-pip ca-certificates" ;;
   test) packages="python3 python3-venv python3-pip ca-certificates dcmtk procps iproute2 util-linux chromium
-                  libatomic1 nut-server nut-client systemd orthanc orthanc-dicomweb nftables" ;;
+                  libatomic1 nut-server nut-client systemd orthanc orthanc-dicomweb nftables systemd-container
+                  debootstrap" ;;
   *) echo "usage: sh scripts/setup.sh run|test" >&2; exit 2 ;;
 esac
 

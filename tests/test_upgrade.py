@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -24,6 +23,7 @@ import pytest
 from tests.conftest import dcmtk, free_ports, write_config
 from tests.dicomdata import copies_of_ct_small
 from tests.nut import UPS, NutServer
+from tests.releases import BROKEN_HEALTH, CANNOT_START, REPO, Patch, add_migration, patched_tree
 from tests.test_api import vmgateway
 from tests.test_doctor import doctor
 from vmgateway.dicom.echo import echo
@@ -31,47 +31,24 @@ from vmgateway.store.schema import SCHEMA_VERSION
 from vmgateway.upgrade.install import InstallError, wheel_version
 from vmgateway.upgrade.state import UpgradeState
 
-REPO = Path(__file__).parent.parent
 OTHER_CHECKS = ("site", "listeners", "disk", "clock", "ups", "pacs", "upstream", "certificates", "firewall")
 """Every doctor check but the release's."""
 HL7_MESSAGE = (b"MSH|^~\\&|LAB|CLINIC|VM|VM|20261127120000||ORU^R01|UPG-1|P|2.5\r"
                b"PID|1||4711||Fido\rOBX|1|NM|GLU||5.5|mmol/L\r")
-MIGRATIONS_END = "]\n\nSCHEMA_VERSION = len(MIGRATIONS)"
-
-
-def _add_migration(table: str) -> tuple[str, str, str]:
-    return ("vmgateway/store/schema.py", MIGRATIONS_END,
-            f'    "CREATE TABLE {table} (id INTEGER PRIMARY KEY)",\n' + MIGRATIONS_END)
-
-
-BROKEN_HEALTH = ("vmgateway/api/gateway.py", 'return {"status": "ok", "journal": "written"}',
-                 'raise HTTPException(503, "broken on purpose")')
-CANNOT_START = ("vmgateway/cli.py", "def _run(args: argparse.Namespace) -> int:\n",
-                "def _run(args: argparse.Namespace) -> int:\n    print('this release cannot start')\n    return 3\n")
-RELEASES: dict[str, list[tuple[str, str, str]]] = {
+RELEASES: dict[str, list[Patch]] = {
     "1.0.0": [],
-    "2.0.0": [_add_migration("probe_2")],
-    "3.0.0": [_add_migration("probe_2"), _add_migration("probe_3"), BROKEN_HEALTH],
-    "4.0.0": [_add_migration("probe_2"), CANNOT_START],
-    "5.0.0": [_add_migration("probe_2")],
+    "2.0.0": [add_migration("probe_2")],
+    "3.0.0": [add_migration("probe_2"), add_migration("probe_3"), BROKEN_HEALTH],
+    "4.0.0": [add_migration("probe_2"), CANNOT_START],
+    "5.0.0": [add_migration("probe_2")],
 }
 
 
-def build_wheel(folder: Path, version: str, patches: list[tuple[str, str, str]]) -> Path:
-    """This source tree as release `version`, with `patches` (file under src/, old text, new text)."""
-    tree = folder / f"tree-{version}"
-    shutil.copytree(REPO / "src", tree / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".mypy_cache"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, tree / name)
-    patches = [("vmgateway/__init__.py", '__version__ = "', f'__version__ = "{version}"  # was "'), *patches]
-    for relative, old, new in patches:
-        path = tree / "src" / relative
-        text = path.read_text()
-        assert old in text, (relative, old)
-        path.write_text(text.replace(old, new, 1))
+def build_wheel(folder: Path, version: str, patches: list[Patch]) -> Path:
+    """This source tree as release `version`, with `patches`, as a wheel."""
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--disable-pip-version-check",
-                    "-w", str(folder), str(tree)], check=True, capture_output=True, timeout=600)
+                    "-w", str(folder), str(patched_tree(folder, version, patches))], check=True, capture_output=True,
+                   timeout=600)
     return folder / f"vmgateway-{version}-py3-none-any.whl"
 
 
@@ -277,6 +254,11 @@ def test_transfers_waiting_hold_an_upgrade_unless_forced(box: Box, wheels: dict[
     forced = box.upgrade("--force", str(wheels["2.0.0"]))
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert box.versions()["running"] == "2.0.0"
+    # The running release again, forced: refused, and the release that runs stays whole.
+    rerun = box.upgrade("--force", str(wheels["2.0.0"]))
+    assert rerun.returncode == 2 and "release 2.0.0 is the one running now" in rerun.stderr, rerun.stderr
+    assert (box.root / "releases" / "2.0.0" / "venv" / "bin" / "vmgateway").exists()
+    assert box.versions()["running"] == "2.0.0" and box.answers_echo()
 
 
 @pytest.mark.parametrize("name, reason", [

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vmgateway import __version__, logs
+from vmgateway.bundle.manifest import PLATFORMS
 from vmgateway.config import BOX_CONFIG, ENV_CONFIG, ConfigError, Settings, config_file, load_settings
 from vmgateway.site.answers import FLAGS as FORM_FLAGS
 from vmgateway.site.answers import flag_name
@@ -146,6 +147,35 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
     _executable_option(render)
     render.set_defaults(handler=_host_render)
+    host_install = host_commands.add_parser(
+        "install", help="make or put right the gateway's place on this box (as root; run by the bundle's install)",
+        description="The system user vmgateway, /etc/vmgateway with a configuration, the data folder, the units"
+        " running upgrade.root's current release, vmgateway on the PATH, the service enabled and started. Each"
+        " step changes only what differs; run again it says that nothing changed.")
+    host_install.add_argument("--config", metavar="FILE", help=f"the configuration (default: ${ENV_CONFIG}, else"
+                              f" {BOX_CONFIG}, written when missing)")
+    host_install.set_defaults(handler=_host_install)
+
+    bundle = commands.add_parser("bundle", help="release bundles: build one, verify one")
+    bundle_commands = bundle.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
+    build = bundle_commands.add_parser(
+        "build", help="write vmgateway-<version>.pyz: the release and every dependency, pinned, signed",
+        description="Builds the release wheel from the checkout, downloads every dependency's wheel for the box"
+        " (Debian 12's Python 3.11) pinned to the versions installed here, and writes one zipapp with their"
+        " hashes in a manifest signed with Ed25519. A box installs it with `python3 FILE install` and upgrades"
+        " with `vmgateway upgrade FILE`, both offline.")
+    build.add_argument("--out", metavar="DIR", required=True, help="the folder to write into (made if missing)")
+    build.add_argument("--sign-key", metavar="KEY.pem",
+                       help="the Ed25519 private key (openssl genpkey -algorithm ed25519 -out KEY.pem); without it"
+                       " the bundle is unsigned and no box installs it")
+    build.add_argument("--platform", choices=sorted(PLATFORMS), default="x86_64",
+                       help="the box's machine (default x86_64)")
+    build.add_argument("--source", metavar="DIR", help="the source tree (default: the checkout this runs from)")
+    build.set_defaults(handler=_bundle_build)
+    verify = bundle_commands.add_parser("verify", help="check a bundle: version, signer, contents")
+    verify.add_argument("file", metavar="FILE")
+    verify.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    verify.set_defaults(handler=_bundle_verify)
     return parser
 
 
@@ -176,6 +206,28 @@ def _executable_option(command: argparse.ArgumentParser) -> None:
                          help="the vmgateway program (default: upgrade.root's current release, else this one)")
 
 
+def _as_owner_of_data(settings: Settings) -> None:
+    """Run as root, become the data folder's owner (on a box, the service's user) before touching
+    it: a journal, WAL or spool file root made would be one the service can no longer write."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = settings.storage.data_dir.stat()
+    except FileNotFoundError:
+        return
+    if owner.st_uid == 0:
+        return
+    import pwd
+
+    try:
+        groups = os.getgrouplist(pwd.getpwuid(owner.st_uid).pw_name, owner.st_gid)
+    except KeyError:
+        groups = [owner.st_gid]
+    os.setgroups(groups)
+    os.setgid(owner.st_gid)
+    os.setuid(owner.st_uid)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -190,6 +242,7 @@ def _run(args: argparse.Namespace) -> int:
     from vmgateway.upgrade import trial
 
     settings, on_trial = trial.as_run(load_settings(args.config))
+    _as_owner_of_data(settings)
     logs.configure()
     log.info("configuration", extra={"file": config_file(args.config) or "the embedded defaults",
                                      "data_dir": str(settings.storage.data_dir.resolve())})
@@ -209,6 +262,7 @@ def _status(args: argparse.Namespace) -> int:
     from vmgateway.store.report import NoJournal, received_summary
 
     settings = load_settings(args.config)
+    _as_owner_of_data(settings)
     where = _say_where(args.config, settings)
     try:
         summary = received_summary(settings.journal_path, settings.dicom.stable_after_s) | {"used": where}
@@ -234,6 +288,7 @@ def _token(args: argparse.Namespace) -> int:
     from vmgateway.store import Store, TokenExists
 
     settings = load_settings(args.config)
+    _as_owner_of_data(settings)
     _say_where(args.config, settings)
     if not settings.journal_path.exists():
         print(f"vmgateway: no journal at {settings.journal_path} yet: making a new one (the gateway run with"
@@ -275,6 +330,7 @@ def _pacs_find(args: argparse.Namespace) -> int:
     from vmgateway.store import Store
 
     settings = load_settings(args.config)
+    _as_owner_of_data(settings)
     store = Store(settings.storage.data_dir, settings.storage.min_free_mb)
     journal = settings.journal_path.exists()
     pacs = asyncio.run(effective_pacs(store, settings.pacs)) if journal else settings.pacs
@@ -352,6 +408,8 @@ def _site_init(args: argparse.Namespace) -> int:
     backup = write_config(path, data)
     print(f"wrote {path}" + (f" (the previous version is {backup})" if backup else ""))
     print(f"site {settings.site.name!r}, router option {settings.site.router_option}")
+    print("the gateway reads it when it starts: systemctl restart vmgateway; then vmgateway host render"
+          " writes the box's firewall, network and UPS files")
     return 0
 
 
@@ -483,6 +541,62 @@ def _host_render(args: argparse.Namespace) -> int:
         print(path)
     print(f"install with: cp -a {args.out}/. / && systemctl daemon-reload && systemctl enable --now"
           " nftables systemd-networkd nut-server nut-monitor vmgateway-upgrade-recover vmgateway", file=sys.stderr)
+    return 0
+
+
+def _host_install(args: argparse.Namespace) -> int:
+    from vmgateway.host.box import HostInstallError, install_on_host
+
+    def say(line: str) -> None:
+        print(f"vmgateway host install: {line}", flush=True)
+
+    try:
+        changed = install_on_host(config_file(args.config), say)
+    except HostInstallError as exc:
+        print(f"vmgateway: host install: {exc}", file=sys.stderr)
+        return 1
+    for line in changed:
+        say(line)
+    if not changed:
+        say("nothing changed: the box was already set up")
+    return 0
+
+
+def _bundle_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vmgateway.bundle.build import BuildError, build, checkout
+
+    source = Path(args.source) if args.source else checkout()
+    if source is None:
+        print("vmgateway: not run from a checkout: give --source DIR", file=sys.stderr)
+        return 2
+    try:
+        path = build(source, Path(args.out), Path(args.sign_key) if args.sign_key else None, args.platform,
+                     lambda line: print(f"vmgateway bundle: {line}", file=sys.stderr, flush=True))
+    except BuildError as exc:
+        print(f"vmgateway: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def _bundle_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vmgateway.bundle.bootstrap import describe
+    from vmgateway.bundle.manifest import BundleError, read_bundle
+    from vmgateway.bundle.trust import UntrustedKey, trusted_keys
+
+    settings = load_settings(args.config)
+    try:
+        bundle = read_bundle(Path(args.file))
+        print(describe(bundle), end="")
+        keys = trusted_keys(settings.upgrade.trusted_keys)
+        print(f"trusted here as {bundle.check_signed_by(keys)}")
+    except (BundleError, UntrustedKey) as exc:
+        print(f"vmgateway: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

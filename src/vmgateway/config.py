@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, model_validator
 
 from vmgateway.addresses import local_address, parse_address_set
+from vmgateway.bundle.trust import TRUSTED_KEYS
 from vmgateway.hl7.charsets import KNOWN, is_known
 
 ENV_CONFIG = "VMGATEWAY_CONFIG"
@@ -373,6 +374,8 @@ class UpgradeConfig(_Section):
 
     root: Path = Path("/opt/vmgateway")
     """releases/<version>/ (each with its own venv), the `current` link, the upgrade state, snapshots."""
+    trusted_keys: Path = TRUSTED_KEYS
+    """Ed25519 public keys (PEM, *.pem) whose signature a release bundle must carry."""
     service: Literal["systemd", "commands"] = "systemd"
     """systemd: systemctl and journalctl for the vmgateway unit; commands: the three commands below."""
     start_command: list[Annotated[str, Field(min_length=1)]] = []

@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
+from vmgateway.bundle.manifest import Bundle
 from vmgateway.files import fsync_directory
 from vmgateway.upgrade.layout import INSTALLING, VERSION, Layout
 
@@ -32,8 +34,9 @@ def wheel_version(wheel: Path) -> str:
     return parts[1]
 
 
-def install_release(layout: Layout, wheel: Path, wheelhouse: Path | None) -> str:
-    """Make releases/<version> with its own venv; return the version. A cut-off install leaves
+def install_release(layout: Layout, wheel: Path, wheelhouse: Path | None, requirements: Path | None = None) -> str:
+    """Make releases/<version> with its own venv; return the version. From a bundle, pip takes
+    the wheelhouse only and `requirements` pins every wheel by its hash. A cut-off install leaves
     its marker behind and is removed by the next attempt (Layout.half_installed)."""
     version = wheel_version(wheel)
     if layout.current_version() == version:
@@ -47,14 +50,26 @@ def install_release(layout: Layout, wheel: Path, wheelhouse: Path | None) -> str
     venv = target / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], "making the venv")
     sources = ["--no-index", "--find-links", str(wheelhouse)] if wheelhouse else []
+    wanted = ["--require-hashes", "--no-cache-dir", "--requirement", str(requirements)] if requirements else [
+        str(wheel)]
     _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-          *sources, str(wheel)], "installing the wheel and its dependencies")
+          *sources, *wanted], "installing the wheel and its dependencies")
     reported = _run([str(venv / "bin" / "vmgateway"), "--version"], "asking the new release its version").strip()
     if reported != f"vmgateway {version}":
         raise InstallError(f"the installed release says {reported!r}, not vmgateway {version}")
     (target / INSTALLING).unlink()
     fsync_directory(target)
     return version
+
+
+def install_bundle(layout: Layout, bundle: Bundle) -> str:
+    """install_release from a bundle, offline: its wheels unpacked beside the releases (each
+    checked against the signed manifest as it is written), pinned by their hashes."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=layout.root, prefix=".bundle-") as scratch:
+        bundle.extract([*bundle.manifest.wheels, "requirements.txt"], Path(scratch))
+        return install_release(layout, Path(scratch) / bundle.manifest.release_wheel(), Path(scratch) / "wheels",
+                               Path(scratch) / "requirements.txt")
 
 
 def _run(command: list[str], what: str) -> str:

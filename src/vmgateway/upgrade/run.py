@@ -14,12 +14,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from vmgateway.bundle.manifest import Bundle, BundleError, read_bundle
+from vmgateway.bundle.trust import UntrustedKey, trusted_keys
 from vmgateway.config import Settings
 from vmgateway.files import write_atomically
 from vmgateway.store import snapshot
 from vmgateway.upgrade import trial
 from vmgateway.upgrade.health import listening_problems, wait_healthy
-from vmgateway.upgrade.install import InstallError, install_release, wheel_version
+from vmgateway.upgrade.install import InstallError, install_bundle, install_release, wheel_version
 from vmgateway.upgrade.layout import Layout
 from vmgateway.upgrade.preflight import refusals
 from vmgateway.upgrade.service import Service, ServiceError, service_for
@@ -47,31 +49,50 @@ def _locked(layout: Layout) -> Iterator[None]:
         yield
 
 
-def upgrade(settings: Settings, wheel: Path, wheelhouse: Path | None, force: bool, say: Say) -> str:
-    """Upgrade to the release in `wheel`; return its version. UpgradeRefused: nothing changed;
-    UpgradeFailed: tried, rolled back to the last committed release."""
+def upgrade(settings: Settings, release: Path, wheelhouse: Path | None, force: bool, say: Say) -> str:
+    """Upgrade to the release in `release` (a bundle, or a wheel with its dependencies from the
+    index or `wheelhouse`); return its version. UpgradeRefused: nothing changed; UpgradeFailed:
+    tried, rolled back to the last committed release. A bundle's signature is checked first,
+    whatever `force` says."""
+    bundle = _trusted_bundle(settings, release) if release.suffix == ".pyz" else None
     layout = Layout(settings.upgrade.root)
     service = service_for(settings.upgrade)
     with _locked(layout):
         recover(settings, layout, service, say)
         state = UpgradeState.load(layout.state_file)
         try:
-            version = wheel_version(wheel)
+            version = bundle.manifest.version if bundle else wheel_version(release)
         except InstallError as exc:
             raise UpgradeRefused(str(exc)) from None
+        if version == layout.current_version():
+            raise UpgradeRefused(f"release {version} is the one running now (--force does not reinstall it)")
         if version in state.failed and not force:
             raise UpgradeRefused(f"release {version} failed its trial before: --force to try it again")
-        problems = refusals(settings, wheel, force)
+        problems = refusals(settings, release, force)
         if problems:
             raise UpgradeRefused("; ".join(problems))
         say(f"installing release {version} beside {layout.current_version() or 'nothing yet'}")
         try:
-            install_release(layout, wheel, wheelhouse)
-        except InstallError as exc:
-            shutil.rmtree(layout.release(version), ignore_errors=True)
+            if bundle:
+                install_bundle(layout, bundle)
+            else:
+                install_release(layout, release, wheelhouse)
+        except (InstallError, BundleError) as exc:
+            if version != layout.current_version():  # never the release that runs
+                shutil.rmtree(layout.release(version), ignore_errors=True)
             raise UpgradeRefused(f"release {version} could not be installed: {exc}") from None
         _try(settings, layout, service, state, version, say)
         return version
+
+
+def _trusted_bundle(settings: Settings, path: Path) -> Bundle:
+    try:
+        bundle = read_bundle(path)
+        bundle.check_fits_this_box()
+        bundle.check_signed_by(trusted_keys(settings.upgrade.trusted_keys))
+    except (BundleError, UntrustedKey) as exc:
+        raise UpgradeRefused(str(exc)) from None
+    return bundle
 
 
 def _try(settings: Settings, layout: Layout, service: Service, state: UpgradeState, version: str, say: Say) -> None:

@@ -47,25 +47,37 @@ def _checked(command: list[str], what: str) -> None:
 
 
 class Systemd:
+    """Each activation of a unit, a restart after a crash included, has its own InvocationID: the
+    release on trial runs as long as the one its start made does. (NRestarts cannot tell: systemd
+    resets it at every explicit start, so a box that had crashed before an upgrade once looked
+    as if the release on trial had stopped.)"""
+
+    START_SEEN_S = 60
+
     def __init__(self) -> None:
-        self._restarts = 0
+        self._invocation = ""
         self._started_at = time.time()
 
     def stop(self) -> None:
         _checked(["systemctl", "stop", UNIT], "systemctl stop")
 
     def start(self) -> None:
-        self._restarts = self._count_restarts()
+        before = self._show("InvocationID")
         self._started_at = time.time()
         _checked(["systemctl", "start", "--no-block", UNIT], "systemctl start")
+        deadline = time.monotonic() + self.START_SEEN_S
+        while (invocation := self._show("InvocationID")) in ("", before):
+            if time.monotonic() > deadline:
+                raise ServiceError(f"systemd did not start {UNIT} within {self.START_SEEN_S} s")
+            time.sleep(0.1)  # systemd's job queue: nothing to await from here
+        self._invocation = invocation
 
     def running(self) -> bool:
-        state = _run(["systemctl", "show", "-p", "ActiveState", "--value", UNIT], "systemctl show").stdout.strip()
-        return state in ("active", "activating", "reloading") and self._count_restarts() == self._restarts
+        state = self._show("ActiveState")
+        return state in ("active", "activating", "reloading") and self._show("InvocationID") == self._invocation
 
-    def _count_restarts(self) -> int:
-        shown = _run(["systemctl", "show", "-p", "NRestarts", "--value", UNIT], "systemctl show").stdout.strip()
-        return int(shown) if shown.isdigit() else 0
+    def _show(self, name: str) -> str:
+        return _run(["systemctl", "show", "-p", name, "--value", UNIT], "systemctl show").stdout.strip()
 
     def log_of_last_start(self) -> str:
         return _run(["journalctl", "-u", UNIT, "--since", f"@{self._started_at:.0f}", "--no-pager", "-o", "cat"],

@@ -1,0 +1,178 @@
+"""Reading a bundle: its manifest, its signature, and members checked against their hashes.
+
+Standard library only: the bootstrap imports this from inside the bundle on a bare box.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmgateway.bundle import signature
+
+MANIFEST = "bundle/manifest.json"
+SIGNATURE = "bundle/manifest.sig"
+SIGNER = "bundle/signer.pem"
+FORMAT = 1
+UNSIGNED_MEMBERS = {MANIFEST, SIGNATURE, SIGNER}
+"""The members the manifest cannot list: itself, and what proves it."""
+PLATFORMS = {
+    "x86_64": ["manylinux_2_36_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
+               "linux_x86_64"],
+    "aarch64": ["manylinux_2_36_aarch64", "manylinux_2_28_aarch64", "manylinux_2_17_aarch64",
+                "manylinux2014_aarch64", "linux_aarch64"],
+}
+"""Wheel platform tags a Debian 12 box (glibc 2.36) can run, per machine."""
+
+
+class BundleError(Exception):
+    """The file is not a bundle this box may use; the message says why. Nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: str
+    platform: str
+    """The machine it was built for, as platform.machine() says it: x86_64, aarch64."""
+    python: str
+    """major.minor of the Python its wheels are for."""
+    files: dict[str, str]
+    """Every member but the unsigned ones: name -> SHA-256 (hex)."""
+
+    @property
+    def wheels(self) -> list[str]:
+        return sorted(name for name in self.files if name.startswith("wheels/") and name.endswith(".whl"))
+
+    def release_wheel(self) -> str:
+        (wheel,) = [name for name in self.wheels if name.startswith(f"wheels/vmgateway-{self.version}-")]
+        return wheel
+
+    def to_json(self) -> bytes:
+        return json.dumps({"format": FORMAT, "version": self.version, "platform": self.platform,
+                           "python": self.python, "files": self.files}, indent=1, sort_keys=True).encode()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: Manifest
+    signer: bytes | None
+    """The public key whose valid signature the manifest carries; None for an unsigned bundle."""
+
+    def check_fits_this_box(self) -> None:
+        machine, python = platform.machine(), f"{sys.version_info.major}.{sys.version_info.minor}"
+        if self.manifest.platform != machine:
+            raise BundleError(f"{self.path.name} is built for {self.manifest.platform}, this box is {machine}:"
+                              f" build it with --platform {machine}")
+        if self.manifest.python != python:
+            raise BundleError(f"{self.path.name} is built for Python {self.manifest.python}, this box has {python}")
+
+    def check_signed_by(self, trusted: dict[str, bytes]) -> str:
+        """The name of the trusted key (file name -> key) that signed the bundle; else BundleError."""
+        if self.signer is None:
+            raise BundleError(f"{self.path.name} is not signed (vmgateway bundle build --sign-key KEY.pem)")
+        for name, key in trusted.items():
+            if key == self.signer:
+                return name
+        raise BundleError(f"{self.path.name} is signed by {signature.fingerprint(self.signer)}, which is not a"
+                          f" trusted key here (trusted: {', '.join(trusted) or 'none'})")
+
+    def extract(self, members: list[str], into: Path) -> None:
+        """Write `members` under `into`, each checked against its hash as it is read."""
+        with _open_zip(self.path) as archive:
+            for name in members:
+                target = into / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                digest = hashlib.sha256()
+                with target.open("wb") as sink:
+                    for block in _blocks(archive, name):
+                        digest.update(block)
+                        sink.write(block)
+                if digest.hexdigest() != self.manifest.files[name]:
+                    target.unlink()
+                    raise BundleError(f"{self.path.name}: {name} does not match the manifest (altered)")
+
+
+def read_bundle(path: Path) -> Bundle:
+    """Open a bundle and check that it is whole: the manifest parses, its signature (if any) is
+    valid for the key it names, every member is listed and matches its hash. Trust in the signer
+    is a separate question (Bundle.check_signed_by)."""
+    with _open_zip(path) as archive:
+        names = set(archive.namelist())
+        if MANIFEST not in names:
+            raise BundleError(f"{path.name} is not a vmgateway bundle (no {MANIFEST})")
+        raw = _read(archive, MANIFEST)
+        signer = None
+        if SIGNATURE in names:
+            if SIGNER not in names:
+                raise BundleError(f"{path.name} has a signature but not the key that made it")
+            try:
+                signer = signature.public_key_from_pem(_read(archive, SIGNER).decode())
+            except (signature.NotAPublicKey, UnicodeDecodeError) as exc:
+                raise BundleError(f"{path.name}: {SIGNER}: {exc}") from None
+            if not signature.verify(signer, raw, _read(archive, SIGNATURE)):
+                raise BundleError(f"{path.name}: the manifest does not match its signature (altered)")
+        manifest = _parse(raw, path)
+        unlisted = sorted(names - UNSIGNED_MEMBERS - set(manifest.files) - {n for n in names if n.endswith("/")})
+        if unlisted:
+            raise BundleError(f"{path.name} holds files its manifest does not list (altered):"
+                              f" {', '.join(unlisted[:5])}")
+        missing = sorted(set(manifest.files) - names)
+        if missing:
+            raise BundleError(f"{path.name} lacks files its manifest lists: {', '.join(missing[:5])}")
+        for name, expected in manifest.files.items():
+            if _sha256(archive, name) != expected:
+                raise BundleError(f"{path.name}: {name} does not match the manifest (altered)")
+    return Bundle(path, manifest, signer)
+
+
+def _parse(raw: bytes, path: Path) -> Manifest:
+    try:
+        data = json.loads(raw)
+        if data.get("format") != FORMAT:
+            raise BundleError(f"{path.name} is a bundle of format {data.get('format')!r}; this program reads"
+                              f" format {FORMAT}")
+        manifest = Manifest(str(data["version"]), str(data["platform"]), str(data["python"]),
+                            {str(k): str(v) for k, v in data["files"].items()})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BundleError(f"{path.name}: its manifest cannot be read ({exc})") from None
+    wheels = [name for name in manifest.wheels if name.startswith(f"wheels/vmgateway-{manifest.version}-")]
+    if len(wheels) != 1 or "requirements.txt" not in manifest.files:
+        raise BundleError(f"{path.name} does not hold release {manifest.version}'s wheel and requirements")
+    return manifest
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no such file") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BundleError(f"{path.name} cannot be read as a bundle (truncated or not a bundle): {exc}") from None
+
+
+def _blocks(archive: zipfile.ZipFile, name: str) -> Iterator[bytes]:
+    """A member's content in blocks; a truncated or corrupt member is a BundleError."""
+    try:
+        with archive.open(name) as member:
+            while block := member.read(1 << 20):
+                yield block
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise BundleError(f"{Path(str(archive.filename)).name}: {name} cannot be read (truncated?): {exc}") from None
+
+
+def _read(archive: zipfile.ZipFile, name: str) -> bytes:
+    return b"".join(_blocks(archive, name))
+
+
+def _sha256(archive: zipfile.ZipFile, name: str) -> str:
+    digest = hashlib.sha256()
+    for block in _blocks(archive, name):
+        digest.update(block)
+    return digest.hexdigest()

@@ -44,6 +44,12 @@ if [ "$what" = test ]; then
   exec .venv/bin/python -m pytest "$@"
 else
   .venv/bin/pip install -q --disable-pip-version-check .
+  # The README's commands work in a new shell: vmgateway on the PATH (a box's own link, to
+  # /opt/vmgateway/current, is left alone).
+  link=/usr/local/bin/vmgateway
+  if [ "$(id -u)" = 0 ] && { [ ! -e "$link" ] || readlink "$link" | grep -q '/\.venv/bin/vmgateway$'; }; then
+    ln -sfn "$PWD/.venv/bin/vmgateway" "$link"
+  fi
   shift
   exec .venv/bin/vmgateway run "$@"
 fi

@@ -213,6 +213,13 @@ def test_bad_bundles_and_a_box_without_venv_are_refused_and_nothing_changes(box:
                       f" python3 {IN}/vmgateway-1.0.0.pyz install --trust {IN}/release-key.pub.pem;"
                       " status=$?; umount /usr/lib/python3.11/ensurepip; exit $status")
     assert no_venv.returncode == 2 and "apt-get install python3-venv" in no_venv.stderr, no_venv.stderr
+    # A disk too full for the release: a small file system on /opt for one command.
+    full = box.run("sh", "-c", "mount -t tmpfs -o size=8m tmpfs /opt && python3"
+                   f" {IN}/vmgateway-1.0.0.pyz install --trust {IN}/release-key.pub.pem; status=$?; umount /opt;"
+                   " exit $status")
+    assert full.returncode == 2 and "MB free under /opt/vmgateway" in full.stderr, full.stderr
+    checked = box.run("sh", "-c", f"cd {IN} && sha256sum -c vmgateway-1.0.0.pyz.sha256")
+    assert checked.returncode == 0 and "OK" in checked.stdout
     untouched = box.run("sh", "-c", "ls -d /opt/vmgateway /etc/vmgateway /var/lib/vmgateway; getent passwd vmgateway")
     assert untouched.stdout == "", untouched.stdout
 

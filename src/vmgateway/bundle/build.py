@@ -76,6 +76,10 @@ def build(source: Path, out: Path, sign_key: Path | None, machine: str, say: Say
                     archive.writestr(SIGNER, _public_pem(private_key))
         partial.chmod(0o755)
         partial.replace(target)
+    # For `sha256sum -c` where the bundle was copied: a file cut short is no zipapp, and python3
+    # would only say SyntaxError.
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    target.with_name(target.name + ".sha256").write_text(f"{digest}  {target.name}\n")
     say(f"{len(manifest.wheels)} wheels, {target.stat().st_size / 2**20:.1f} MB,"
         f" {'signed' if private_key else 'NOT signed (no --sign-key): no box will install it'}")
     return target

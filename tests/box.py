@@ -131,7 +131,8 @@ class Box:
     def cut(self) -> None:
         """Pull the plug: kill -9 of nspawn (the host's page cache survives: ordering, not fsync)."""
         if self.nspawn is not None:
-            os.killpg(self.nspawn.pid, signal.SIGKILL)
+            if self.nspawn.poll() is None:
+                os.killpg(self.nspawn.pid, signal.SIGKILL)
             self.nspawn.wait(60)
             self.nspawn, self.leader = None, 0
             # nspawn killed leaves its container's processes to die with their namespace

@@ -81,6 +81,9 @@ print("sent" if Instrument("", 0, sock=pty).send_message(result_message(sys.argv
 """
 DUMMY_UPS = "[ups]\n  driver = dummy-ups\n  port = ups.dev\n  mode = dummy-once\n"
 """dummy-ups stands in for usbhid-ups (no UPS on USB here); everything else is as host render wrote it."""
+UNIT_OF_2: Patch = ("vmgateway/host/systemd.py", "Documentation=https://vetmanager.se\n",
+                    "Documentation=https://vetmanager.se\n# the unit of release 2.0.0\n")
+"""Release 2.0.0 changes the unit: its upgrade must leave the box running that unit."""
 UPS_ADMIN = "[admin]\n  password = test-only\n  actions = SET FSD\n"
 
 
@@ -130,7 +133,7 @@ def given(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.chmod(folder, 0o755)
     key, public = _keys(folder, "release-key")
     other_key, _ = _keys(folder, "other-key")
-    releases: dict[str, list[Patch]] = {"1.0.0": [], "2.0.0": [], "3.0.0": [BROKEN_HEALTH], "4.0.0": []}
+    releases: dict[str, list[Patch]] = {"1.0.0": [], "2.0.0": [UNIT_OF_2], "3.0.0": [BROKEN_HEALTH], "4.0.0": []}
     with ThreadPoolExecutor() as builders:  # pip runs in processes of its own
         built = list(builders.map(lambda version, patches: build_bundle(folder, version, patches, key),
                                   releases, releases.values()))
@@ -309,6 +312,8 @@ def test_upgrades_through_systemd_commit_roll_back_and_refuse_bundles_that_are_n
     good = box.run("vmgateway", "upgrade", f"{IN}/vmgateway-2.0.0.pyz", timeout=900)
     assert good.returncode == 0, good.stdout + good.stderr
     assert (versions(box)["running"], versions(box)["previous"]) == ("2.0.0", "1.0.0")
+    assert "restarted vmgateway (its unit changed)" in good.stdout and active(box)
+    assert "# the unit of release 2.0.0" in box.run("systemctl", "cat", "vmgateway", check=True).stdout
     assert box.run("readlink", "/usr/local/bin/vmgateway").stdout.strip() == "/opt/vmgateway/current/venv/bin/vmgateway"
     assert box.run("vmgateway", "--version").stdout.strip() == "vmgateway 2.0.0"
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -484,6 +485,18 @@ def _upgrade(args: argparse.Namespace) -> int:
         print(f"vmgateway: {exc}", file=sys.stderr)
         return 1
     say(f"release {version} is running and committed")
+    if settings.upgrade.service != "systemd":
+        return 0
+    # A release may bring a changed unit or new host needs: its own `host install` puts them right.
+    from vmgateway.upgrade.layout import Layout
+
+    given = config_file(args.config)
+    host = subprocess.run([str(Layout(settings.upgrade.root).program(version)), "host", "install",
+                           *(["--config", given] if given else [])], timeout=600)
+    if host.returncode:
+        print(f"vmgateway: release {version} is committed and running, but its host install failed (above)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -36,34 +36,43 @@ class AstmReceiver:
             self._servers.append(server)
             log.info("astm listener listening", extra={"listener": listener.name, "bind": listener.bind,
                                                         "port": listener.port})
-        self._serial = [asyncio.create_task(self._keep_open(port)) for port in self.config.serial]
+        for port in self.config.serial:
+            # Opened here, before the gateway says it runs: pyserial flushes what arrived before the
+            # port was open, and an instrument that starts at once must not lose its first ENQ.
+            self._serial.append(asyncio.create_task(self._keep_open(port, self._open(port))))
 
-    async def _keep_open(self, port: AstmSerialPort) -> None:
+    def _open(self, port: AstmSerialPort, say_failure: bool = True) -> SerialLine | None:
+        try:
+            line = SerialLine(port)
+        except (serial.SerialException, ValueError, OSError) as exc:
+            if say_failure:
+                log.error("astm serial port cannot be opened; trying again", extra={
+                    "listener": port.name, "device": port.device, "error": str(exc), "every_s": SERIAL_RETRY_S})
+            return None
+        log.info("astm serial port open", extra={"listener": port.name, "device": port.device,
+                                                  "baudrate": port.baudrate})
+        return line
+
+    async def _keep_open(self, port: AstmSerialPort, line: SerialLine | None) -> None:
         """E1381 on a serial port for as long as the gateway runs. A port that cannot be opened (a
-        USB adapter unplugged, or not there yet at boot) is tried again every SERIAL_RETRY_S: one
-        missing instrument must not keep DICOM and HL7 from starting, nor stop them in a restart loop."""
+        USB adapter unplugged, or not there yet at boot) is tried again every SERIAL_RETRY_S, and
+        said once: one missing instrument must not keep DICOM and HL7 from starting, nor stop them
+        in a restart loop."""
         sender = Sender("astm", port.name, port.device)
-        said_closed = False
+        said = line is None  # start() has said it
         while True:
-            try:
-                line = SerialLine(port)
-            except (serial.SerialException, ValueError, OSError) as exc:
-                if not said_closed:
-                    log.error("astm serial port cannot be opened; trying again", extra={
-                        "listener": port.name, "device": port.device, "error": str(exc), "every_s": SERIAL_RETRY_S})
-                    said_closed = True
+            if line is None:
                 await asyncio.sleep(SERIAL_RETRY_S)
+                line, said = self._open(port, say_failure=not said), True
                 continue
-            said_closed = False
-            log.info("astm serial port open", extra={"listener": port.name, "device": port.device,
-                                                      "baudrate": port.baudrate})
+            said = False
             try:
                 await self._converse(port.name, line, sender, idle_s=None)
             finally:
                 line.close()
             log.warning("astm serial port gone; opening it again", extra={"listener": port.name,
                                                                           "device": port.device})
-            await asyncio.sleep(SERIAL_RETRY_S)
+            line = None
 
     async def drain(self, timeout: float) -> None:
         """No new connections; transfers under way get `timeout`, then are cut (an unfinished

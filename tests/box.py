@@ -129,8 +129,15 @@ class Box:
         return status
 
     def cut(self) -> None:
-        """Pull the plug: kill -9 of nspawn (the host's page cache survives: ordering, not fsync)."""
+        """Pull the plug: kill -9 of the box's PID 1, which takes every process of the box with it
+        (kill -9 of nspawn alone leaves the box running, orphaned). The host's page cache survives:
+        this proves ordering and recovery, not fsync."""
         if self.nspawn is not None:
+            if self.leader:
+                try:
+                    os.kill(self.leader, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             if self.nspawn.poll() is None:
                 os.killpg(self.nspawn.pid, signal.SIGKILL)
             self.nspawn.wait(60)

@@ -14,7 +14,7 @@ from typing import Any
 
 from vmgateway import __version__, logs
 from vmgateway.bundle.manifest import PLATFORMS
-from vmgateway.config import BOX_CONFIG, ENV_CONFIG, ConfigError, Settings, config_file, load_settings
+from vmgateway.config import BOX_CONFIG, BOX_DATA_DIR, ENV_CONFIG, ConfigError, Settings, config_file, load_settings
 from vmgateway.site.answers import FLAGS as FORM_FLAGS
 from vmgateway.site.answers import flag_name
 from vmgateway.when import when
@@ -182,7 +182,6 @@ def _parser() -> argparse.ArgumentParser:
 
 CONFIG_HELP = (f"TOML configuration file (default: ${ENV_CONFIG}, else {BOX_CONFIG} if it exists,"
                " else the embedded defaults)")
-BOX_DATA_DIR = "/var/lib/vmgateway"
 
 
 def _box_config(command: argparse.ArgumentParser) -> None:

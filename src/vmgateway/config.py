@@ -442,6 +442,8 @@ def parse_settings(data: dict[str, Any], source: str = "configuration") -> Setti
 
 
 BOX_CONFIG = "/etc/vmgateway/vmgateway.toml"
+BOX_DATA_DIR = "/var/lib/vmgateway"
+"""Where a box keeps its data: the unit's StateDirectory."""
 """The box's configuration: the one source of truth on a box."""
 
 

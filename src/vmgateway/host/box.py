@@ -16,13 +16,12 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from vmgateway.config import BOX_CONFIG, load_settings
+from vmgateway.config import BOX_CONFIG, BOX_DATA_DIR, load_settings
 from vmgateway.files import write_atomically
 from vmgateway.host.systemd import RECOVER_UNIT, recover_unit, service_unit
 from vmgateway.upgrade.layout import Layout
 
 USER = "vmgateway"
-BOX_DATA_DIR = "/var/lib/vmgateway"
 UNITS = Path("/etc/systemd/system")
 ON_PATH = Path("/usr/local/bin/vmgateway")
 FIRST_CONFIG = f"""\

@@ -24,7 +24,7 @@ def test_defaults_come_from_the_site_form() -> None:
     assert settings.dicom.bind == settings.hl7.bind == settings.api.bind == "0.0.0.0"
     assert settings.storage.data_dir == Path("./var") and settings.storage.min_free_mb == 1024
     assert settings.dicom.stable_after_s == 60 and settings.dicom.max_associations == 10
-    assert settings.dicom.max_pdu == 0
+    assert settings.dicom.max_pdu == 2**20
 
 
 def test_file_overrides_defaults(tmp_path: Path) -> None:

@@ -227,7 +227,7 @@ def test_disk_below_watermark_answers_ae(make_gateway: Any) -> None:
 
 
 def test_100_concurrent_connections(make_gateway: Any) -> None:
-    gateway = make_gateway(hl7={"max_connections": 150})
+    gateway = make_gateway(hl7={"max_connections": 150, "max_connections_per_peer": 150})
     results: list[str] = []
     lock = threading.Lock()
 
@@ -297,3 +297,4 @@ def test_a_16_mb_message_is_stored_whole_without_copies_piling_up(gateway: Gatew
     assert growth < 40, f"peak RSS grew by {growth:.0f} MB for a 16 MB message"
     stored = next(r for r in gateway.hl7_messages() if r["control_id"] == "PDF-16MB")
     assert bytes(stored["data"]) == big and stored["size"] == len(big)
+

@@ -149,8 +149,11 @@ class DicomConfig(_Section):
     allowed_calling_aets: list[AETitle] = []
     """Calling AE titles allowed to connect; empty lets everyone in."""
     max_associations: Annotated[int, Field(ge=1, le=200)] = 10
-    max_pdu: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
-    """Largest PDU we accept; 0 = unlimited (about 1.7x faster than pynetdicom's 16382)."""
+    max_associations_per_peer: Annotated[int, Field(ge=1, le=200)] = 5
+    """Connections one address may hold; more are closed at once, so one device cannot take them all."""
+    max_pdu: Annotated[int, Field(ge=4096, le=2**24)] = 2**20
+    """Largest PDU we announce and accept; a longer one aborts the association. Not 0 (unlimited):
+    pynetdicom holds a whole PDU in memory. 1 MiB is as fast as unlimited (bench/README.md)."""
     acse_timeout_s: Seconds = 30
     dimse_timeout_s: Seconds = 60
     network_timeout_s: Seconds = 60
@@ -174,8 +177,13 @@ class Hl7Config(_Section):
     max_message_bytes: Annotated[int, Field(ge=1024, le=2**30)] = 16 * 2**20
     """Larger frames are answered AR and the connection is closed (base64 PDFs make 16 MiB sensible)."""
     max_connections: Annotated[int, Field(ge=1, le=10000)] = 100
+    max_connections_per_peer: Annotated[int, Field(ge=1, le=10000)] = 10
+    """Connections one address may hold; more are closed at once, so one PC cannot lock out the instruments."""
     idle_timeout_s: Seconds = 600
     """A connection that sends nothing for this long is closed."""
+    frame_timeout_s: Seconds = 120
+    """A frame must arrive whole within this long of its start byte, or the connection is closed
+    (a trickle would otherwise hold it open for good). 16 MiB on a 10 Mbit/s link takes 14 s."""
     allowed_peers: list[IPvAnyNetwork] = []
     """Addresses or networks allowed to connect (e.g. "192.168.1.0/24"); empty lets everyone in."""
     charset_overrides: dict[str, Annotated[str, AfterValidator(_charset)]] = {}
@@ -208,7 +216,8 @@ class ApiConfig(_Section):
     bind: BindAddress = "0.0.0.0"
     port: Port = 3000
     allow: list[AddressSet] = MANAGEMENT_ADDRESSES
-    """Who may talk to the API; 127.0.0.1 and ::1 are always allowed. Anyone else gets 403."""
+    """Who may connect to the API; 127.0.0.1 and ::1 are always allowed. Anyone else's connection is
+    closed at once, before TLS."""
     tls: bool = True
     """Plain HTTP only when this is set to false explicitly."""
     tls_cert: ExistingFile | None = None
@@ -217,6 +226,12 @@ class ApiConfig(_Section):
     client_ca: ExistingFile | None = None
     """When set, clients must present a certificate signed by this CA (mutual TLS)."""
     max_body_bytes: Annotated[int, Field(ge=1024, le=2**24)] = 65536
+    max_connections: Annotated[int, Field(ge=1, le=10000)] = 128
+    """Open API connections at most; more are closed when accepted."""
+    max_connections_per_peer: Annotated[int, Field(ge=1, le=10000)] = 32
+    """Open API connections one address may hold (a browser opens about 6)."""
+    head_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10
+    """A request's line and headers must arrive within this long, or the connection is cut."""
     failed_auth_limit: Annotated[int, Field(ge=1, le=1000)] = 10
     """Failed token checks per address and minute before it is answered 429."""
 
@@ -341,7 +356,12 @@ class AstmConfig(_Section):
     listeners: list[AstmListener] = []
     serial: list[AstmSerialPort] = []
     frame_timeout_s: Seconds = 30
-    """E1381: during a transfer, a sender silent this long has given up; its unfinished message is dropped."""
+    """E1381: during a transfer, a frame must come within this long of the one before (a trickle of
+    bytes does not count); otherwise the sender has given up and its unfinished message is dropped."""
+    max_connections: Annotated[int, Field(ge=1, le=1000)] = 16
+    """Per TCP listener; more are closed at once."""
+    max_connections_per_peer: Annotated[int, Field(ge=1, le=1000)] = 4
+    """Per TCP listener, connections one address may hold."""
     idle_timeout_s: Seconds = 3600
     """A connection with no transfer this long is closed (instruments keep theirs open for hours)."""
     drain_timeout_s: Seconds = 10

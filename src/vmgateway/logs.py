@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
 from datetime import UTC, datetime
+from typing import Any
 
 _STANDARD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -42,6 +45,59 @@ def configure(level: int = logging.INFO) -> None:
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
     # httpx logs every request at INFO; transfers log their own outcomes.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # asyncio logs a failed accept() each time it retries (once 254,130 lines in two minutes).
+    logging.getLogger("asyncio").addFilter(FloodFilter())
+
+
+class Repeats:
+    """Counts repeats of a line so that it is said once per interval, with how many went unsaid:
+    one peer refused a thousand times a second must not fill the box's journal."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def due(self, key: str) -> int | None:
+        """How many repeats of `key` went unsaid when it is due to be said again, else None."""
+        now = time.monotonic()
+        with self._lock:
+            said_at, unsaid = self._seen.get(key, (now - self.every_s, 0))
+            if now - said_at < self.every_s:
+                self._seen[key] = (said_at, unsaid + 1)
+                return None
+            self._seen[key] = (now, 0)
+            return unsaid
+
+
+class FloodFilter(logging.Filter):
+    """Lets each distinct message of a logger through once per interval."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self._repeats = Repeats(every_s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        unsaid = self._repeats.due(str(record.msg))
+        if unsaid is None:
+            return False
+        if unsaid:
+            record.repeats_unsaid = unsaid
+        return True
+
+
+class SayingSparingly:
+    """A logger's warnings, each distinct message at most once per interval (`repeats_unsaid`
+    counts the ones left out)."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 60.0) -> None:
+        self.logger = logger
+        self._repeats = Repeats(every_s)
+
+    def warning(self, message: str, **extra: Any) -> None:
+        unsaid = self._repeats.due(message)
+        if unsaid is not None:
+            self.logger.warning(message, extra=extra | {"repeats_unsaid": unsaid})
 
 
 class LastProblems(logging.Handler):

@@ -3,7 +3,8 @@
 One router per concept — the gateway as a whole, the pull feed, transfers, the worklist, the
 site, commissioning tests, the page — each reading and writing only through the store, and
 learning about the running receivers only through the `GatewayView` the service hands it
-(vmgateway.api.deps). Guards that need no routing (allowlist, body size) wrap the whole app.
+(vmgateway.api.deps). The body size guard needs no routing and wraps the whole app; who may
+connect at all is decided by the listener (api/server.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi import FastAPI
 from vmgateway import __version__
 from vmgateway.api import checks, feed, gateway, site, transfers, ui, worklist
 from vmgateway.api.deps import GatewayView
-from vmgateway.api.security import AllowlistMiddleware, BodyLimitMiddleware
+from vmgateway.api.security import BodyLimitMiddleware
 
 __all__ = ["GatewayView", "create_app"]
 
@@ -27,6 +28,5 @@ def create_app(view: GatewayView) -> Any:
     for module in (gateway, site, checks, worklist, transfers, feed, ui):
         api.include_router(module.router)
     app: Any = BodyLimitMiddleware(api, view.settings.api.max_body_bytes)
-    app = AllowlistMiddleware(app, view.settings.api.allow)
     app.fastapi = api  # for the OpenAPI document
     return app

@@ -1,7 +1,8 @@
 """The API's own guard, in layers: address allowlist, body size limit, tokens, rate limit.
 
-The allowlist and the size limit are plain ASGI middleware, so a stranger is turned away
-before any routing: a bare 403 that tells nothing about what is behind it.
+The allowlist is applied by the listener when a connection is accepted (api/server.py): a
+stranger's connection is closed before TLS, and learns nothing about what is behind the port.
+The size limit is plain ASGI middleware, so an oversized body is refused before any routing.
 """
 
 from __future__ import annotations
@@ -32,28 +33,19 @@ async def _refuse(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class AllowlistMiddleware:
-    """403 for every address outside the allowlist (loopback is always allowed)."""
-
-    def __init__(self, app: ASGIApp, allow: list[str]) -> None:
-        self.app = app
-        self.networks: list[Network] = LOOPBACK + [n for entry in allow for n in parse_address_set(entry)]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            client = scope.get("client")
-            try:
-                allowed = client is not None and contains(self.networks, client[0])
-            except ValueError:
-                allowed = False
-            if not allowed:
-                await _refuse(send, 403, "forbidden")
-                return
-        await self.app(scope, receive, send)
+def allowlist(allow: list[str]) -> Callable[[str], bool]:
+    """Whether an address may connect to the API: loopback, and the configured address sets."""
+    networks: list[Network] = LOOPBACK + [n for entry in allow for n in parse_address_set(entry)]
+    return lambda address: contains(networks, address)
 
 
 class BodyLimitMiddleware:
-    """413 for request bodies over the limit, whether announced or streamed."""
+    """413 for request bodies over the limit, whether announced or streamed (chunked).
+
+    The body is read here, whole, before the app sees the request, and handed on from memory: an
+    error raised while the app itself reads would become FastAPI's 400 "error parsing the body".
+    Bodies are small (at most `api.max_body_bytes`, 64 KiB by default), so holding one costs little.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -67,24 +59,27 @@ class BodyLimitMiddleware:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 await _refuse(send, 413, f"request body over {self.max_bytes} bytes")
                 return
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        body = bytearray()
+        while True:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise BodyTooLarge()
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await _refuse(send, 413, f"request body over {self.max_bytes} bytes")
+                return
+            if not message.get("more_body", False):
+                break
+        delivered = False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except BodyTooLarge:
-            await _refuse(send, 413, f"request body over {self.max_bytes} bytes")
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # after the body: the disconnect, when it comes
+            delivered = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
 
-
-class BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 class FailedAuthLimiter:

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from vmgateway.admission import Admission, AdmittingListener
 from vmgateway.api.app import GatewayView, create_app
+from vmgateway.api.security import allowlist
 from vmgateway.api.tls import ensure_self_signed, fingerprint
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,50 @@ class _Server(uvicorn.Server):
         """The gateway's service owns SIGINT/SIGTERM (it drains everything in order);
         uvicorn would take them over and raise them again after stopping."""
         yield
+
+
+class _HeadDeadline(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, with a deadline for each request's head (request line and
+    headers): uvicorn has none, and a client trickling a header a byte at a time held its
+    connection for good. The deadline runs from the connection (after TLS) or from the end of the
+    previous response; a connection that misses it is cut."""
+
+    head_timeout_s = 10.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:  # a request's head has arrived
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.head_timeout_s, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            log.info("api connection cut: no request within the head timeout",
+                     extra={"address": self.client[0] if self.client else None, "head_timeout_s": self.head_timeout_s})
+            self.transport.abort()
 
 
 class ApiServer:
@@ -61,11 +108,14 @@ class ApiServer:
                 options |= {"ssl_ca_certs": str(api.client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
             log.info("api certificate", extra={"sha256_fingerprint": fingerprint(cert), "file": str(cert)})
         # Bound here, not by uvicorn: a taken port is then an OSError for the service to report
-        # (uvicorn would log it and exit the process).
-        listening = socket.create_server((api.bind, api.port))
+        # (uvicorn would log it and exit the process); and the listener applies the allowlist
+        # and the connection shares at accept, before a TLS handshake costs anything.
+        admission = Admission("api", allowlist(api.allow), api.max_connections_per_peer, api.max_connections)
+        listening = AdmittingListener.bound(api.bind, api.port, admission)
+        protocol = type("HeadDeadline", (_HeadDeadline,), {"head_timeout_s": api.head_timeout_s})
         config = uvicorn.Config(
             create_app(self.view), host=api.bind, port=api.port, log_config=None, access_log=False,
-            lifespan="off", server_header=False, **options,  # type: ignore[arg-type]
+            lifespan="off", server_header=False, http=protocol, **options,  # type: ignore[arg-type]
         )
         self.view.gateway_loop = asyncio.get_running_loop()
         server = self._server = _Server(config)

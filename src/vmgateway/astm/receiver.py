@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from functools import partial
 
 import serial
 
+from vmgateway.admission import Admission, AdmittingListener
 from vmgateway.astm.lines import Line, SerialLine, TcpLine
 from vmgateway.astm.link import LinkReceiver, Message, Problem, Reply
 from vmgateway.astm.records import parse, summarise
@@ -32,7 +34,10 @@ class AstmReceiver:
         """Listen on every configured TCP port (OSError when one cannot be bound) and keep every
         serial port open."""
         for listener in self.config.listeners:
-            server = await asyncio.start_server(partial(self._serve, listener), listener.bind, listener.port)
+            admission = Admission(f"astm {listener.name}", partial(peer_allowed, allowed=listener.allowed_peers),
+                                  self.config.max_connections_per_peer, self.config.max_connections)
+            server = await asyncio.start_server(
+                partial(self._serve, listener), sock=AdmittingListener.bound(listener.bind, listener.port, admission))
             self._servers.append(server)
             log.info("astm listener listening", extra={"listener": listener.name, "bind": listener.bind,
                                                         "port": listener.port})
@@ -86,23 +91,22 @@ class AstmReceiver:
 
     async def _serve(self, listener: AstmListener, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
+        """One admitted connection (the listener turned away the others: allowlist, shares)."""
         address = str((writer.get_extra_info("peername") or ("?", 0))[0])
-        if not peer_allowed(address, listener.allowed_peers):
-            log.warning("astm connection refused: address not allowed", extra={"listener": listener.name,
-                                                                                "address": address})
-            writer.close()
-            return
         line = TcpLine(reader, writer)
         sender = Sender("astm", listener.name, address)
         await self._connections.serve(writer, self._converse(listener.name, line, sender, self.config.idle_timeout_s))
 
     async def _converse(self, name: str, line: Line, sender: Sender, idle_s: float | None) -> None:
         """E1381 on one line until it is gone (TCP: also after `idle_s` without a transfer; a
-        serial port stays open: `idle_s` None). During a transfer the sender may be silent
-        `astm.frame_timeout_s` at most; then its unfinished message is dropped."""
+        serial port stays open: `idle_s` None). During a transfer each frame must come within
+        `astm.frame_timeout_s`; then the unfinished message is dropped. Time counts from the last
+        thing the link did (a frame, an ENQ, an EOT), not from the last byte: a trickle is silence."""
         link = LinkReceiver()
+        progress_at = time.monotonic()
         while True:
-            waiting = self.config.frame_timeout_s if link.in_transfer else idle_s
+            limit = self.config.frame_timeout_s if link.in_transfer else idle_s
+            waiting = None if limit is None else progress_at + limit - time.monotonic()
             try:
                 async with asyncio.timeout(waiting):
                     data = await line.read()
@@ -112,12 +116,16 @@ class AstmReceiver:
                     return
                 await self._handle(link.end_of_transmission(), link, line, sender)
                 log.warning("astm sender silent mid-transfer", extra={"listener": name, "address": sender.address})
+                progress_at = time.monotonic()
                 continue
             if not data:
                 await self._handle(link.end_of_transmission(), link, line, sender)
                 return
             link.busy = not self._room()
-            await self._handle(link.feed(data), link, line, sender)
+            events = link.feed(data)
+            if events:
+                progress_at = time.monotonic()
+            await self._handle(events, link, line, sender)
 
     def _room(self) -> bool:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -25,8 +26,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from vmgateway.admission import Admission
 from vmgateway.config import DicomConfig
 from vmgateway.counters import DICOM_STORE_RESPONSES
+from vmgateway.dicom.guard import GuardedServer
 from vmgateway.dicom.keeping import keep_instance, no_delay
 from vmgateway.dicom.mpps import ProcedureStepProvider
 from vmgateway.dicom.rejection import describe_rejection
@@ -40,18 +43,28 @@ log = logging.getLogger(__name__)
 
 
 class GatewayAE(AE):
-    """An AE that can refuse every new association while it drains.
+    """An AE whose association limit counts established associations only, and that can refuse
+    every new association while it drains.
 
-    pynetdicom rejects an association (transient, "local limit exceeded") when more are
-    active than `maximum_associations`; reporting -1 while draining turns that into "no new
-    associations", so senders are told to retry later rather than finding a closed port.
+    pynetdicom rejects an association (transient, "local limit exceeded") when more acceptor
+    threads are alive than `maximum_associations` — connections still waiting for their
+    A-ASSOCIATE-RQ included, so ten idle connections locked out every modality. Asked from the
+    association deciding (its own thread), the limit reported here is raised by the number of
+    other connections not yet associated: only established ones count. Reporting -1 while
+    draining turns the check into "no new associations", so senders are told to retry later
+    rather than finding a closed port.
     """
 
     draining = False
 
     @property
     def maximum_associations(self) -> int:
-        return -1 if self.draining else self._maximum_associations
+        if self.draining:
+            return -1
+        deciding = threading.current_thread()
+        waiting = sum(1 for a in self.active_associations
+                      if a.is_acceptor and not a.is_established and a is not deciding)
+        return self._maximum_associations + waiting
 
     @maximum_associations.setter
     def maximum_associations(self, value: int) -> None:
@@ -101,7 +114,15 @@ class DicomReceiver:
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ABORTED, self._on_aborted),
         ]
-        self._server = ae.start_server((cfg.bind, cfg.port), block=False, evt_handlers=handlers)
+        # Connections beyond the association limit are still accepted, up to twice as many, so
+        # that pynetdicom can answer them "local limit exceeded" (the sender retries later);
+        # more than that are closed at once.
+        admission = Admission("dicom", lambda _peer: True, cfg.max_associations_per_peer, 2 * cfg.max_associations)
+        server = ae.make_server((cfg.bind, cfg.port), evt_handlers=handlers, server_class=GuardedServer,
+                                admission=admission)
+        threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()
+        ae._servers.append(server)  # as ae.start_server() does: server.shutdown() removes it from there
+        self._server = server
         log.info("dicom receiver listening", extra={"bind": cfg.bind, "port": cfg.port, "ae_title": cfg.ae_title})
 
     def drain(self, timeout: float) -> int:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
+from functools import partial
 
+from vmgateway.admission import Admission, AdmittingListener
 from vmgateway.config import Hl7Config
 from vmgateway.connections import Connections, peer_allowed
 from vmgateway.counters import HL7_ACKS
@@ -54,7 +57,11 @@ class Hl7Receiver:
 
     async def start(self) -> None:
         """Listen; raise OSError when the port cannot be bound."""
-        self._server = await asyncio.start_server(self._serve, self.config.bind, self.config.port)
+        cfg = self.config
+        admission = Admission("hl7", partial(peer_allowed, allowed=cfg.allowed_peers), cfg.max_connections_per_peer,
+                              cfg.max_connections)
+        listener = AdmittingListener.bound(cfg.bind, cfg.port, admission)
+        self._server = await asyncio.start_server(self._serve, sock=listener)
         log.info("hl7 receiver listening", extra={"bind": self.config.bind, "port": self.config.port})
         for item_id, raw in await self.store.hl7_without_details():
             self._read_details_later(item_id, raw, read_header(raw))
@@ -76,16 +83,8 @@ class Hl7Receiver:
         log.info("hl7 receiver stopped")
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername") or ("?", 0)
-        address = str(peer[0])
-        if not peer_allowed(address, self.config.allowed_peers):
-            log.warning("hl7 connection refused: address not allowed", extra={"address": address})
-            writer.close()
-            return
-        if len(self._connections) >= self.config.max_connections:
-            log.warning("hl7 connection refused: too many connections", extra={"address": address})
-            writer.close()
-            return
+        """One admitted connection (the listener turned away the others: allowlist, shares)."""
+        address = str((writer.get_extra_info("peername") or ("?", 0))[0])
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -93,14 +92,22 @@ class Hl7Receiver:
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str) -> None:
         decoder = MllpDecoder(self.config.max_message_bytes)
+        frame_deadline: float | None = None  # while in a frame: when it must be whole
         while True:
+            waiting = self.config.idle_timeout_s
+            if frame_deadline is not None:
+                waiting = min(waiting, frame_deadline - time.monotonic())
             try:
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
                 # that coincides with data arriving, and a drain then waits for the sender to stop.
-                async with asyncio.timeout(self.config.idle_timeout_s):
+                async with asyncio.timeout(waiting):
                     data = await reader.read(_READ_SIZE)
             except TimeoutError:
-                log.info("hl7 connection idle, closed", extra={"address": address, "half_frame": decoder.in_frame})
+                if frame_deadline is not None and time.monotonic() >= frame_deadline:
+                    log.warning("hl7 frame not finished in time, connection closed",
+                                extra={"address": address, "frame_timeout_s": self.config.frame_timeout_s})
+                else:
+                    log.info("hl7 connection idle, closed", extra={"address": address, "half_frame": decoder.in_frame})
                 return
             if not data:
                 return
@@ -119,6 +126,11 @@ class Hl7Receiver:
                     await writer.drain()
                 if not keep_open:
                     return
+                frame_deadline = None  # a frame ended: the next one gets its own time
+            if decoder.in_frame and frame_deadline is None:
+                frame_deadline = time.monotonic() + self.config.frame_timeout_s
+            elif not decoder.in_frame:
+                frame_deadline = None
 
     async def _answer(self, raw: bytearray, address: str) -> tuple[bytes | None, bool]:
         """The ACK for one frame (None when enhanced mode asks for none), and whether the

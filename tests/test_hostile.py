@@ -1,0 +1,283 @@
+"""Hostile networks: on every port, one client cannot take memory, connections, descriptors or
+time away from everyone else. Each attack runs against a running gateway while a legitimate
+sender on the same port is served; attackers come from other loopback addresses (127.0.0.2…),
+as a misbehaving device would from its own address. Nothing here depends on which DICOM engine
+serves port 4006: the attacks are raw bytes, the legitimate senders are dcmtk and plain sockets.
+"""
+
+from __future__ import annotations
+
+import resource
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import GatewayProcess, dcmtk
+from tests.test_hl7_receiver import HEMATOLOGY, frame, msa, with_control_id
+
+VERIFICATION = b"1.2.840.10008.1.1"
+IMPLICIT_LITTLE = b"1.2.840.10008.1.2"
+
+
+def _item(kind: int, body: bytes) -> bytes:
+    return struct.pack(">BBH", kind, 0, len(body)) + body
+
+
+def associate_rq(called: bytes = b"VM_GATEWAY", calling: bytes = b"ATTACKER") -> bytes:
+    """An A-ASSOCIATE-RQ for Verification (PS3.8 9.3.2), made by hand: the attacks need its bytes."""
+    context = bytes([1, 0, 0, 0]) + _item(0x30, VERIFICATION) + _item(0x40, IMPLICIT_LITTLE)
+    user = _item(0x51, struct.pack(">I", 16384)) + _item(0x52, b"1.2.3.4")
+    body = (struct.pack(">HH", 1, 0) + called.ljust(16) + calling.ljust(16) + bytes(32)
+            + _item(0x10, b"1.2.840.10008.3.1.1.1") + _item(0x20, context) + _item(0x50, user))
+    return struct.pack(">BBI", 1, 0, len(body)) + body
+
+
+def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+
+
+def closed_by_gateway(sock: socket.socket, within_s: float) -> bool:
+    """Whether the gateway closes `sock` within `within_s` (whatever it sent before closing)."""
+    deadline = time.monotonic() + within_s
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            if not sock.recv(65536):
+                return True
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            return True
+    return False
+
+
+def until(condition: Callable[[], bool], within_s: float) -> bool:
+    """Whether `condition` holds within `within_s`, asked every 0.1 s (for what has no event to
+    wait on: a count of the gateway's descriptors in /proc)."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def descriptors(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def echo_works(gateway: GatewayProcess) -> bool:
+    return dcmtk("echoscu", "-to", "10", "-aec", "VM_GATEWAY", "127.0.0.1", str(gateway.port), timeout=30).returncode == 0
+
+
+def hl7_works(gateway: GatewayProcess, control_id: str) -> bool:
+    with connect(gateway.hl7_port) as instrument:
+        instrument.sendall(frame(with_control_id(HEMATOLOGY, control_id)))
+        answer = b""
+        while not answer.endswith(b"\x1c\r"):
+            chunk = instrument.recv(65536)
+            if not chunk:
+                return False
+            answer += chunk
+    return msa(answer.strip(b"\x0b\x1c\r"))[1] == "AA"
+
+
+def api_works(gateway: GatewayProcess) -> bool:
+    return httpx.get(f"https://127.0.0.1:{gateway.api_port}/api/v1/health", verify=False, timeout=10).status_code == 200
+
+
+@contextmanager
+def many_descriptors(count: int) -> Iterator[None]:
+    """Let this process (and the gateway it starts) open `count` descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < count:
+        pytest.skip(f"the hard limit of open files here is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def stream_zeros(sock: socket.socket, most: int) -> int:
+    """Send zeros until the gateway stops taking them (or `most` bytes); how many were sent."""
+    sent, chunk = 0, bytes(65536)
+    sock.settimeout(5)
+    try:
+        while sent < most:
+            sock.sendall(chunk)
+            sent += len(chunk)
+    except (ConnectionError, TimeoutError):
+        pass
+    return sent
+
+
+@pytest.mark.parametrize("when", ["before the association", "after the association"])
+def test_a_pdu_announcing_4_gb_is_aborted_at_its_header(make_gateway: Any, when: str) -> None:
+    gateway = make_gateway()
+    assert gateway.proc is not None
+    before = rss_mb(gateway.proc.pid)
+    with connect(gateway.port, "127.0.0.2") as attacker:
+        if when == "after the association":
+            attacker.sendall(associate_rq())
+            assert attacker.recv(1) == b"\x02"  # A-ASSOCIATE-AC
+            attacker.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                while attacker.recv(65536):  # the rest of the A-ASSOCIATE-AC
+                    pass
+        attacker.sendall(struct.pack(">BBI", 4 if when == "after the association" else 1, 0, 2**32 - 1))
+        sent = stream_zeros(attacker, 512 * 2**20)
+        assert sent < 64 * 2**20, f"the gateway took {sent} bytes of a PDU it should have refused"
+        assert closed_by_gateway(attacker, 5)
+    gateway.wait_for_log("dicom PDU refused: longer than allowed")
+    assert rss_mb(gateway.proc.pid) - before < 30
+    assert echo_works(gateway)
+
+
+def test_a_trickled_association_request_is_cut_at_the_artim_deadline(make_gateway: Any) -> None:
+    gateway = make_gateway(dicom={"acse_timeout_s": 2, "max_associations": 10, "max_associations_per_peer": 5})
+    request = associate_rq()
+    attackers = [connect(gateway.port, "127.0.0.2") for _ in range(11)]
+    started = time.monotonic()
+    try:
+        for position in range(6):  # one byte every 0.3 s: each byte would reset an idle timeout
+            for attacker in attackers:
+                try:
+                    attacker.send(request[position:position + 1])
+                except OSError:
+                    pass
+            time.sleep(0.3)
+        assert echo_works(gateway), "the legitimate modality was locked out"
+        cut = [closed_by_gateway(a, max(0.1, started + 4 - time.monotonic())) for a in attackers]
+        assert all(cut), f"still open after 4 s: {cut.count(False)} of 11"
+    finally:
+        for attacker in attackers:
+            attacker.close()
+    gateway.wait_for_log("dicom connection refused: over the peer's share of connections")
+    gateway.wait_for_log("dicom connection cut: a PDU did not arrive in time")
+
+
+def test_a_trickled_pdu_after_the_association_is_cut(make_gateway: Any) -> None:
+    gateway = make_gateway(dicom={"network_timeout_s": 2})
+    with connect(gateway.port, "127.0.0.2") as attacker:
+        attacker.sendall(associate_rq())
+        assert attacker.recv(1) == b"\x02"
+        started = time.monotonic()
+        cut = False
+        for byte in struct.pack(">BBI", 4, 0, 100) + bytes(50):  # bounded: 56 bytes at most
+            try:
+                attacker.send(bytes([byte]))
+            except OSError:
+                cut = True
+                break
+            if closed_by_gateway(attacker, 0.3):
+                cut = True
+                break
+        assert cut and time.monotonic() - started < 5
+    assert echo_works(gateway)
+
+
+def test_hl7_shares_and_the_frame_deadline(make_gateway: Any) -> None:
+    gateway = make_gateway(hl7={"max_connections_per_peer": 3, "frame_timeout_s": 2})
+    attackers = [connect(gateway.hl7_port, "127.0.0.2") for _ in range(8)]
+    try:
+        refused = [closed_by_gateway(a, 0.5) for a in attackers]
+        assert refused.count(True) == 5, refused  # over the share: closed at once
+        held = [a for a, r in zip(attackers, refused, strict=True) if not r]
+        assert hl7_works(gateway, "FAIR-1"), "the instrument was locked out"
+        started = time.monotonic()
+        for byte in b"\x0b" + HEMATOLOGY[:20]:  # trickled inside a frame: each byte resets no clock
+            for attacker in held:
+                try:
+                    attacker.send(bytes([byte]))
+                except OSError:
+                    pass
+            if all(closed_by_gateway(a, 0.01) for a in held):
+                break
+            time.sleep(0.25)
+        assert all(closed_by_gateway(a, max(0.1, started + 4 - time.monotonic())) for a in held)
+    finally:
+        for attacker in attackers:
+            attacker.close()
+    gateway.wait_for_log("hl7 frame not finished in time")
+    gateway.wait_for_log("hl7 connection refused: over the peer's share of connections")
+    assert [row["control_id"] for row in gateway.hl7_messages()] == ["FAIR-1"]
+
+
+def test_api_shares_refusals_before_tls_and_the_head_deadline(make_gateway: Any) -> None:
+    gateway = make_gateway(api={"allow": ["127.0.0.3"], "max_connections_per_peer": 4, "head_timeout_s": 2})
+    with connect(gateway.api_port, "127.0.0.2") as stranger:
+        assert closed_by_gateway(stranger, 2)  # not allowed: closed before a byte of TLS
+    crowd = [connect(gateway.api_port, "127.0.0.3") for _ in range(10)]
+    try:
+        assert [closed_by_gateway(c, 0.5) for c in crowd].count(True) == 6  # over the share
+        assert api_works(gateway)
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with context.wrap_socket(connect(gateway.api_port)) as slow:
+            slow.sendall(b"GET /api/v1/health HTTP/1.1\r\n")
+            started = time.monotonic()
+            cut = False
+            for _ in range(20):  # a header byte every 0.3 s
+                try:
+                    slow.sendall(b"X")
+                except OSError:
+                    cut = True
+                    break
+                if closed_by_gateway(slow, 0.3):
+                    cut = True
+                    break
+            assert cut and time.monotonic() - started < 4
+    finally:
+        for connection in crowd:
+            connection.close()
+    gateway.wait_for_log("api connection refused: address not allowed")
+    gateway.wait_for_log("api connection cut: no request within the head timeout")
+
+
+def test_floods_leave_descriptors_and_logs_bounded(make_gateway: Any) -> None:
+    """1,500 connections from 30 addresses at every port; a second gateway with room for 1,100
+    HL7 connections shows DICOM still served past descriptor 1,024 (no select())."""
+    with many_descriptors(4096):
+        gateway = make_gateway()
+        assert gateway.proc is not None
+        flood: list[socket.socket] = []
+        try:
+            for number in range(1500):
+                port = (gateway.port, gateway.hl7_port, gateway.api_port)[number % 3]
+                try:
+                    flood.append(connect(port, f"127.0.0.{2 + number % 30}"))
+                except OSError:
+                    pass  # refused at the backlog: also fine
+            assert descriptors(gateway.proc.pid) < 400, "one port used up the gateway's descriptors"
+            assert echo_works(gateway) and hl7_works(gateway, "FLOOD-1") and api_works(gateway)
+        finally:
+            for sock in flood:
+                sock.close()
+        refusals = [line for line in gateway.log_lines if "connection refused" in line]
+        assert 0 < len(refusals) <= 6, "refusals are said once a minute per port and reason"
+
+        roomy = make_gateway(hl7={"max_connections": 1200, "max_connections_per_peer": 1200})
+        assert roomy.proc is not None
+        held = [connect(roomy.hl7_port) for _ in range(1100)]
+        try:
+            assert until(lambda: descriptors(roomy.proc.pid) > 1100, 20), "the gateway did not take them all"
+            assert echo_works(roomy), "a DICOM association above descriptor 1,024 was refused"
+        finally:
+            for sock in held:
+                sock.close()

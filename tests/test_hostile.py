@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import GatewayProcess, dcmtk
+from tests.dicomdata import copies_of_ct_small
 from tests.test_hl7_receiver import HEMATOLOGY, frame, msa, with_control_id
 
 VERIFICATION = b"1.2.840.10008.1.1"
@@ -281,3 +282,59 @@ def test_floods_leave_descriptors_and_logs_bounded(make_gateway: Any) -> None:
         finally:
             for sock in held:
                 sock.close()
+
+
+def _send_raw(gateway: GatewayProcess, path: Path) -> Any:
+    """C-STORE of the file's bytes as they are (pynetdicom's chunked send: no re-encoding)."""
+    from pynetdicom import AE, _config
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    validators = _config.VALIDATORS
+    _config.VALIDATORS = validators | {"UI": lambda value: (True, "")}  # an attacker checks nothing
+    try:
+        ae = AE(ae_title="HOSTILE")
+        ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
+        association = ae.associate("127.0.0.1", gateway.port, ae_title="VM_GATEWAY")
+        assert association.is_established
+        try:
+            return association.send_c_store(path)
+        finally:
+            association.release()
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = False
+        _config.VALIDATORS = validators
+
+
+@pytest.mark.parametrize("uid", ["../../../../etc/passwd", "1." + "2" * 200, "1.2/3", "1.2\x003", "1..2"])
+def test_an_instance_whose_uid_is_no_uid_is_refused_and_says_why(make_gateway: Any, tmp_path: Path, uid: str) -> None:
+    import pydicom
+
+    gateway = make_gateway()
+    [path] = copies_of_ct_small(tmp_path, 1)
+    dataset = pydicom.dcmread(path)
+    dataset.SOPInstanceUID = uid
+    dataset.file_meta.MediaStorageSOPInstanceUID = uid
+    dataset.save_as(path, enforce_file_format=True)
+    answer = _send_raw(gateway, path)
+    assert answer.Status == 0xC000
+    assert "SOP Instance UID is not a valid UID" in answer.ErrorComment
+    assert gateway.instances() == []
+
+
+def test_a_repeated_sop_instance_uid_is_refused_not_silently_replaced(make_gateway: Any, tmp_path: Path) -> None:
+    gateway = make_gateway()
+    [path] = copies_of_ct_small(tmp_path, 1)  # explicit VR little endian
+    with path.open("ab") as file:  # a second (0008,0018), out of order, after the pixel data
+        file.write(struct.pack("<HH2sH", 0x0008, 0x0018, b"UI", 8) + b"1.2.3.4\x00")
+    answer = _send_raw(gateway, path)
+    assert answer.Status == 0xC000
+    assert "(0008,0018) appears more than once" in answer.ErrorComment
+    assert gateway.instances() == []
+
+
+def test_a_uid_kept_before_uids_were_checked_never_reaches_a_header() -> None:
+    from vmgateway.api.feed import _file_name
+
+    assert _file_name({"id": 7, "dicom": {"sop_instance_uid": "../../../../etc/passwd"}}) == "item-7.dcm"
+    assert _file_name({"id": 8, "dicom": {"sop_instance_uid": "1.2.840.5"}}) == "1.2.840.5.dcm"

@@ -62,8 +62,7 @@ async def content(item_id: ItemId, who: Caller, view: Gateway) -> FileResponse |
         if path is None:
             raise HTTPException(410, f"item {item_id} was delivered and its file removed"
                                      " (storage.keep_delivered_days)")
-        return FileResponse(path, media_type="application/dicom",
-                            filename=f"{record['dicom']['sop_instance_uid']}.dcm")
+        return FileResponse(path, media_type="application/dicom", filename=_file_name(record))
     if record["kind"] == "astm":
         media_type = ASTM_MEDIA_TYPE
     else:
@@ -90,3 +89,10 @@ async def acknowledge(request: AckRequest, who: Caller, view: Gateway) -> dict[s
     if changed:
         await view.audit(who, f"acknowledged {len(changed)} item(s)")
     return {"delivered": changed}
+
+
+def _file_name(record: dict[str, Any]) -> str:
+    """The instance's file name for Content-Disposition: its SOP Instance UID when that is one
+    (digits and dots; instances kept before UIDs were checked may hold anything), else the item's id."""
+    uid = str(record["dicom"]["sop_instance_uid"])
+    return f"{uid}.dcm" if uid.replace(".", "").isdigit() and len(uid) <= 64 else f"item-{record['id']}.dcm"

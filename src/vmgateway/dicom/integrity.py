@@ -39,6 +39,11 @@ class Truncated(Exception):
     """The file ends before its own structure says it does, or is no Part 10 file."""
 
 
+class RepeatedElement(Exception):
+    """A top-level element appears twice: which value is meant cannot be known (PS3.5 7.1 allows
+    each tag once), so the dataset is refused rather than one value silently chosen."""
+
+
 @dataclass
 class Scan:
     transfer_syntax: UID
@@ -56,6 +61,8 @@ class _Walker:
         self.prefix = "<" if little else ">"
         self.wanted = wanted
         self.found: dict[int, RawDataElement] = {}
+        self.seen: set[int] = set()
+        """Top-level tags met so far."""
 
     def take(self, count: int) -> int:
         """Claim `count` bytes at the current position; return where they start."""
@@ -98,12 +105,21 @@ class _Walker:
                 raise Truncated(f"misplaced delimiter {tag:08X} at byte {self.pos - 4}")
             vr, length = self.header()
             if length == _UNDEFINED:
+                if top_level:
+                    self._first_time(tag)
                 self.items(implicit_inside=vr == "UN")
                 continue
+            if top_level:
+                self._first_time(tag)
             start = self.take(length)
             if top_level and tag in self.wanted:
                 value = bytes(self.buffer[start : start + length])
                 self.found[tag] = RawDataElement(Tag(tag), vr, length, value, start, not self.explicit, self.little)
+
+    def _first_time(self, tag: int) -> None:
+        if tag in self.seen:
+            raise RepeatedElement(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) appears more than once")
+        self.seen.add(tag)
 
     def items(self, implicit_inside: bool) -> None:
         """Items of an undefined-length sequence or of encapsulated pixel data."""

@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 
 
+def _any_uid(value: object) -> tuple[bool, str]:
+    return True, ""
+
+
 class GatewayAE(AE):
     """An AE whose association limit counts established associations only, and that can refuse
     every new association while it drains.
@@ -88,6 +92,10 @@ class DicomReceiver:
         # pynetdicom aborts the whole association on an unexpected SOP Class UID.
         _config.UNRESTRICTED_STORAGE_SERVICE = True
         _config.LOG_HANDLER_LEVEL = "none"  # per-message logging costs; we log ourselves
+        # pynetdicom aborts the association when a C-STORE's own UIDs break the rules (a
+        # 200-character SOP Instance UID): let it through to the handler, which refuses the
+        # instance with 0xC000 and the reason (vmgateway.dicom.metadata checks every UID kept).
+        _config.VALIDATORS["UI"] = _any_uid
         tempfile.tempdir = str(self.store.incoming_dir)
 
         ae, cfg = self.ae, self.config

@@ -308,7 +308,7 @@ def _send_raw(gateway: GatewayProcess, path: Path) -> Any:
 
 @pytest.mark.parametrize("uid", ["../../../../etc/passwd", "1." + "2" * 200, "1.2/3", "1.2\x003", "1..2"])
 def test_an_instance_whose_uid_is_no_uid_is_refused_and_says_why(make_gateway: Any, tmp_path: Path, uid: str) -> None:
-    import pydicom
+    import pydicom.uid
 
     gateway = make_gateway()
     [path] = copies_of_ct_small(tmp_path, 1)

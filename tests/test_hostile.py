@@ -313,8 +313,8 @@ def test_an_instance_whose_uid_is_no_uid_is_refused_and_says_why(make_gateway: A
     gateway = make_gateway()
     [path] = copies_of_ct_small(tmp_path, 1)
     dataset = pydicom.dcmread(path)
-    dataset.SOPInstanceUID = uid
-    dataset.file_meta.MediaStorageSOPInstanceUID = uid
+    dataset.SOPInstanceUID = pydicom.uid.UID(uid)
+    dataset.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.UID(uid)
     dataset.save_as(path, enforce_file_format=True)
     answer = _send_raw(gateway, path)
     assert answer.Status == 0xC000

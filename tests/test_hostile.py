@@ -8,9 +8,11 @@ serves port 4006: the attacks are raw bytes, the legitimate senders are dcmtk an
 from __future__ import annotations
 
 import resource
+import shutil
 import socket
 import ssl
 import struct
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pydicom
 import pytest
 
 from tests.conftest import GatewayProcess, dcmtk
-from tests.dicomdata import copies_of_ct_small
+from tests.dicomdata import copies_of_ct_small, secondary_capture
 from tests.test_hl7_receiver import HEMATOLOGY, frame, msa, with_control_id
 
 VERIFICATION = b"1.2.840.10008.1.1"
@@ -308,8 +311,6 @@ def _send_raw(gateway: GatewayProcess, path: Path) -> Any:
 
 @pytest.mark.parametrize("uid", ["../../../../etc/passwd", "1." + "2" * 200, "1.2/3", "1.2\x003", "1..2"])
 def test_an_instance_whose_uid_is_no_uid_is_refused_and_says_why(make_gateway: Any, tmp_path: Path, uid: str) -> None:
-    import pydicom.uid
-
     gateway = make_gateway()
     [path] = copies_of_ct_small(tmp_path, 1)
     dataset = pydicom.dcmread(path)
@@ -338,3 +339,48 @@ def test_a_uid_kept_before_uids_were_checked_never_reaches_a_header() -> None:
 
     assert _file_name({"id": 7, "dicom": {"sop_instance_uid": "../../../../etc/passwd"}}) == "item-7.dcm"
     assert _file_name({"id": 8, "dicom": {"sop_instance_uid": "1.2.840.5"}}) == "1.2.840.5.dcm"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MB file system (tmpfs), for a disk that fills up under the gateway."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(folder)], check=False,
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def test_a_disk_filled_by_someone_else_answers_a700_and_the_association_goes_on(
+        make_gateway: Any, small_disk: Path, tmp_path: Path) -> None:
+    """The watermark check passes (1 MB), then the write itself meets ENOSPC: 0xA700, not an abort."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import SecondaryCaptureImageStorage, Verification  # type: ignore[attr-defined]
+
+    gateway = make_gateway(storage={"data_dir": str(small_disk / "var"), "min_free_mb": 1})
+    big = secondary_capture(tmp_path / "big.dcm", frames=32, rows=512, columns=512)  # 8 MiB
+    small = copies_of_ct_small(tmp_path / "small", 1)[0]
+    filler = small_disk / "someone-else"
+    filler.write_bytes(bytes(int(shutil.disk_usage(small_disk).free - 4 * 2**20)))  # 4 MB left
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(SecondaryCaptureImageStorage)
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2")  # CT Image Storage
+    ae.add_requested_context(Verification)
+    association = ae.associate("127.0.0.1", gateway.port, ae_title="VM_GATEWAY")
+    assert association.is_established
+    try:
+        refused = association.send_c_store(pydicom.dcmread(big))
+        assert refused.Status == 0xA700 and "disk" in refused.ErrorComment
+        assert association.is_established and association.send_c_echo().Status == 0
+        filler.unlink()  # room again: the same association stores
+        assert association.send_c_store(pydicom.dcmread(small)).Status == 0
+    finally:
+        association.release()
+    assert gateway.incoming_files() == []
+    assert [row["sop_instance_uid"] for row in gateway.instances()] == [pydicom.dcmread(small).SOPInstanceUID]
+    assert "No space left on device" in gateway.wait_for_log("refused: disk below watermark")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pynetdicom import evt
 
+from vmgateway.dicom import receiving
 from vmgateway.dicom.metadata import read_instance
 from vmgateway.dicom.statuses import SUCCESS
 from vmgateway.model import Kept, Sender
@@ -35,6 +36,9 @@ def keep_instance(store: Store, path: Path | str, sender: Sender) -> int:
     Raises what stops that (UnreadableInstance, SpoolFull, JournalError, …): the handler's
     seam (vmgateway.dicom.statuses) turns it into the status the sender is told.
     """
+    refused = receiving.refusal(path)
+    if refused is not None:
+        raise refused
     instance = read_instance(Path(path))
     receipt = store.put_dicom(Path(path), instance, sender)
     if receipt.kept is not Kept.STORED:

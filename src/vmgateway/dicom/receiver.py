@@ -11,7 +11,6 @@ memory; that file is created in the store's `incoming/` folder so that keeping i
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 import time
 from typing import Any
@@ -29,6 +28,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from vmgateway.admission import Admission
 from vmgateway.config import DicomConfig
 from vmgateway.counters import DICOM_STORE_RESPONSES
+from vmgateway.dicom import receiving
 from vmgateway.dicom.guard import GuardedServer
 from vmgateway.dicom.keeping import keep_instance, no_delay
 from vmgateway.dicom.mpps import ProcedureStepProvider
@@ -84,9 +84,9 @@ class DicomReceiver:
 
     def start(self) -> None:
         """Listen; raise OSError when the port cannot be bound."""
-        # pynetdicom's chunked receive writes to tempfile's default folder: make that the
-        # spool's incoming folder, on the same file system, so keeping a file is a rename.
+        # pynetdicom streams each dataset to a file, in the spool's incoming folder (receiving.py).
         _config.STORE_RECV_CHUNKED_DATASET = True
+        receiving.install(self.store)
         # Accept every storage SOP class, private ones (common on ultrasound) included, in the
         # transfer syntax the sender prefers, and send any C-STORE to our handler; otherwise
         # pynetdicom aborts the whole association on an unexpected SOP Class UID.
@@ -96,7 +96,6 @@ class DicomReceiver:
         # 200-character SOP Instance UID): let it through to the handler, which refuses the
         # instance with 0xC000 and the reason (vmgateway.dicom.metadata checks every UID kept).
         _config.VALIDATORS["UI"] = _any_uid
-        tempfile.tempdir = str(self.store.incoming_dir)
 
         ae, cfg = self.ae, self.config
         ae.maximum_associations = cfg.max_associations

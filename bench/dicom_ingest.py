@@ -53,12 +53,15 @@ class Receiver:
     """How many instances the receiver holds after a run (a run that lost some is void)."""
 
 
-def _vmgateway(max_pdu: int) -> Callable[[Path], subprocess.Popen[bytes]]:
+def _vmgateway(max_pdu: int | None) -> Callable[[Path], subprocess.Popen[bytes]]:
+    """The gateway with its defaults but for `max_pdu` (None: its default, 1 MiB)."""
+
     def start(workdir: Path) -> subprocess.Popen[bytes]:
         config = workdir / "gateway.toml"
         config.write_text(
             f'[storage]\ndata_dir = "{workdir / "var"}"\nmin_free_mb = 64\n'
-            f'[dicom]\nbind = "127.0.0.1"\nport = {PORT}\nrequire_called_ae = false\nmax_pdu = {max_pdu}\n'
+            f'[dicom]\nbind = "127.0.0.1"\nport = {PORT}\nrequire_called_ae = false\n'
+            + (f"max_pdu = {max_pdu}\n" if max_pdu is not None else "")
         )
         return subprocess.Popen(
             [sys.executable, "-m", "vmgateway", "run", "--config", str(config)],
@@ -114,7 +117,7 @@ def _files_in_out(workdir: Path) -> int:
 
 
 RECEIVERS = [
-    Receiver("vmgateway", _vmgateway(0), _vmgateway_stored),
+    Receiver("vmgateway", _vmgateway(None), _vmgateway_stored),
     Receiver("vmgateway, max_pdu = 16382", _vmgateway(16382), _vmgateway_stored),
     Receiver("pynetdicom alone (reference)", _bare_pynetdicom, _files_in_out),
     Receiver("dcmtk storescp", _storescp, _files_in_out),

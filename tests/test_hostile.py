@@ -384,3 +384,39 @@ def test_a_disk_filled_by_someone_else_answers_a700_and_the_association_goes_on(
     assert gateway.incoming_files() == []
     assert [row["sop_instance_uid"] for row in gateway.instances()] == [pydicom.dcmread(small).SOPInstanceUID]
     assert "No space left on device" in gateway.wait_for_log("refused: disk below watermark")
+
+
+def test_astm_shares_and_a_trickled_frame(make_gateway: Any) -> None:
+    from tests.astm_instrument import ACK, ENQ, Instrument, result_message
+    from tests.test_astm import astm_gateway, kept
+
+    gateway, port = astm_gateway(make_gateway, frame_timeout_s=2, idle_timeout_s=3, max_connections_per_peer=2)
+    attackers = [connect(port, "127.0.0.2") for _ in range(5)]
+    try:
+        refused = [closed_by_gateway(a, 0.5) for a in attackers]
+        assert refused.count(True) == 3, refused
+        held = [a for a, r in zip(attackers, refused, strict=True) if not r]
+        for attacker in held:
+            attacker.sendall(ENQ)
+            assert attacker.recv(1) == ACK
+        started = time.monotonic()
+        for byte in b"\x021H|\\^&|||VetScan|||||||P|1\r" * 2:  # a byte every 0.3 s: never a frame
+            for attacker in held:
+                try:
+                    attacker.send(bytes([byte]))
+                except OSError:
+                    pass
+            if all(closed_by_gateway(a, 0.01) for a in held):
+                break
+            time.sleep(0.3)
+        assert all(closed_by_gateway(a, max(0.1, started + 8 - time.monotonic())) for a in held)
+        instrument = Instrument("127.0.0.1", port).connect()
+        try:
+            assert instrument.send_message(result_message("FAIR", "VM-1"))
+        finally:
+            instrument.close()
+    finally:
+        for attacker in attackers:
+            attacker.close()
+    gateway.wait_for_log("astm sender silent mid-transfer")
+    assert [row["sample_ids"] for row in kept(gateway)] == ["FAIR"]

@@ -73,11 +73,18 @@ class Orthanc:
 
     def upload(self, path: Path, check: bool = True) -> bool:
         """Store one file through the REST API; whether Orthanc took it (`check`: raise if not)."""
+        return self.upload_all([path], check)
+
+    def upload_all(self, paths: list[Path], check: bool = True) -> bool:
+        """Store files through the REST API on one connection; whether Orthanc took them all."""
+        taken = True
         with self.rest() as rest:
-            answer = rest.post("/instances", content=path.read_bytes())
-        if check:
-            answer.raise_for_status()
-        return answer.is_success
+            for path in paths:
+                answer = rest.post("/instances", content=path.read_bytes())
+                if check:
+                    answer.raise_for_status()
+                taken &= answer.is_success
+        return taken
 
     def instance_count(self) -> int:
         with self.rest() as rest:

@@ -74,14 +74,19 @@ def test_tokens_are_needed_checked_and_revocable(gateway: GatewayProcess) -> Non
         assert revoked.get("/api/v1/status").status_code == 401
 
 
-def test_failed_attempts_are_rate_limited(make_gateway: Any) -> None:
+def test_wrong_tokens_are_rate_limited_valid_ones_and_no_token_are_not(make_gateway: Any) -> None:
     gateway = make_gateway(api={"failed_auth_limit": 3})
     token = new_token(gateway, "vetmanager")
+    with client(gateway) as probe:  # no token: a browser, a monitoring probe — not a guess
+        assert {probe.get("/api/v1/status").status_code for _ in range(20)} == {401}
     with client(gateway, "guess") as guesser:
         assert [guesser.get("/api/v1/status").status_code for _ in range(3)] == [401, 401, 401]
         assert guesser.get("/api/v1/status").status_code == 429
-    with client(gateway, token) as same_address:  # the address is blocked, even with a good token
-        assert same_address.get("/api/v1/status").status_code == 429
+    with client(gateway, token) as same_address:  # the address is limited, but a valid token is never refused
+        assert same_address.get("/api/v1/status").status_code == 200
+    line = json.loads(gateway.wait_for_log("api sign-in failed: unknown token"))
+    assert (line["address"], line["path"]) == ("127.0.0.1", "/api/v1/status")
+    assert "guess" not in "\n".join(gateway.log_lines)  # never the token
 
 
 def test_addresses_outside_the_allowlist_are_closed_before_tls(gateway: GatewayProcess) -> None:
@@ -144,6 +149,9 @@ def test_pull_feed_end_to_end(gateway: GatewayProcess, tmp_path: Path) -> None:
     with client(gateway, token) as api:
         refused = api.get("/api/v1/feed")
         assert refused.status_code == 409 and "activate" in refused.json()["detail"]
+        overall = api.get("/api/v1/status").json()["overall"]  # waiting is normal before the first activation
+        assert overall["state"] in ("commissioning", "attention") and "2 item(s) wait for it" in overall["to_do"][0]
+        assert [r["code"] for r in overall["reasons"] if r["code"] != "clock"] == []  # this machine's NTP is its own
         assert api.post("/api/v1/transfers/activate").json() == {"active": True}
         items = api.get("/api/v1/feed").json()["items"]
         assert [item["kind"] for item in items] == ["dicom", "hl7"]
@@ -173,6 +181,22 @@ def test_pull_feed_end_to_end(gateway: GatewayProcess, tmp_path: Path) -> None:
         assert 'vmgateway_dicom_store_responses_total{status="0x0000"} 1.0' in metrics
         assert 'vmgateway_hl7_acks_total{code="CA"} 1.0' in metrics
         assert "process_resident_memory_bytes" in metrics
+        assert f'vmgateway_build_info{{version="{api.get("/api/v1/status").json()["version"]}"}} 1.0' in metrics
+        assert "vmgateway_transfers_active 1.0" in metrics and "vmgateway_oldest_waiting_seconds 0.0" in metrics
+        assert 'vmgateway_dead_items{kind="dicom"} 0.0' in metrics
+        assert 'vmgateway_component_up{component="api"} 1.0' in metrics
+        assert "_created" not in metrics
+        overall = api.get("/api/v1/status").json()["overall"]
+        assert [r["code"] for r in overall["reasons"] if r["code"] != "clock"] == [] and overall["to_do"] == []
+        assert f'vmgateway_overall_state{{state="{overall["state"]}"}} 1.0' in metrics
+
+        assert api.post("/api/v1/transfers/deactivate").json() == {"active": False}
+        copy = copies_of_ct_small(tmp_path / "more", 1)
+        assert dcmtk("storescu", "-aec", "VM_GATEWAY", "127.0.0.1", str(gateway.port), *copy).returncode == 0
+        overall = api.get("/api/v1/status").json()["overall"]  # commissioned: now waiting is a problem
+        assert overall["state"] == "attention" and overall["reasons"][0]["code"] == "transfers_off"
+        assert "transfers are off while 1 item(s) wait" in overall["reasons"][0]["text"]
+        assert 'vmgateway_attention_reasons{reason="transfers_off"} 1.0' in api.get("/api/v1/metrics").text
 
 
 def test_status_names_each_components_last_problem(gateway: GatewayProcess) -> None:
@@ -270,14 +294,18 @@ def test_site_form_contact_and_pacs_can_change_addresses_cannot(make_gateway: An
         assert api.get("/api/v1/site").json()["site"]["external_ip"] == "198.51.100.7"
 
 
-def test_hl7_round_trip_to_the_own_listener(gateway: GatewayProcess) -> None:
+def test_hl7_round_trip_to_the_own_listener(make_gateway: Any) -> None:
+    gateway = make_gateway(site={"name": "Djurkliniken Årsta"})
     token = new_token(gateway, "vetmanager")
     with client(gateway, token) as api:
         result = api.post("/api/v1/tests/hl7").json()
         assert result["ok"] is True and result["message"] == "ACK AA"
-        assert any(d["protocol"] == "hl7" and d["name"].startswith("VMGATEWAY-TEST") for d in api.get("/api/v1/devices").json())
+        [device] = api.get("/api/v1/devices").json()
+        assert (device["protocol"], device["name"]) == ("hl7", "VMGATEWAY-TEST^Djurkliniken Årsta")
+        assert device["gateway_test"] is True  # shown as the gateway testing itself, not as a clinic device
     [stored] = gateway.hl7_messages()
     assert (stored["control_id"], stored["processing_id"]) == (result["control_id"], "T")
+    assert stored["sending_facility"] == "Djurkliniken Årsta"  # UTF-8, and MSH-18 says so
 
 
 def test_concurrent_clients_all_get_answers(gateway: GatewayProcess, tmp_path: Path) -> None:

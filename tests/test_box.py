@@ -295,6 +295,18 @@ def test_kill_9_and_a_hung_gateway_are_restarted_by_systemd_and_nothing_is_lost(
     assert "Watchdog timeout" in log, log[-3000:]
     assert "succeeded" in box.run("vmgateway", "echo", "127.0.0.1", "4006", "--called-aet", "VM_GATEWAY").stdout
 
+    # Each line carries its priority to journald: `journalctl -p warning` lists the warnings only.
+    box.run("vmgateway", "echo", "127.0.0.1", "4006", "--called-aet", "NOT_THE_GATEWAY")  # rejected: a warning
+
+    def warnings() -> str:
+        return box.run("journalctl", "-u", "vmgateway", "-p", "warning", "-o", "cat", "--no-pager", check=True).stdout
+
+    box.wait_until("the rejection is in the journal", lambda: "association rejected" in warnings())
+    listed = warnings()
+    rejected = [line for line in listed.splitlines() if "association rejected" in line]
+    assert rejected[-1].startswith('{"ts"'), listed[-2000:]  # the <4> prefix taken off by journald
+    assert '"gateway running"' not in listed  # info
+
 
 def test_the_ups_as_host_render_configures_it_is_read_by_the_gateway(box: Box) -> None:
     box.run("vmgateway", "host", "render", "--out", "/root/rendered", check=True)

@@ -223,7 +223,7 @@ def test_a_taken_port_stops_the_start_with_a_clear_message(gateway: GatewayProce
 
 def test_partial_file_of_an_aborted_association_is_removed(make_gateway: Any, tmp_path: Path) -> None:
     gateway = make_gateway(dicom={"network_timeout_s": 1})
-    big = secondary_capture(tmp_path / "loop.dcm", frames=512, rows=1024, columns=1024)  # 512 MiB
+    big = secondary_capture(tmp_path / "loop.dcm", frames=128, rows=1024, columns=1024)  # 128 MiB
     sender = subprocess.Popen(["storescu", "-aec", "VM_GATEWAY", "127.0.0.1", str(gateway.port), str(big)],
                               env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -100,7 +100,7 @@ def test_a_healthy_box_is_all_ok_and_each_fault_is_found_and_explained(network: 
             assert status == 0, findings
             assert set(levels(findings).values()) == {"OK"}
             assert set(findings) == {"config", "site", "dicom", "hl7", "astm lab", "api", "disk", "ups", "pacs",
-                                     "upstream (hl7)", "certificate", "firewall"}
+                                     "upstream (hl7)", "transfers", "certificate", "firewall"}
             assert "answers C-ECHO as VM_GATEWAY" in findings["dicom"]["summary"]
             assert "C-ECHO to CLINIC_PACS@127.0.0.1" in findings["pacs"]["summary"]
             assert "online (OL)" in findings["ups"]["summary"]
@@ -163,3 +163,28 @@ def test_a_broken_configuration_is_named_and_nothing_else_is_tried(tmp_path: Pat
     unknown = subprocess.run([sys.executable, "-m", "vmgateway", "doctor", "--config", str(config), "--skip", "dns"],
                              capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "no check named dns" in unknown.stderr
+
+
+def test_items_that_will_not_reach_vetmanager_and_a_wrong_url_are_named(make_gateway: Any) -> None:
+    from tests.test_push import dead_count
+    from tests.test_push_hl7 import pushing_hl7, send
+
+    only = ("site", "listeners", "disk", "clock", "ups", "pacs", "certificates", "firewall", "release")
+    waiting = make_gateway(storage={"min_free_mb": 1})  # pull mode, transfers not yet activated
+    send(waiting, "WAITS-1")
+    status, findings = doctor(waiting.config, *only)
+    assert (status, levels(findings)["transfers"]) == (1, "WARN"), findings
+    assert "transfers are off; 1 item(s) waiting, the oldest for" in findings["transfers"]["summary"]
+    assert "nothing is lost" in findings["transfers"]["advice"]
+
+    with Upstream(default=Step(400)) as upstream:  # refuses every message: it dies at its first attempt
+        pushing, _ = pushing_hl7(make_gateway, upstream.url, allow_plain_http=True, max_attempts=1)
+        send(pushing, "DIES-1")
+        pushing.wait_until(lambda lines: dead_count(lines) == 1, "the message is dead")
+        upstream.default = Step(404)  # and the URL turns out wrong
+        status, findings = doctor(pushing.config, *only)
+    assert status == 2 and levels(findings) == {"config": "OK", "upstream (hl7)": "FAIL", "transfers": "FAIL"}
+    assert "1 item(s) dead" in findings["transfers"]["summary"]
+    assert "POST /api/v1/transfers/retry" in findings["transfers"]["advice"]
+    assert "does not exist there (HTTP 404)" in findings["upstream (hl7)"]["summary"]
+    assert "transfers.hl7_url" in findings["upstream (hl7)"]["advice"]

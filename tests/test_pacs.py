@@ -316,3 +316,13 @@ def test_the_poll_timer_fetches_new_studies_and_backs_off_while_the_pacs_is_down
         assert api.post("/api/v1/pacs/poll", timeout=60).json()["ok"]
         assert api.get("/api/v1/status").json()["components"]["pacs"]["failures_in_a_row"] == 0
     assert {pydicom.dcmread(p).SOPInstanceUID for p in later} <= held(gateway).keys()
+
+
+def test_modalities_in_study_read_as_dicom_writes_them() -> None:
+    from pydicom.multival import MultiValue
+
+    from vmgateway.pacs.query import _modalities
+
+    assert _modalities("CT") == "CT"  # one value: a plain string, not C\T
+    assert _modalities(MultiValue(str, ["CT", "SR"])) == "CT\\SR"
+    assert _modalities("") == _modalities(None) == ""

@@ -9,6 +9,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import GatewayProcess, dcmtk
 from tests.test_api import new_token
+from vmgateway.clock import clock_synchronised
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
@@ -31,11 +32,18 @@ def test_sign_in_see_devices_activate_transfers(gateway: GatewayProcess) -> None
             expect(page.locator("body")).to_contain_text("That token is not valid")
             page.fill("input[name=token]", token)
             page.click("button[type=submit]")
-            expect(page.locator("#overall")).to_contain_text("All well")
+            # Before the first activation: commissioning, unless this machine's clock is not NTP-synchronised
+            # (then that is named — a fact about the machine the test cannot change).
+            clock_ok = clock_synchronised() is not False
+            expect(page.locator("#overall")).to_contain_text("Commissioning" if clock_ok else "Needs attention")
+            expect(page.locator("#reasons")).to_contain_text("Vetmanager activates transfers")
+            if not clock_ok:
+                expect(page.locator("#reasons")).to_contain_text("the clock is not synchronised")
             expect(page.locator("#devices")).to_contain_text("XRAY_ROOM1")
             expect(page.locator("#transfers")).to_contain_text("off")
             page.click("text=Activate transfers")
             expect(page.locator("#transfers")).to_contain_text("on")
+            expect(page.locator("#overall")).to_contain_text("All well" if clock_ok else "Needs attention")
             page.fill("input[name=host]", "127.0.0.1")
             page.fill("input[name=port]", str(gateway.port))
             page.fill("input[name=called_ae]", "VM_GATEWAY")

@@ -31,7 +31,8 @@ from vmgateway.store.schema import SCHEMA_VERSION
 from vmgateway.upgrade.install import InstallError, wheel_version
 from vmgateway.upgrade.state import UpgradeState
 
-OTHER_CHECKS = ("site", "listeners", "disk", "clock", "ups", "pacs", "upstream", "certificates", "firewall")
+OTHER_CHECKS = ("site", "listeners", "disk", "clock", "ups", "pacs", "upstream", "transfers", "certificates",
+                "firewall")
 """Every doctor check but the release's."""
 HL7_MESSAGE = (b"MSH|^~\\&|LAB|CLINIC|VM|VM|20261127120000||ORU^R01|UPG-1|P|2.5\r"
                b"PID|1||4711||Fido\rOBX|1|NM|GLU||5.5|mmol/L\r")

@@ -309,6 +309,8 @@ class TransfersConfig(_Section):
     """An item not delivered this long after receipt (the upstream down all the while) is dead."""
     backoff_initial_s: Annotated[float, Field(gt=0, le=3600)] = 2
     backoff_max_s: Annotated[float, Field(gt=0, le=86400)] = 600
+    max_wait_s: Annotated[float, Field(gt=0, le=30 * 86400)] = 1800
+    """An item still waiting this long after receipt, while transfers are on, needs attention."""
 
     @model_validator(mode="after")
     def _consistent(self) -> TransfersConfig:

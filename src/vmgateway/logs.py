@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -17,8 +18,37 @@ from typing import Any
 _STANDARD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
+_PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+"""syslog priorities (journald's PRIORITY) of Python's levels."""
+
+
+def stdout_is_journal() -> bool:
+    """Whether stdout is a stream to journald: systemd says so in JOURNAL_STREAM (device:inode)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in stream.split(":"))
+        status = os.fstat(sys.stdout.fileno())
+    except (ValueError, OSError):
+        return False
+    return (status.st_dev, status.st_ino) == (device, inode)
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object a line; to journald, each line starts with its priority (`<4>` for a
+    warning), which systemd strips and keeps as the entry's PRIORITY: `journalctl -p warning`
+    then lists the warnings. Elsewhere (a terminal, a test reading stdout) the lines stay plain JSON."""
+
+    def __init__(self, priority_prefix: bool = False) -> None:
+        super().__init__()
+        self.priority_prefix = priority_prefix
+
     def format(self, record: logging.LogRecord) -> str:
+        line = self._json(record)
+        if self.priority_prefix:
+            return f"<{_PRIORITIES.get(record.levelno, 6)}>{line}"
+        return line
+
+    def _json(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
@@ -35,7 +65,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(priority_prefix=stdout_is_journal()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -94,8 +124,9 @@ class SayingSparingly:
         self.logger = logger
         self._repeats = Repeats(every_s)
 
-    def warning(self, message: str, **extra: Any) -> None:
-        unsaid = self._repeats.due(message)
+    def warning(self, message: str, per: str = "", **extra: Any) -> None:
+        """Said unless said within the interval — per message, or per message and `per` (e.g. an address)."""
+        unsaid = self._repeats.due(f"{message}\0{per}")
         if unsaid is not None:
             self.logger.warning(message, extra=extra | {"repeats_unsaid": unsaid})
 

@@ -31,6 +31,19 @@ class Sender:
     """The peer's IP address (or the serial port)."""
 
 
+OWN_TEST_AE_PREFIX = "VMGW_"
+"""Calling AE titles of the gateway's own checks (doctor, upgrade health check): VMGW_DOCTOR, …"""
+OWN_TEST_APPLICATION_PREFIX = "VMGATEWAY-"
+"""HL7 sending applications of the gateway's own test messages: VMGATEWAY-TEST, VMGATEWAY-UPGRADE."""
+
+
+def is_own_test(protocol: str, name: str) -> bool:
+    """Whether a sender is the gateway testing itself, not one of the clinic's devices."""
+    if protocol == "dicom":
+        return name.startswith(OWN_TEST_AE_PREFIX)
+    return protocol == "hl7" and name.startswith(OWN_TEST_APPLICATION_PREFIX)
+
+
 @dataclass(frozen=True, slots=True)
 class DicomInstance:
     """The journal's view of one received instance; text already decoded with its charset."""

@@ -13,6 +13,7 @@ from vmgateway.api.deps import Caller, Gateway, GatewayView
 from vmgateway.config import AETitle
 from vmgateway.dicom.echo import echo
 from vmgateway.hl7.client import send_messages, test_message
+from vmgateway.model import OWN_TEST_APPLICATION_PREFIX
 
 router = APIRouter(prefix="/api/v1", tags=["tests"])
 
@@ -50,7 +51,7 @@ async def echo_test(request: EchoRequest, who: Caller, view: Gateway) -> dict[st
 @router.post("/tests/hl7")
 async def hl7_test(who: Caller, view: Gateway) -> dict[str, Any]:
     """A test message (MSH-11 = T) sent to the gateway's own HL7 listener, and its ACK."""
-    control_id, message = test_message("VMGATEWAY-TEST", view.settings.site.name)
+    control_id, message = test_message(f"{OWN_TEST_APPLICATION_PREFIX}TEST", view.settings.site.name)
     began = time.monotonic()
     try:
         hl7 = view.settings.hl7

@@ -2,6 +2,7 @@
 trail. (No `from __future__ import annotations`: FastAPI reads these annotations at run time.)"""
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from vmgateway.api.security import FailedAuthLimiter
 from vmgateway.config import Settings
+from vmgateway.logs import SayingSparingly
 from vmgateway.store import Store
 
 COOKIE = "vmgateway_token"
@@ -94,17 +96,31 @@ def gateway(request: Request) -> GatewayView:
 
 Gateway = Annotated[GatewayView, Depends(gateway)]
 _bearer = HTTPBearer(auto_error=False)
+sign_ins = SayingSparingly(logging.getLogger(__name__))
+"""Failed sign-ins: each address said at most once a minute, with how many went unsaid."""
 
 
 async def identify(view: GatewayView, request: Request, token: str | None) -> str | None:
-    """The name of a valid token; failures are counted per address (429 past the limit)."""
+    """The name of a valid token, or None.
+
+    Only a wrong token is a guess: it is counted per address, logged (address and path, never
+    the token), and past `api.failed_auth_limit` in a minute answered 429. A request without a
+    token (a browser, a monitoring probe) is not counted, and a valid token is never refused:
+    Vetmanager's staff share a few addresses, and one person's mistakes must not lock out the rest.
+    """
+    if not token:
+        return None
+    name = await view.store.tokens.owner(token)
+    if name is not None:
+        return name
     address = request.client.host if request.client else "?"
-    if view.limiter.blocked(address):
+    blocked = view.limiter.blocked(address)
+    view.limiter.failed(address)
+    sign_ins.warning("api sign-in failed: unknown token", per=address, address=address, path=request.url.path,
+                     rate_limited=blocked)
+    if blocked:
         raise HTTPException(429, "too many failed attempts; wait a minute")
-    name = await view.store.tokens.owner(token) if token else None
-    if name is None:
-        view.limiter.failed(address)
-    return name
+    return None
 
 
 async def caller(request: Request, view: Gateway,

@@ -11,6 +11,8 @@ from fastapi.responses import PlainTextResponse
 from vmgateway import __version__
 from vmgateway.api.deps import MAX_ID, Caller, Gateway, GatewayView
 from vmgateway.api.metrics import metrics_text
+from vmgateway.clock import clock_synchronised
+from vmgateway.overall import Facts, assess
 from vmgateway.store.access import HEALTH_CHECKED_AT
 
 router = APIRouter(prefix="/api/v1", tags=["gateway"])
@@ -43,29 +45,46 @@ async def transfers_state(view: GatewayView, destinations: dict[str, dict[str, A
             "waiting": sum(kind["waiting"] for kind in queue.values()), "dead": dead, "queue": queue}
 
 
-async def gateway_status(view: GatewayView) -> dict[str, Any]:
-    """What /api/v1/status and the page show: every component and job, queue and totals."""
+async def gateway_status(view: GatewayView, counts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What /api/v1/status, the page and the metrics show: the overall state (vmgateway.overall),
+    every component and job, queue and totals."""
     disk = shutil.disk_usage(view.settings.storage.data_dir)
-    counts = await view.store.feed.counts()
+    counts = counts if counts is not None else await view.store.feed.counts()
     running = await view.on_gateway_loop(view.running)
     transfers = await transfers_state(view, running["destinations"])
+    oldest = await view.store.deliveries.oldest_waiting_at()
+    disk_low = disk.free < view.settings.storage.min_free_mb * 2**20
     components = running["components"] | {f"job:{name}": job for name, job in running["jobs"].items()} | {
         "power": running["power"],
         "pacs": running["pacs"],
         "transfers": {key: value for key, value in transfers.items() if key != "active"},
-        "disk": {"state": "ok" if disk.free >= view.settings.storage.min_free_mb * 2**20 else "full",
+        "disk": {"state": "full" if disk_low else "ok",
                  "free_mb": disk.free // 2**20, "min_free_mb": view.settings.storage.min_free_mb},
     }
+    now = time.time()
+    facts = Facts(
+        commissioned=await view.store.settings.commissioned(), transfers_active=transfers["active"],
+        waiting=transfers["waiting"], dead=transfers["dead"],
+        oldest_waiting_s=None if oldest is None else max(0.0, now - oldest),
+        max_wait_s=view.settings.transfers.max_wait_s, destinations=running["destinations"],
+        power=running["power"].get("state"), disk_low=disk_low, clock_synchronised=clock_synchronised(),
+        failing=[name for name, c in components.items() if c.get("state") in _FAILING])
     return {
         "version": __version__,
         "site": view.settings.site.name,
-        "uptime_s": round(time.time() - view.started_at, 1),
+        "overall": assess(facts).as_dict(),
+        "uptime_s": round(now - view.started_at, 1),
         "components": components,
         "transfers_active": transfers["active"],
-        "queue": {"undelivered": counts["undelivered"]},
+        "queue": {"undelivered": counts["undelivered"], "oldest_waiting_at": oldest},
         "received": counts["by_kind"],
         "last_received_at": counts["last_received_at"],
+        "clock_synchronised": facts.clock_synchronised,
     }
+
+
+_FAILING = frozenset({"stopped", "failing"})
+"""Component states that make the overall state `attention` (a listener down, a job or poll failing)."""
 
 
 @router.get("/status")
@@ -86,7 +105,5 @@ async def events(who: Caller, view: Gateway, before: Annotated[int | None, Query
 async def metrics(who: Caller, view: Gateway) -> PlainTextResponse:
     """Prometheus text format."""
     counts = await view.store.feed.counts()
-    running = await view.on_gateway_loop(view.running)
-    body, content_type = metrics_text(counts, view.settings.storage.data_dir, running["components"],
-                                      running["jobs"], running["power"])
+    body, content_type = metrics_text(counts, await gateway_status(view, counts))
     return PlainTextResponse(body, media_type=content_type)

@@ -7,26 +7,40 @@ refused something — is counted by the receivers (vmgateway.counters).
 
 from __future__ import annotations
 
-import shutil
+import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from vmgateway.model import ITEM_KINDS
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # a `_created` series beside every counter only doubles what Prometheus stores
 
 
 class _GatewayCollector(Collector):
-    def __init__(self, counts: dict[str, Any], data_dir: Path, components: dict[str, dict[str, Any]],
-                 jobs: dict[str, dict[str, Any]], power: dict[str, Any]) -> None:
+    """Everything from one status (api/gateway.py gateway_status): the metrics say what the page says."""
+
+    def __init__(self, counts: dict[str, Any], status: dict[str, Any]) -> None:
         self.counts = counts
-        self.data_dir = data_dir
-        self.components = components
-        self.jobs = jobs
-        self.power = power
+        self.status = status
 
     def collect(self) -> Iterator[Metric]:
+        status, components = self.status, self.status["components"]
+        info = InfoMetricFamily("vmgateway_build", "The running release", value={"version": status["version"]})
+        yield info
+        overall = GaugeMetricFamily("vmgateway_overall_state", "1 for the gateway's overall state (as on its page)",
+                                    labels=["state"])
+        for state in ("commissioning", "all_well", "attention"):
+            overall.add_metric([state], 1 if status["overall"]["state"] == state else 0)
+        yield overall
+        reasons = GaugeMetricFamily("vmgateway_attention_reasons", "Reasons for attention now, by kind",
+                                    labels=["reason"])
+        for code in _REASONS:
+            reasons.add_metric([code], sum(1 for r in status["overall"]["reasons"] if r["code"] == code))
+        yield reasons
         received = CounterMetricFamily("vmgateway_received_items", "Items received and kept", labels=["kind"])
         received_bytes = CounterMetricFamily("vmgateway_received_bytes", "Bytes received and kept", labels=["kind"])
         for kind, totals in self.counts["by_kind"].items():
@@ -38,14 +52,54 @@ class _GatewayCollector(Collector):
         for state, count in self.counts["by_state"].items():
             queue.add_metric([state], count)
         yield queue
-        disk = shutil.disk_usage(self.data_dir)
-        yield GaugeMetricFamily("vmgateway_disk_free_bytes", "Free space on the data file system", value=disk.free)
-        up = GaugeMetricFamily("vmgateway_component_up", "1 when a component is running", labels=["component"])
-        for name, component in self.components.items():
-            up.add_metric([name], 1 if component.get("state") == "running" else 0)
+        yield from _transfer_metrics(status)
+        disk = components["disk"]
+        yield GaugeMetricFamily("vmgateway_disk_free_bytes", "Free space on the data file system",
+                                value=disk["free_mb"] * 2**20)
+        if status["clock_synchronised"] is not None:
+            yield GaugeMetricFamily("vmgateway_clock_synchronised", "1 when the kernel's clock is NTP-synchronised",
+                                    value=1 if status["clock_synchronised"] else 0)
+        up = GaugeMetricFamily("vmgateway_component_up", "1 when a component works (listeners, API, PACS poller)",
+                               labels=["component"])
+        for name in ("dicom", "hl7", "astm"):
+            up.add_metric([name], 1 if components[name].get("state") == "running" else 0)
+        up.add_metric(["api"], 1)  # it is answering this request
+        up.add_metric(["pacs"], 0 if components["pacs"].get("state") == "failing" else 1)
         yield up
-        yield from _job_metrics(self.jobs)
-        yield from _power_metrics(self.power)
+        yield from _job_metrics({name.removeprefix("job:"): c for name, c in components.items()
+                                 if name.startswith("job:")})
+        yield from _power_metrics(components["power"])
+
+
+_REASONS = ("transfers_off", "dead_items", "destination", "waiting_too_long", "power", "disk", "clock", "component")
+
+
+def _transfer_metrics(status: dict[str, Any]) -> Iterator[Metric]:
+    """Whether transfers are on, the queue per kind, and each push destination."""
+    transfers = status["components"]["transfers"]
+    yield GaugeMetricFamily("vmgateway_transfers_active", "1 while Vetmanager has transfers switched on",
+                            value=1 if status["transfers_active"] else 0)
+    waiting = GaugeMetricFamily("vmgateway_waiting_items", "Items waiting to be delivered", labels=["kind"])
+    dead = GaugeMetricFamily("vmgateway_dead_items", "Items given up on, waiting for a person", labels=["kind"])
+    for kind in ITEM_KINDS:  # every kind, 0 included: an alert on a series that vanishes never clears
+        queue = transfers["queue"].get(kind, {})
+        waiting.add_metric([kind], queue.get("waiting", 0))
+        dead.add_metric([kind], queue.get("dead", 0))
+    yield waiting
+    yield dead
+    oldest = status["queue"]["oldest_waiting_at"]
+    yield GaugeMetricFamily("vmgateway_oldest_waiting_seconds", "Age of the oldest item waiting (0: none)",
+                            value=0 if oldest is None else max(0.0, time.time() - oldest))
+    paused = GaugeMetricFamily("vmgateway_destination_paused", "1 while a push destination is paused",
+                               labels=["destination"])
+    delivered = GaugeMetricFamily("vmgateway_destination_last_delivery_timestamp_seconds",
+                                  "When a push destination last took an item", labels=["destination"])
+    for name, destination in transfers["destinations"].items():
+        paused.add_metric([name], 1 if destination.get("state") == "paused" else 0)
+        if destination.get("last_delivered_at") is not None:
+            delivered.add_metric([name], destination["last_delivered_at"])
+    yield paused
+    yield delivered
 
 
 def _job_metrics(jobs: dict[str, dict[str, Any]]) -> Iterator[Metric]:
@@ -66,10 +120,10 @@ def _job_metrics(jobs: dict[str, dict[str, Any]]) -> Iterator[Metric]:
 
 _POWER_STATES = ("online", "on_battery", "low_battery", "forced_shutdown", "unknown", "disabled")
 _POWER_VALUES = (
-    ("battery_charge_percent", "vmgateway_ups_battery_charge_percent", "UPS battery charge"),
-    ("battery_runtime_s", "vmgateway_ups_battery_runtime_seconds", "UPS runtime left on battery"),
-    ("input_voltage", "vmgateway_ups_input_voltage_volts", "Mains voltage at the UPS"),
-    ("load_percent", "vmgateway_ups_load_percent", "UPS load"),
+    ("battery_charge_percent", "vmgateway_ups_battery_charge_ratio", "UPS battery charge (0–1)", 0.01),
+    ("battery_runtime_s", "vmgateway_ups_battery_runtime_seconds", "UPS runtime left on battery", 1),
+    ("input_voltage", "vmgateway_ups_input_voltage_volts", "Mains voltage at the UPS", 1),
+    ("load_percent", "vmgateway_ups_load_ratio", "UPS load (0–1)", 0.01),
 )
 
 
@@ -79,15 +133,14 @@ def _power_metrics(power: dict[str, Any]) -> Iterator[Metric]:
     for name in _POWER_STATES:
         state.add_metric([name], 1 if power.get("state") == name else 0)
     yield state
-    for key, name, text in _POWER_VALUES:
+    for key, name, text, scale in _POWER_VALUES:
         if power.get(key) is not None:
-            yield GaugeMetricFamily(name, text, value=power[key])
+            yield GaugeMetricFamily(name, text, value=power[key] * scale)
 
 
-def metrics_text(counts: dict[str, Any], data_dir: Path, components: dict[str, dict[str, Any]],
-                 jobs: dict[str, dict[str, Any]], power: dict[str, Any]) -> tuple[bytes, str]:
-    """The journal's figures, the jobs, the power state, the receivers' answer counters and the
+def metrics_text(counts: dict[str, Any], status: dict[str, Any]) -> tuple[bytes, str]:
+    """The gateway's status and the journal's figures, the receivers' answer counters and the
     process's own metrics."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_GatewayCollector(counts, data_dir, components, jobs, power))
+    registry.register(_GatewayCollector(counts, status))
     return generate_latest(REGISTRY) + generate_latest(registry), CONTENT_TYPE_LATEST

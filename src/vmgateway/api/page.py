@@ -16,6 +16,7 @@ body{font-family:system-ui,sans-serif;margin:1.5rem;background:#f6f7f9;color:#1d
 h1{font-size:1.4rem;margin:0 0 1rem} h2{font-size:1.05rem;margin:1.2rem 0 .4rem}
 .state{display:inline-block;padding:.15rem .6rem;border-radius:1rem;font-weight:600}
 .ok{background:#d8f3dc;color:#1b4332} .warn{background:#fff3bf;color:#7c5e00} .bad{background:#ffd6d6;color:#8a1c1c}
+.neutral{background:#e3e8f0;color:#1d2430}
 table{border-collapse:collapse;background:#fff;min-width:40rem}
 td,th{padding:.3rem .7rem;border-bottom:1px solid #e3e6ea;text-align:left}
 form{display:inline-block;margin:.3rem .5rem .3rem 0} input{padding:.25rem} button{padding:.3rem .8rem}
@@ -48,16 +49,15 @@ def sign_in(message: str = "") -> str:
 def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_received: float | None,
                 echo_result: str = "") -> str:
     components = status["components"]
-    problems = [name for name, c in components.items() if c.get("state") not in _FINE | {"inactive"}]
-    overall = ("bad", "Needs attention / Kräver åtgärd: " + ", ".join(problems)) if problems else (
-        "ok", "All well / Allt OK")
     rows = "".join(
         f"<tr><td>{escape(name)}</td><td><span class='state {'ok' if c.get('state') in _FINE else 'warn'}'>"
         f"{escape(str(c.get('state')))}</span></td><td>{escape(_details(c))}</td></tr>"
         for name, c in components.items()
     )
     device_rows = "".join(
-        f"<tr><td>{escape(d['protocol'].upper())}</td><td>{escape(d['name'])}</td><td>{escape(d['address'])}</td>"
+        f"<tr><td>{escape(d['protocol'].upper())}</td><td>{escape(d['name'])}"
+        f"{' <span class=note>(the gateway testing itself / gatewayens självtest)</span>' if d['gateway_test'] else ''}"
+        f"</td><td>{escape(d['address'])}</td>"
         f"<td>{when(d['first_seen_at'])}</td><td>{when(d['last_seen_at'])}</td><td>{d['items']}</td></tr>"
         for d in devices
     ) or "<tr><td colspan='6'>No device has sent anything yet / Inga enheter än</td></tr>"
@@ -67,9 +67,9 @@ def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_rece
     echo_note = f'<p class="note" id="echo-result">{escape(echo_result)}</p>' if echo_result else ""
     body = f"""
 <h1>Vetmanager Gateway {escape(status['site'])}</h1>
-<p><span class="state {overall[0]}" id="overall">{escape(overall[1])}</span>
- <span class="note">version {escape(status['version'])}, up {status['uptime_s'] / 3600:.1f} h,
- last received / senast mottaget: {when(last_received)}</span></p>
+{_overall(status["overall"])}
+<p class="note">version {escape(status['version'])}, up {status['uptime_s'] / 3600:.1f} h,
+ last received / senast mottaget: {when(last_received)}</p>
 <h2>Components / Komponenter</h2><table id="components">{rows}</table>
 <h2>Transfers / Överföring: <span id="transfers">{'on / på' if active else 'off / av'}</span></h2>
 <p>Queue / Kö: {status['queue']['undelivered']} item(s) not yet taken by Vetmanager.</p>
@@ -84,6 +84,22 @@ def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_rece
 <form method="post" action="/signout"><button type="submit">Sign out / Logga ut</button></form>
 """
     return _page("vmgateway – status", body, refresh=not echo_result)
+
+
+_HEADLINES = {
+    "commissioning": ("neutral", "Commissioning / Driftsättning"),
+    "all_well": ("ok", "All well / Allt OK"),
+    "attention": ("bad", "Needs attention / Kräver åtgärd"),
+}
+
+
+def _overall(overall: dict[str, Any]) -> str:
+    """The overall state first (vmgateway.overall decides it), each reason with what to do."""
+    style, headline = _HEADLINES[overall["state"]]
+    items = [f"<li>{escape(r['text'])} <span class='note'>→ {escape(r['advice'])}</span></li>"
+             for r in overall["reasons"]] + [f"<li>{escape(step)}</li>" for step in overall["to_do"]]
+    listed = f"<ul id='reasons'>{''.join(items)}</ul>" if items else ""
+    return f'<p><span class="state {style}" id="overall">{headline}</span></p>{listed}'
 
 
 def _details(component: dict[str, Any]) -> str:

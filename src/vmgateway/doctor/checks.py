@@ -7,7 +7,6 @@ its peers (the DICOM and PACS checks are C-ECHOs, the upstream check an OPTIONS 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import datetime
 import socket
 import ssl
@@ -20,20 +19,24 @@ from cryptography import x509
 
 from vmgateway.addresses import local_address
 from vmgateway.api.tls import certificate_files
+from vmgateway.clock import clock_synchronised
 from vmgateway.config import Settings
 from vmgateway.dicom.echo import echo, echo_own_listener
 from vmgateway.doctor.firewall import check_firewall
 from vmgateway.doctor.report import Finding, fail, ok, warn
 from vmgateway.files import free_mb
+from vmgateway.model import OWN_TEST_AE_PREFIX
 from vmgateway.power.nut import NutError
 from vmgateway.power.reading import read_ups
 from vmgateway.power.state import PowerState
 from vmgateway.site.form import form_problems
+from vmgateway.store.report import NoJournal, transfers_report
 from vmgateway.transfers import upstream
 from vmgateway.upgrade.layout import Layout
 from vmgateway.upgrade.state import UpgradeState
+from vmgateway.when import duration
 
-DOCTOR_AE = "VMGW_DOCTOR"
+DOCTOR_AE = f"{OWN_TEST_AE_PREFIX}DOCTOR"
 """Our calling AE title for the C-ECHO to the gateway itself (it shows among the senders seen)."""
 CERTIFICATE_WARN_DAYS = 30
 TIMEOUT_S = 5
@@ -93,23 +96,12 @@ def check_disk(settings: Settings) -> list[Finding]:
     return [ok("disk", summary)]
 
 
-def _clock_synchronised() -> bool | None:
-    """The kernel's NTP state (adjtimex, read only): None where it cannot be asked."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        state = libc.adjtimex(ctypes.create_string_buffer(512))  # struct timex, modes = 0: read only
-    except (OSError, AttributeError):
-        return None
-    time_error = 5
-    return None if state < 0 else state != time_error
-
-
 def check_clock(settings: Settings) -> list[Finding]:
     now = datetime.datetime.now(datetime.UTC)
     if now < EARLIEST_SANE_TIME:
         return [fail("clock", f"the clock says {now:%Y-%m-%d %H:%M} UTC, which cannot be right",
                      "set the time (timedatectl set-ntp true), or TLS and PACS polls fail")]
-    synchronised = _clock_synchronised()
+    synchronised = clock_synchronised()
     if synchronised is False:
         return [warn("clock", f"{now:%Y-%m-%d %H:%M:%S} UTC, not synchronised",
                      "timedatectl set-ntp true; check that NTP (UDP 123) may leave the clinic's network")]
@@ -173,9 +165,41 @@ def _probe(settings: Settings, key: str, url: str) -> Finding:
     if status in (401, 403, 407):
         return fail(name, f"{url} refuses our credentials (HTTP {status})",
                     "transfers.auth and the token or password file: ask Vetmanager for valid ones")
+    if status in (404, 410):
+        return fail(name, f"{url} does not exist there (HTTP {status}); transfers would pause on it",
+                    f"transfers.{key}: ask Vetmanager for the right URL")
     if status >= 500 and status != 501:
         return warn(name, f"{url} answers HTTP {status}", "the upstream has trouble; transfers wait and retry")
     return ok(name, f"{url} reachable (HTTP {status})")
+
+
+def check_transfers(settings: Settings) -> list[Finding]:
+    """Items that will not reach Vetmanager as things stand: dead ones, or waiting ones while
+    transfers are off (after commissioning) or waiting longer than transfers.max_wait_s."""
+    try:
+        report = transfers_report(settings.journal_path)
+    except NoJournal:
+        return []
+    findings = []
+    if report["dead"]:
+        findings.append(fail("transfers", f"{report['dead']} item(s) dead: given up on after refusals or"
+                             f" {settings.transfers.max_age_h:g} h undelivered",
+                             "see why on the status page or GET /api/v1/transfers/dead; once the cause is"
+                             " fixed, retry them there (POST /api/v1/transfers/retry)"))
+    waited = time.time() - report["oldest_waiting_at"] if report["waiting"] else 0.0
+    waiting = f"{report['waiting']} item(s) waiting, the oldest for {duration(waited)}"
+    if report["waiting"] and not report["active"]:
+        findings.append(warn("transfers", f"transfers are off; {waiting}",
+                             "Vetmanager activates transfers once the box is commissioned"
+                             " (POST /api/v1/transfers/activate); until then items wait, and nothing is lost"))
+    elif report["active"] and waited > settings.transfers.max_wait_s:
+        findings.append(warn("transfers", f"{waiting} (more than transfers.max_wait_s ="
+                             f" {duration(settings.transfers.max_wait_s)})",
+                             "is Vetmanager fetching (pull) or is the destination answering (push)? See status"))
+    if not findings:
+        state = "on" if report["active"] else "off"
+        findings.append(ok("transfers", f"transfers {state}; " + (waiting if report["waiting"] else "nothing waiting")))
+    return findings
 
 
 def _certificates(settings: Settings) -> list[tuple[str, Path]]:
@@ -232,6 +256,7 @@ CHECKS: dict[str, Callable[[Settings], list[Finding]]] = {
     "ups": check_ups,
     "pacs": check_pacs,
     "upstream": check_upstream,
+    "transfers": check_transfers,
     "certificates": check_certificates,
     "release": check_release,
     "firewall": lambda settings: [check_firewall(settings)],

@@ -12,10 +12,11 @@ _ACK_LIMIT = 1 << 20
 
 
 def test_message(sending_application: str, facility: str) -> tuple[str, bytes]:
-    """(MSH-10, message): an ORU^R01 with processing ID T, to see the listener ACK end to end."""
+    """(MSH-10, message): an ORU^R01 with processing ID T, to see the listener ACK end to end. In
+    UTF-8, and says so in MSH-18: the facility is the site's name (Djurkliniken Årsta)."""
     control_id = f"TEST{int(time.time() * 1000)}"
     message = (f"MSH|^~\\&|{sending_application}|{facility or 'SITE'}|VM_GATEWAY|VM_GATEWAY|"
-               f"{time.strftime('%Y%m%d%H%M%S')}||ORU^R01|{control_id}|T|2.5\r").encode()
+               f"{time.strftime('%Y%m%d%H%M%S')}||ORU^R01|{control_id}|T|2.5||||||UNICODE UTF-8\r").encode()
     return control_id, message
 
 

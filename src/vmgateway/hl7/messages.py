@@ -66,13 +66,23 @@ def read_header(raw: bytes | bytearray) -> Header:
 
     component = encoding[0]
     message_type = field(9).split(component)
+    charset = field(18).split(encoding[1] if len(encoding) > 1 else "~")[0]
+
+    def named(number: int) -> str:
+        """A name field in the charset MSH-18 declares (the segment was read as Latin-1, byte for
+        byte, before MSH-18 was known): "Djurkliniken Årsta", not "Djurkliniken Ã\x85rsta"."""
+        text = field(number)
+        if not charset or text.isascii():
+            return text
+        return text.encode("latin-1").decode(codec_for(charset), errors="replace")
+
     return Header(
         field_separator=separator,
         encoding_characters=encoding,
-        sending_application=field(3),
-        sending_facility=field(4),
-        receiving_application=field(5),
-        receiving_facility=field(6),
+        sending_application=named(3),
+        sending_facility=named(4),
+        receiving_application=named(5),
+        receiving_facility=named(6),
         message_type=component.join(message_type[:2]),
         trigger_event=message_type[1] if len(message_type) > 1 else "",
         control_id=field(10),
@@ -80,7 +90,7 @@ def read_header(raw: bytes | bytearray) -> Header:
         version=field(12),
         accept_ack_type=field(15),
         application_ack_type=field(16),
-        charset=field(18).split(encoding[1] if len(encoding) > 1 else "~")[0],
+        charset=charset,
     )
 
 

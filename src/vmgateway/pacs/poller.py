@@ -149,7 +149,9 @@ class PacsPoller:
             self._note_next_poll(config, failures)
             if result.problems:
                 self.state.update(last_error="; ".join(result.problems), last_error_at=time.time())
-            log.info("pacs polled", extra=result.as_dict())
+            # A poll that found nothing new is routine: at debug, or the log says it every minute.
+            log.log(logging.INFO if result.fetched or result.missing or result.problems else logging.DEBUG,
+                    "pacs polled", extra=result.as_dict())
             answer = {"ok": not result.problems} | result.as_dict()
             if result.fetched:
                 try:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
@@ -93,10 +94,16 @@ def find_studies(assoc: Association, lookback_days: int, today: date | None = No
     return [
         PacsStudy(str(found.StudyInstanceUID), _count(found.get("NumberOfStudyRelatedInstances", "")),
                   str(found.get("StudyDate", "")), str(found.get("PatientID", "")),
-                  str(found.get("PatientName", "")), "\\".join(found.get("ModalitiesInStudy", []) or []),
+                  str(found.get("PatientName", "")), _modalities(found.get("ModalitiesInStudy", "")),
                   str(found.get("AccessionNumber", "")))
         for found in _find(assoc, query) if found.get("StudyInstanceUID")
     ]
+
+
+def _modalities(value: object) -> str:
+    """ModalitiesInStudy as DICOM writes a multi-valued CS: `CT\\SR`; one value is a plain string
+    (joined letter by letter it read `C\\T`)."""
+    return "\\".join(str(v) for v in value) if isinstance(value, MultiValue) else str(value or "")
 
 
 def find_series(assoc: Association, study_uid: str) -> list[PacsSeries]:

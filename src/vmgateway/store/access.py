@@ -78,6 +78,8 @@ def token_owner(conn: sqlite3.Connection, token: str) -> str | None:
 
 TRANSFERS_ACTIVE = "transfers_active"
 """Setting: "true" while Vetmanager has switched transfers on (pull feed and push alike)."""
+TRANSFERS_FIRST_ACTIVATED_AT = "transfers.first_activated_at"
+"""Setting: when transfers were first switched on; commissioning ends then."""
 SITE_PACS = "site.pacs"
 """Setting: the PACS as changed through the API (JSON; overrides [pacs] of the configuration)."""
 SITE_CONTACT = "site.contact"
@@ -90,6 +92,23 @@ GATEWAY_ID = "gateway_id"
 
 def transfers_active(conn: sqlite3.Connection) -> bool:
     return get_setting(conn, TRANSFERS_ACTIVE, "false") == "true"
+
+
+def commissioned(conn: sqlite3.Connection) -> bool:
+    """Whether transfers were ever activated (boxes activated before this was recorded: if active now)."""
+    return get_setting(conn, TRANSFERS_FIRST_ACTIVATED_AT, "") != "" or transfers_active(conn)
+
+
+def switch_transfers(active: bool, now: float) -> Write[None]:
+    """The switch; the first activation is kept for good (the box is commissioned from then on)."""
+
+    def write(conn: sqlite3.Connection) -> None:
+        set_setting(TRANSFERS_ACTIVE, "true" if active else "false")(conn)
+        if active:
+            conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                         (TRANSFERS_FIRST_ACTIVATED_AT, str(now)))
+
+    return write
 
 
 def claim_gateway_id(candidate: str) -> Write[str]:
@@ -153,8 +172,11 @@ class KeptSettings:
         return await self._journal.read_async(transfers_active)
 
     async def switch_transfers(self, active: bool) -> None:
-        await self._journal.write_async(set_setting(TRANSFERS_ACTIVE, "true" if active else "false"))
+        await self._journal.write_async(switch_transfers(active, time.time()))
         self._switched()
+
+    async def commissioned(self) -> bool:
+        return await self._journal.read_async(commissioned)
 
     async def get(self, key: str, default: str) -> str:
         return await self._journal.read_async(lambda conn: get_setting(conn, key, default))

@@ -131,6 +131,12 @@ def queue_summary(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
     return summary
 
 
+def oldest_waiting_at(conn: sqlite3.Connection) -> float | None:
+    """When the oldest item still waiting to be delivered was received."""
+    oldest = conn.execute("SELECT min(received_at) FROM items WHERE state = 'received'").fetchone()[0]
+    return None if oldest is None else float(oldest)
+
+
 class Deliveries:
     """The push side's way into the journal: what is due, and what became of each attempt.
     Called from the event loop: reads run in a worker thread, writes are awaited, never blocked on."""
@@ -168,3 +174,6 @@ class Deliveries:
 
     async def queue_summary(self) -> dict[str, dict[str, int]]:
         return await self._journal.read_async(queue_summary)
+
+    async def oldest_waiting_at(self) -> float | None:
+        return await self._journal.read_async(oldest_waiting_at)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from vmgateway.model import is_own_test
 from vmgateway.store.journal import Journal, JournalError, connect
 from vmgateway.store.spool import Spool
 
@@ -119,10 +120,11 @@ def events(conn: sqlite3.Connection, before: int | None, limit: int) -> list[dic
 
 
 def senders(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every sender seen, newest first; `gateway_test` marks the gateway's own checks."""
     rows = conn.execute(
         "SELECT protocol, name, address, first_seen_at, last_seen_at, items FROM senders ORDER BY last_seen_at DESC"
     ).fetchall()
-    return [dict(row) for row in rows]
+    return [dict(row) | {"gateway_test": is_own_test(row["protocol"], row["name"])} for row in rows]
 
 
 class Feed:

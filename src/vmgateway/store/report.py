@@ -12,7 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from vmgateway.store.deliveries import queue_summary
+from vmgateway.store.access import transfers_active
+from vmgateway.store.deliveries import oldest_waiting_at, queue_summary
 from vmgateway.store.feed import counts
 from vmgateway.store.journal import connect
 
@@ -99,5 +100,18 @@ def waiting_items(journal_path: Path) -> int:
     conn = connect(journal_path, read_only=True)
     try:
         return sum(kind["waiting"] for kind in queue_summary(conn).values())
+    finally:
+        conn.close()
+
+
+def transfers_report(journal_path: Path) -> dict[str, Any]:
+    """Whether transfers are on, items waiting (and since when the oldest), items dead."""
+    if not journal_path.exists():
+        raise NoJournal(f"no journal at {journal_path}: has the gateway run with this configuration?")
+    conn = connect(journal_path, read_only=True)
+    try:
+        queue = queue_summary(conn)
+        return {"active": transfers_active(conn), "waiting": sum(kind["waiting"] for kind in queue.values()),
+                "dead": sum(kind["dead"] for kind in queue.values()), "oldest_waiting_at": oldest_waiting_at(conn)}
     finally:
         conn.close()

@@ -17,10 +17,11 @@ from vmgateway.addresses import local_address
 from vmgateway.config import Settings
 from vmgateway.dicom.echo import echo_own_listener
 from vmgateway.hl7.client import send_messages, test_message
+from vmgateway.model import OWN_TEST_AE_PREFIX, OWN_TEST_APPLICATION_PREFIX
 from vmgateway.store.schema import MIGRATION_MARKER
 from vmgateway.upgrade.service import Service
 
-UPGRADE_AE = "VMGW_UPGRADE"
+UPGRADE_AE = f"{OWN_TEST_AE_PREFIX}UPGRADE"
 STEP_TIMEOUT_S = 10
 POLL_S = 1.0
 
@@ -52,7 +53,7 @@ def _api_problems(settings: Settings) -> list[str]:
 
 
 def _hl7_problems(settings: Settings) -> list[str]:
-    _, message = test_message("VMGATEWAY-UPGRADE", settings.site.name)
+    _, message = test_message(f"{OWN_TEST_APPLICATION_PREFIX}UPGRADE", settings.site.name)
     try:
         [ack] = send_messages(local_address(settings.hl7.bind), settings.hl7.port, [message], STEP_TIMEOUT_S)
     except (OSError, ConnectionError, ValueError) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -100,6 +101,12 @@ class Box:
     def answers_echo(self) -> bool:
         return echo("127.0.0.1", self.ports[0], "TEST", "VM_GATEWAY", 10).ok
 
+    def wait_answering(self) -> None:
+        deadline = time.monotonic() + 60
+        while not self.answers_echo():  # another process starting: nothing to await but its answer
+            assert time.monotonic() < deadline, "the gateway did not come up"
+            time.sleep(0.1)
+
     def journal(self) -> sqlite3.Connection:
         return sqlite3.connect(f"file:{self.data_dir / 'journal.sqlite'}?mode=ro", uri=True)
 
@@ -114,29 +121,47 @@ class Box:
             return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-@pytest.fixture
-def box(tmp_path: Path, wheelhouse: Path) -> Any:
-    root, data_dir, log = tmp_path / "opt", tmp_path / "var", tmp_path / "service.log"
+SERVICE = [sys.executable, "-m", "tests.service"]
+
+
+def _fresh_box(place: Path, wheelhouse: Path) -> Box:
+    """An empty box at `place` (whatever ran there stopped and removed). Every box of the module
+    lives at the same place, so that a release installed once can be copied into the next one
+    (a venv does not move)."""
+    subprocess.run([*SERVICE, "stop", str(place / "opt")], cwd=REPO, timeout=120)
+    shutil.rmtree(place, ignore_errors=True)
+    place.mkdir(parents=True)
+    root, data_dir, log = place / "opt", place / "var", place / "service.log"
     ports = free_ports(3)
-    service = [sys.executable, "-m", "tests.service"]
     sections: dict[str, dict[str, Any]] = {
         "storage": {"data_dir": str(data_dir), "min_free_mb": 1},
         "dicom": {"bind": "127.0.0.1", "port": ports[0]},
         "hl7": {"bind": "127.0.0.1", "port": ports[1]},
         "api": {"bind": "127.0.0.1", "port": ports[2]},
         "power": {"enabled": False},
-        "upgrade": {"root": str(root), "service": "commands", "health_timeout_s": 15, "min_free_mb": 1,
-                    "start_command": [*service, "start", str(root), str(tmp_path / "vmgateway.toml"), str(log)],
-                    "stop_command": [*service, "stop", str(root)], "status_command": [*service, "status", str(root)],
+        "upgrade": {"root": str(root), "service": "commands", "health_timeout_s": 10, "min_free_mb": 1,
+                    "start_command": [*SERVICE, "start", str(root), str(place / "vmgateway.toml"), str(log)],
+                    "stop_command": [*SERVICE, "stop", str(root)], "status_command": [*SERVICE, "status", str(root)],
                     "log_file": str(log)},
     }
-    config = write_config(tmp_path / "vmgateway.toml", sections)
-    yield Box(root, config, data_dir, log, ports, sections, wheelhouse)
-    subprocess.run([*service, "stop", str(root)], cwd=REPO, timeout=120)
+    config = write_config(place / "vmgateway.toml", sections)
+    return Box(root, config, data_dir, log, ports, sections, wheelhouse)
 
 
-def test_upgrades_commit_roll_back_and_never_lose_the_journal(box: Box, wheels: dict[str, Path],
-                                                              tmp_path: Path) -> None:
+@pytest.fixture
+def box(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Any:
+    """A box with nothing installed."""
+    fresh = _fresh_box(tmp_path_factory.getbasetemp() / "upgrade-box", wheelhouse)
+    yield fresh
+    subprocess.run([*SERVICE, "stop", str(fresh.root)], cwd=REPO, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def first_install(tmp_path_factory: pytest.TempPathFactory, wheels: dict[str, Path], wheelhouse: Path) -> Path:
+    """The first install of a release with `vmgateway upgrade` on an empty box, checked; what it
+    left (releases, state, journal) is kept as a template for the tests that start from there."""
+    place = tmp_path_factory.getbasetemp() / "upgrade-box"
+    box = _fresh_box(place, wheelhouse)
     first = box.upgrade(str(wheels["1.0.0"]))
     assert first.returncode == 0, first.stdout + first.stderr
     assert "release on trial: listening on loopback only" in box.log.read_text()
@@ -144,7 +169,25 @@ def test_upgrades_commit_roll_back_and_never_lose_the_journal(box: Box, wheels: 
         "this_program": "0.1.0", "running": "1.0.0", "committed": "1.0.0", "previous": None, "on_trial": None,
         "failed": [], "installed": None}
     assert box.answers_echo() and not (box.data_dir / "on-trial").exists()
+    subprocess.run([*SERVICE, "stop", str(box.root)], cwd=REPO, check=True, timeout=120)
+    template = tmp_path_factory.getbasetemp() / "upgrade-box-1.0.0"
+    shutil.copytree(place, template, symlinks=True)
+    return template
 
+
+@pytest.fixture
+def installed(first_install: Path, box: Box) -> Box:
+    """A box running release 1.0.0 as the first install left it (copied: an install takes 15 s)."""
+    for part in ("opt", "var"):
+        shutil.copytree(first_install / part, box.root.parent / part, symlinks=True)
+    subprocess.run(box.sections["upgrade"]["start_command"], cwd=REPO, check=True, timeout=60)
+    box.wait_answering()
+    return box
+
+
+def test_upgrades_commit_roll_back_and_never_lose_the_journal(installed: Box, wheels: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    box = installed  # release 1.0.0, first installed by `vmgateway upgrade` (fixture first_install)
     # What the clinic sent before the upgrades must survive all of them.
     files = copies_of_ct_small(tmp_path / "ct", 3)
     sent = dcmtk("storescu", "-aec", "VM_GATEWAY", "127.0.0.1", str(box.ports[0]), *map(str, files))
@@ -204,8 +247,8 @@ def test_upgrades_commit_roll_back_and_never_lose_the_journal(box: Box, wheels: 
     assert len(list((box.root / "snapshots").glob("journal-*.sqlite"))) == 1  # the newest only
 
 
-def test_a_trial_cut_off_by_a_reboot_is_rolled_back_at_boot(box: Box, wheels: dict[str, Path]) -> None:
-    assert box.upgrade(str(wheels["1.0.0"])).returncode == 0
+def test_a_trial_cut_off_by_a_reboot_is_rolled_back_at_boot(installed: Box, wheels: dict[str, Path]) -> None:
+    box = installed
     marker = box.data_dir / "on-trial"
     cut = subprocess.Popen(box.upgrade_command(str(wheels["2.0.0"])), stdout=subprocess.PIPE, text=True,
                            start_new_session=True)
@@ -226,10 +269,7 @@ def test_a_trial_cut_off_by_a_reboot_is_rolled_back_at_boot(box: Box, wheels: di
     assert (versions["running"], versions["on_trial"], versions["failed"]) == ("1.0.0", None, ["2.0.0"])
     assert not marker.exists() and box.schema() == SCHEMA_VERSION  # 1.0.0's journal, whether 2.0.0 migrated or not
     subprocess.run(box.sections["upgrade"]["start_command"], check=True, timeout=60)  # systemd starts it next
-    deadline = time.monotonic() + 60
-    while not box.answers_echo():  # another process starting: nothing to await but its answer
-        assert time.monotonic() < deadline, "release 1.0.0 did not come back"
-        time.sleep(0.1)
+    box.wait_answering()
 
 
 def test_an_upgrade_is_refused_on_battery_with_transfers_waiting_or_without_room(box: Box, wheels: dict[str, Path],
@@ -254,9 +294,8 @@ def test_an_upgrade_is_refused_on_battery_with_transfers_waiting_or_without_room
     assert box.versions()["running"] is None  # nothing changed
 
 
-def test_transfers_waiting_hold_an_upgrade_unless_forced(box: Box, wheels: dict[str, Path]) -> None:
-    first = box.upgrade(str(wheels["1.0.0"]))
-    assert first.returncode == 0, first.stderr
+def test_transfers_waiting_hold_an_upgrade_unless_forced(installed: Box, wheels: dict[str, Path]) -> None:
+    box = installed
     hl7 = box.root / "m.hl7"
     hl7.write_bytes(HL7_MESSAGE)
     assert "AA" in vmgateway("send-hl7", "--port", str(box.ports[1]), str(hl7)).stdout

@@ -326,3 +326,10 @@ def test_concurrent_clients_all_get_answers(gateway: GatewayProcess, tmp_path: P
     with ThreadPoolExecutor(8) as pool:
         statuses = [code for codes in pool.map(pull, range(8)) for code in codes]
     assert len(statuses) == 800 and set(statuses) == {200}
+
+
+def test_the_start_says_what_to_do_next(gateway: GatewayProcess) -> None:
+    steps = json.loads(gateway.wait_for_log('"msg": "next steps"'))
+    fingerprint = json.loads(gateway.wait_for_log('"msg": "api certificate"'))["sha256_fingerprint"]
+    assert steps["certificate_sha256"] == fingerprint and "vmgateway token create" in steps["create_a_token"]
+    assert steps["page_reachable_from"][:2] == ["127.0.0.1", "::1"] and "ssh -L" in steps["from_another_address"]

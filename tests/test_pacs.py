@@ -282,10 +282,12 @@ def test_pacs_find_lists_what_the_pacs_has_beside_what_is_held(make_gateway: Any
     assert listing.returncode == 0, listing.stderr
     study_uid = pydicom.dcmread(study[0]).StudyInstanceUID
     (line,) = [line for line in listing.stdout.splitlines() if study_uid in line]
-    assert "3 on PACS     0 here" in line and "1 studies on ORTHANC@127.0.0.1" in listing.stderr
+    assert "3 on PACS     0 here" in line and "1 study on ORTHANC@127.0.0.1" in listing.stderr
     poll(gateway, token)
-    polled = vmgateway("pacs", "poll-now", "--config", str(gateway.config), "--token", token)
+    polled = vmgateway("pacs", "poll-now", "--config", str(gateway.config), "--token", token, "--json")
     assert polled.returncode == 0 and json.loads(polled.stdout)["fetched"] == 0  # all held already
+    said = vmgateway("pacs", "poll-now", "--config", str(gateway.config), "--token", token)
+    assert said.stdout.startswith("1 study on the PACS in the last") and "0 instances missing here, 0 fetched" in said.stdout
     assert "3 on PACS     3 here" in vmgateway("pacs", "find", "--config", str(gateway.config)).stdout
 
 

@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     poll.add_argument("--config", metavar="FILE", help=config_help)
     poll.add_argument("--token", default=os.environ.get("VMGATEWAY_TOKEN", ""),
                       help="an API token (default $VMGATEWAY_TOKEN)")
+    poll.add_argument("--json", action="store_true", help="the API's answer as JSON, for scripts")
     poll.set_defaults(handler=_pacs_poll_now)
 
     site = commands.add_parser("site", help="the clinic's form: fill it in, print it")
@@ -352,7 +353,7 @@ def _pacs_find(args: argparse.Namespace) -> int:
         held = sum(len(s) for s in store.held_instances(study.study_instance_uid).values()) if journal else 0
         print(f"{study.study_date or '-':<9} {study.modalities or '-':<6} {study.instances or '?':>5} on PACS"
               f" {held:>5} here  {study.patient_name or '-'} ({study.patient_id or '-'})  {study.study_instance_uid}")
-    print(f"{len(studies)} studies on {pacs.ae_title}@{pacs.host}:{pacs.port}", file=sys.stderr)
+    print(f"{_count(len(studies), 'study', 'studies')} on {pacs.ae_title}@{pacs.host}:{pacs.port}", file=sys.stderr)
     return 0
 
 
@@ -374,8 +375,23 @@ def _pacs_poll_now(args: argparse.Namespace) -> int:
     if answer.status_code != 200:
         print(f"vmgateway: {answer.status_code} {answer.text}", file=sys.stderr)
         return 1
-    print(json.dumps(answer.json(), indent=2, ensure_ascii=False))
-    return 0 if answer.json().get("ok") else 1
+    result = answer.json()
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    elif "error" in result:
+        print(f"the poll failed: {result['error']}")
+    else:
+        print(f"{_count(result['studies'], 'study', 'studies')} on the PACS in the last"
+              f" {settings.pacs.lookback_days} day(s); {_count(result['missing'], 'instance', 'instances')} missing"
+              f" here, {result['fetched']} fetched now")
+        for problem in result.get("problems", []):
+            print(f"  problem: {problem}")
+    return 0 if result.get("ok") else 1
+
+
+def _count(number: int, one: str, many: str) -> str:
+    """`1 study`, `2 studies`."""
+    return f"{number} {one if number == 1 else many}"
 
 
 def _site_init(args: argparse.Namespace) -> int:

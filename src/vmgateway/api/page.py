@@ -9,7 +9,7 @@ does not justify a template engine.
 from html import escape
 from typing import Any
 
-from vmgateway.when import when
+from vmgateway.when import duration, when
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;background:#f6f7f9;color:#1d2430}
@@ -103,15 +103,32 @@ def _overall(overall: dict[str, Any]) -> str:
 
 
 def _details(component: dict[str, Any]) -> str:
+    """A component's figures as a person reads them: times as local times, durations in minutes and
+    hours, percents, the queue per kind, nothing that is not there."""
     parts = []
     for key, value in component.items():
-        if key == "state" or value is None:
+        if key == "state" or value is None or value == {} or value == []:
             continue
         if key == "last_problem":
             parts.append(f"last problem {when(value['at'])}: {value['message']}")
-        elif isinstance(value, dict):  # e.g. push destinations: name and state, and the error if any
+        elif key == "destinations":
             parts += [f"{name} {inner.get('state')}" + (f" ({inner['last_error']})" if inner.get("last_error") else "")
-                      for name, inner in value.items() if isinstance(inner, dict)]
-        else:
-            parts.append(f"{key.replace('_', ' ')} {value}")
+                      for name, inner in value.items()]
+        elif key == "queue":
+            parts += [f"{kind}: {counts['waiting']} waiting, {counts['dead']} dead" for kind, counts in value.items()]
+        elif not isinstance(value, dict | list):
+            parts.append(_figure(key, value))
     return ", ".join(parts)
+
+
+def _figure(key: str, value: Any) -> str:
+    name = key.removesuffix("_at").removesuffix("_s").removesuffix("_percent").replace("_", " ")
+    if isinstance(value, bool):
+        return f"{name} {'yes' if value else 'no'}"
+    if key.endswith("_at") and isinstance(value, int | float):
+        return f"{name} {when(value)}"
+    if key.endswith("_s") and isinstance(value, int | float):
+        return f"{name} {duration(value)}"
+    if key.endswith("_percent") and isinstance(value, int | float):
+        return f"{name} {value:g} %"
+    return f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"

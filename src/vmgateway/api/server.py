@@ -107,6 +107,7 @@ class ApiServer:
             if api.client_ca is not None:
                 options |= {"ssl_ca_certs": str(api.client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
             log.info("api certificate", extra={"sha256_fingerprint": fingerprint(cert), "file": str(cert)})
+        self._say_next_steps(fingerprint(cert) if api.tls else None)
         # Bound here, not by uvicorn: a taken port is then an OSError for the service to report
         # (uvicorn would log it and exit the process); and the listener applies the allowlist
         # and the connection shares at accept, before a TLS handshake costs anything.
@@ -142,6 +143,19 @@ class ApiServer:
             await asyncio.sleep(0.01)
         ended.add_done_callback(self._ended)
         log.info("api listening", extra={"bind": api.bind, "port": api.port, "tls": api.tls})
+
+    def _say_next_steps(self, certificate_sha256: str | None) -> None:
+        """Once at start, what a person setting the box up does next (the log is what they see)."""
+        api = self.view.settings.api
+        scheme = "https" if api.tls else "http"
+        log.info("next steps", extra={
+            "create_a_token": "vmgateway token create NAME (on the box, as root)",
+            "status_page": f"{scheme}://THIS-BOX:{api.port}/ (sign in with the token)",
+            "certificate_sha256": certificate_sha256,
+            "page_reachable_from": ["127.0.0.1", "::1", *api.allow],
+            "from_another_address": f"add it to api.allow, or tunnel: ssh -L {api.port}:127.0.0.1:{api.port}"
+                                    f" root@THIS-BOX and open {scheme}://127.0.0.1:{api.port}/",
+        })
 
     @staticmethod
     def _ended(ended: Future[None]) -> None:

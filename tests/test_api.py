@@ -175,6 +175,12 @@ def test_pull_feed_end_to_end(gateway: GatewayProcess, tmp_path: Path) -> None:
         assert {(d["protocol"], d["name"]) for d in devices} == {("dicom", "STORESCU"), ("hl7", "URIN-VET^KEM")}
         audit = [e["detail"] for e in api.get("/api/v1/events").json()["events"] if e["kind"] == "audit"]
         assert audit[:2] == ["vetmanager: acknowledged 2 item(s)", "vetmanager: transfers activated"]
+        forward = api.get("/api/v1/events", params={"after": 0, "kind": "audit", "limit": 1}).json()
+        assert [e["detail"] for e in forward["events"]] == ["vetmanager: transfers activated"]  # oldest first
+        following = api.get("/api/v1/events", params={"after": forward["next"], "kind": "audit"}).json()
+        assert [e["detail"] for e in following["events"]] == ["vetmanager: acknowledged 2 item(s)"]
+        assert api.get("/api/v1/events", params={"after": following["next"], "kind": "audit"}).json() == {
+            "events": [], "next": following["next"]}  # nothing new: the cursor stays
         metrics = api.get("/api/v1/metrics").text
         assert 'vmgateway_received_items_total{kind="dicom"} 1.0' in metrics
         assert 'vmgateway_items{state="delivered"} 2.0' in metrics

@@ -95,10 +95,17 @@ async def status(who: Caller, view: Gateway) -> dict[str, Any]:
 
 @router.get("/events")
 async def events(who: Caller, view: Gateway, before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+                 after: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+                 kind: Annotated[str | None, Query(min_length=1, max_length=32, pattern="^[a-z_]+$")] = None,
                  limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
-    """Events, newest first; page with `before` = the last ID seen."""
-    found = await view.store.feed.events(before, limit)
-    return {"events": found, "next": found[-1]["id"] if found else None}
+    """Events (start, stop, recovery, power, power_drain, dead, pacs_fetch, audit…), of one `kind` if
+    given. Backwards, newest first: page with `before` = the last ID seen. Forwards, to follow them
+    as they come: `after` = the last ID seen (0 from the start), oldest first. `next` is the cursor
+    for the next page in the same direction."""
+    if before is not None and after is not None:
+        raise HTTPException(422, "before or after, not both")
+    found = await view.store.feed.events(before, after, kind, limit)
+    return {"events": found, "next": found[-1]["id"] if found else (after if after is not None else None)}
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

@@ -111,11 +111,19 @@ def complete_studies(conn: sqlite3.Connection, quiet_since: float, cursor: str, 
     return result
 
 
-def events(conn: sqlite3.Connection, before: int | None, limit: int) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT id, at, kind, detail FROM events WHERE id < ? ORDER BY id DESC LIMIT ?",
-        (before if before is not None else 2**63 - 1, limit),
-    ).fetchall()
+def events(conn: sqlite3.Connection, before: int | None, after: int | None, kind: str | None,
+           limit: int) -> list[dict[str, Any]]:
+    """Newest first below `before`; or, with `after`, oldest first from that cursor on (a reader
+    that follows the events as they come); of one kind when `kind` is given."""
+    arguments: list[int | str]
+    where, arguments = ("id > ?", [after]) if after is not None else (
+        "id < ?", [before if before is not None else 2**63 - 1])
+    if kind is not None:
+        where += " AND kind = ?"
+        arguments.append(kind)
+    order = "ASC" if after is not None else "DESC"
+    rows = conn.execute(f"SELECT id, at, kind, detail FROM events WHERE {where} ORDER BY id {order} LIMIT ?",
+                        (*arguments, limit)).fetchall()
     return [dict(row) for row in rows]
 
 
@@ -178,8 +186,9 @@ class Feed:
     async def complete_studies(self, quiet_since: float, cursor: str, limit: int) -> list[dict[str, Any]]:
         return await self._journal.read_async(lambda conn: complete_studies(conn, quiet_since, cursor, limit))
 
-    async def events(self, before: int | None, limit: int) -> list[dict[str, Any]]:
-        return await self._journal.read_async(lambda conn: events(conn, before, limit))
+    async def events(self, before: int | None, after: int | None, kind: str | None,
+                     limit: int) -> list[dict[str, Any]]:
+        return await self._journal.read_async(lambda conn: events(conn, before, after, kind, limit))
 
     async def senders(self) -> list[dict[str, Any]]:
         return await self._journal.read_async(senders)

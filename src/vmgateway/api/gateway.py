@@ -103,7 +103,7 @@ async def events(who: Caller, view: Gateway, before: Annotated[int | None, Query
     as they come: `after` = the last ID seen (0 from the start), oldest first. `next` is the cursor
     for the next page in the same direction."""
     if before is not None and after is not None:
-        raise HTTPException(422, "before or after, not both")
+        raise HTTPException(400, "before or after, not both")
     found = await view.store.feed.events(before, after, kind, limit)
     return {"events": found, "next": found[-1]["id"] if found else (after if after is not None else None)}
 

@@ -17,7 +17,7 @@ h1{font-size:1.4rem;margin:0 0 1rem} h2{font-size:1.05rem;margin:1.2rem 0 .4rem}
 .state{display:inline-block;padding:.15rem .6rem;border-radius:1rem;font-weight:600}
 .ok{background:#d8f3dc;color:#1b4332} .warn{background:#fff3bf;color:#7c5e00} .bad{background:#ffd6d6;color:#8a1c1c}
 .neutral{background:#e3e8f0;color:#1d2430}
-table{border-collapse:collapse;background:#fff;min-width:40rem}
+table{border-collapse:collapse;background:#fff} .wide{overflow-x:auto;max-width:100%} .wide table{min-width:40rem}
 td,th{padding:.3rem .7rem;border-bottom:1px solid #e3e6ea;text-align:left}
 form{display:inline-block;margin:.3rem .5rem .3rem 0} input{padding:.25rem} button{padding:.3rem .8rem}
 .note{color:#5b6472;font-size:.9rem}
@@ -46,8 +46,31 @@ def sign_in(message: str = "") -> str:
 <p class="note">A token is made on the box with <code>vmgateway token create NAME</code>.</p>""")
 
 
+DEAD_SHOWN = 20
+"""Dead items listed on the page (the API lists them all)."""
+
+
+def _dead_items(dead: list[dict[str, Any]], total: int) -> str:
+    """Items given up on, each with why and a button to try again once the cause is fixed."""
+    if not dead:
+        return ""
+    rows = "".join(
+        f"<tr><td>{d['id']}</td><td>{escape(d['kind'])}</td><td>{when(d['received_at'])}</td>"
+        f"<td>{escape(str(d['sender'] or '–'))}</td><td>{d['attempts']}</td>"
+        f"<td>{escape(str(d['last_error'] or '–'))}</td>"
+        f"<td><form method='post' action='/ui/transfers/retry'><input type='hidden' name='item_id' value='{d['id']}'>"
+        f"<button type='submit'>Retry / Försök igen</button></form></td></tr>"
+        for d in dead)
+    more = f"<p class='note'>{total - len(dead)} more: GET /api/v1/transfers/dead</p>" if total > len(dead) else ""
+    return f"""<h2>Dead items / Uppgivna poster: {total}</h2>
+<div class="wide"><table id="dead"><tr><th>Item</th><th>Kind</th><th>Received</th><th>Sender</th><th>Attempts</th>
+<th>Last error / Senaste fel</th><th></th></tr>{rows}</table></div>{more}
+<form method="post" action="/ui/transfers/retry">
+<button type="submit">Retry all / Försök igen med alla</button></form>"""
+
+
 def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_received: float | None,
-                echo_result: str = "") -> str:
+                echo_result: str = "", dead: list[dict[str, Any]] | None = None) -> str:
     components = status["components"]
     rows = "".join(
         f"<tr><td>{escape(name)}</td><td><span class='state {'ok' if c.get('state') in _FINE else 'warn'}'>"
@@ -70,13 +93,14 @@ def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_rece
 {_overall(status["overall"])}
 <p class="note">version {escape(status['version'])}, up {status['uptime_s'] / 3600:.1f} h,
  last received / senast mottaget: {when(last_received)}</p>
-<h2>Components / Komponenter</h2><table id="components">{rows}</table>
+<h2>Components / Komponenter</h2><div class="wide"><table id="components">{rows}</table></div>
 <h2>Transfers / Överföring: <span id="transfers">{'on / på' if active else 'off / av'}</span></h2>
 <p>Queue / Kö: {status['queue']['undelivered']} item(s) not yet taken by Vetmanager.</p>
 <form method="post" action="/ui/transfers/{switch[0]}"><button type="submit">{switch[1]}</button></form>
+{_dead_items(dead or [], status["components"]["transfers"]["dead"])}
 <h2>Devices seen / Enheter</h2>
-<table id="devices"><tr><th>Protocol</th><th>Name (AE / application^facility)</th><th>Address</th><th>First seen</th>
-<th>Last seen</th><th>Items</th></tr>{device_rows}</table>
+<div class="wide"><table id="devices"><tr><th>Protocol</th><th>Name (AE / application^facility)</th><th>Address</th>
+<th>First seen</th><th>Last seen</th><th>Items</th></tr>{device_rows}</table></div>
 <h2>Echo a PACS or modality / Testa anslutning</h2>
 <form method="post" action="/ui/echo"><input name="host" placeholder="host" required>
 <input name="port" placeholder="port" size="6" required><input name="called_ae" placeholder="AE title" value="ANY-SCP">

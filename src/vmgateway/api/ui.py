@@ -34,7 +34,8 @@ def _see_page() -> RedirectResponse:
 async def _status_page(view: GatewayView, echo_result: str = "") -> HTMLResponse:
     status = await gateway_status(view)
     devices = await view.store.feed.senders()
-    return HTMLResponse(page.status_page(status, devices, status["last_received_at"], echo_result))
+    dead = await view.store.deliveries.dead_items(0, page.DEAD_SHOWN)
+    return HTMLResponse(page.status_page(status, devices, status["last_received_at"], echo_result, dead))
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -59,6 +60,18 @@ def signout() -> RedirectResponse:
     answer = _see_page()
     answer.delete_cookie(COOKIE)
     return answer
+
+
+@router.post("/ui/transfers/retry")
+async def ui_retry(request: Request, view: Gateway) -> RedirectResponse:
+    """The page's retry buttons: one dead item (`item_id`), or all of them. (Declared before
+    /ui/transfers/{action}, which would take the path otherwise.)"""
+    who = await _user(view, request)
+    if who is not None:
+        chosen = (await _form(request)).get("item_id", "")
+        revived = await view.store.deliveries.revive([int(chosen)] if chosen.isdigit() else None)
+        await view.audit(who, f"retried {len(revived)} dead item(s)")
+    return _see_page()
 
 
 @router.post("/ui/transfers/{action}")

@@ -151,3 +151,19 @@ def test_site_form_says_what_is_missing(tmp_path: Path) -> None:
     printed = vmgateway("site", "form", "--config", str(config))
     assert printed.returncode == 1 and "Kliniken" in printed.stdout
     assert "incomplete: site.external_ip is missing" in printed.stderr
+
+
+def test_init_asks_again_only_what_does_not_add_up_and_keeps_the_other_answers(tmp_path: Path) -> None:
+    config = tmp_path / "vmgateway.toml"
+    assert init(config, *FORMS[1]).returncode == 0  # option 1: WAN network 198.51.100.0/24
+    # name, option, external ip, wan network, lan network: kept; router ip 10.9.9.1 (valid alone, but
+    # outside the WAN network); dns, contact ×3, PACS: kept. Then only the WAN network (kept) and
+    # the router address are asked again.
+    answers = "\n" * 5 + "10.9.9.1\n" + "\n" * 5 + "\n198.51.100.254\n"
+    asked = init(config, answers=answers)
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    assert "site.router_ip 10.9.9.1 is not in site.wan_network 198.51.100.0/24" in asked.stdout
+    again = asked.stdout.split("does not add up yet")[1]
+    assert again.count("[") == 2 and "Router address" in again and "Site name" not in again
+    settings = load_settings(config)
+    assert (settings.site.name, settings.site.router_ip) == ("Djurkliniken i Åby", "198.51.100.254")

@@ -418,7 +418,7 @@ def _site_init(args: argparse.Namespace) -> int:
                 raise ConfigError(f"{flag_name(key)} {text!r}: {exc}") from None
             given.add(key)
     if args.ask if args.ask is not None else sys.stdin.isatty():
-        ask(data, _read_line, print)
+        ask(data, _read_line, print, given)
     derive(data, given)
     settings = checked(data)
     backup = write_config(path, data)

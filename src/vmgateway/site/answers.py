@@ -9,6 +9,7 @@ as it is given, the whole form at the end; nothing is written unless all of it i
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,9 +125,41 @@ def derive(data: dict[str, Any], given: set[str]) -> None:
         set_answer(data, "pacs.poll", bool(_get(data, "pacs.host")))
 
 
-def ask(data: dict[str, Any], read: Callable[[str], str], say: Callable[[str], None]) -> None:
-    """Ask every question that applies, showing the current value; check each answer at once."""
-    for question in QUESTIONS:
+def ask(data: dict[str, Any], read: Callable[[str], str], say: Callable[[str], None],
+        given: set[str] | None = None) -> None:
+    """Ask every question that applies, showing the current value; check each answer at once.
+
+    Then check the form as a whole (an answer can be right alone and wrong beside another: a
+    router address outside the WAN network): say what does not add up and ask again only the
+    questions those problems name, keeping every other answer.
+    """
+    _ask_each(QUESTIONS, data, read, say)
+    for _ in range(MAX_TRIES):
+        candidate = copy.deepcopy(data)
+        derive(candidate, given or set())
+        try:
+            problems = form_problems(parse_settings(candidate, source="the form"))
+        except ConfigError:
+            return  # not for a question to mend (the file itself): checked() names it
+        named = [q for q in QUESTIONS if any(_names(problem, q.key) for problem in problems)]
+        if not named:
+            return  # complete, or nothing a question can mend: checked() says what is left
+        say("The form does not add up yet / Formuläret stämmer inte än:")
+        for problem in problems:
+            say(f"  {problem}")
+        _ask_each(named, data, read, say)
+
+
+def _names(problem: str, key: str) -> bool:
+    """Whether a problem (which names its keys: "site.router_ip … site.wan_network …") is about `key`;
+    "site.contact needs …" is about each of its fields."""
+    return any(key == token or key.startswith(token + ".")
+               for token in re.findall(r"\b(?:site|pacs)\.[a-z_.]*[a-z_]", problem))
+
+
+def _ask_each(questions: list[Question], data: dict[str, Any], read: Callable[[str], str],
+              say: Callable[[str], None]) -> None:
+    for question in questions:
         if not question.wanted(data):
             continue
         current = _get(data, question.key)

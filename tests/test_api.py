@@ -166,7 +166,7 @@ def test_pull_feed_end_to_end(gateway: GatewayProcess, tmp_path: Path) -> None:
         raw = api.get(f"/api/v1/items/{message['id']}/content")
         assert raw.headers["content-type"] == "x-application/hl7-v2+er7; charset=ISO-8859-1"
         assert raw.content == hl7.read_bytes().strip(b"\r")  # mllp_send strips the final CR
-        assert message["hl7"]["control_id"] == "UV-5521"
+        assert (message["hl7"]["control_id"], message["hl7"]["processing_id"]) == ("UV-5521", "P")
         acked = api.post("/api/v1/feed/ack", json={"item_ids": [dicom["id"], message["id"]]}).json()
         assert acked == {"delivered": [dicom["id"], message["id"]]}
         assert api.get("/api/v1/feed").json()["items"] == []  # only what was not taken yet

@@ -21,7 +21,8 @@ _ITEM_COLUMNS = """
     d.sop_instance_uid, d.version, d.sop_class_uid, d.transfer_syntax_uid, d.study_instance_uid,
     d.series_instance_uid, d.patient_id AS dicom_patient_id, d.patient_name AS dicom_patient_name,
     d.accession_number, d.modality, d.study_date, d.species, d.breed, d.responsible_person,
-    h.sending_application, h.sending_facility, h.message_type, h.control_id, h.version AS hl7_version,
+    h.sending_application, h.sending_facility, h.message_type, h.control_id, h.processing_id,
+    h.version AS hl7_version,
     h.charset, h.charset_used, h.patient_id AS hl7_patient_id, h.patient_name AS hl7_patient_name,
     h.placer_order_number, h.filler_order_number, h.observation_count, wl.order_id,
     a.listener, a.instrument, a.sample_ids, a.patient_ids AS astm_patient_ids, a.test_codes, a.result_count
@@ -36,8 +37,8 @@ _FROM = """
 _DICOM = ("sop_instance_uid", "version", "sop_class_uid", "transfer_syntax_uid", "study_instance_uid",
           "series_instance_uid", "accession_number", "modality", "study_date", "species", "breed",
           "responsible_person", "order_id")
-_HL7 = ("sending_application", "sending_facility", "message_type", "control_id", "charset", "charset_used",
-        "placer_order_number", "filler_order_number", "observation_count")
+_HL7 = ("sending_application", "sending_facility", "message_type", "control_id", "processing_id", "charset",
+        "charset_used", "placer_order_number", "filler_order_number", "observation_count")
 
 
 _ASTM = ("listener", "instrument", "sample_ids", "test_codes", "result_count")

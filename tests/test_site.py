@@ -97,7 +97,8 @@ def test_a_missing_answer_is_named(tmp_path: Path) -> None:
 
 def test_init_keeps_the_rest_of_the_configuration_and_the_previous_file(tmp_path: Path) -> None:
     config = tmp_path / "vmgateway.toml"
-    config.write_text('[dicom]\nport = 4106\nae_title = "VM_GW_2"\n\n[site]\nname = "Old name"\n')
+    config.write_text('# Box 17, Smådjurskliniken\n[dicom]\nport = 4106  # the X-ray is set to this\nae_title = "VM_GW_2"\n'
+                      '\n[site]\nname = "Old name"\n')
     previous = config.read_bytes()
     assert init(config, *FORMS[2]).returncode == 0
     settings = load_settings(config)
@@ -107,6 +108,8 @@ def test_init_keeps_the_rest_of_the_configuration_and_the_previous_file(tmp_path
     assert changed.returncode == 0, changed.stderr
     again = load_settings(config)
     assert again.site.contact.phone == "08-123 456" and again.site.internal_ip == "192.168.10.20"
+    written = config.read_text()  # the person's comments stay where they were
+    assert written.startswith("# Box 17, Smådjurskliniken\n[dicom]\nport = 4106  # the X-ray is set to this\n")
 
 
 def test_init_asks_rechecks_a_wrong_answer_and_keeps_a_value_on_enter(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import GatewayProcess, dcmtk
 from tests.dicomdata import copies_of_ct_small, secondary_capture
+from tests.test_dicom_receiver import _peak_rss_mb
 from tests.test_hl7_receiver import HEMATOLOGY, frame, msa, with_control_id
 
 VERIFICATION = b"1.2.840.10008.1.1"
@@ -74,13 +75,6 @@ def until(condition: Callable[[], bool], within_s: float) -> bool:
     return True
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def descriptors(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
@@ -118,6 +112,20 @@ def many_descriptors(count: int) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def trickle(sockets: list[socket.socket], data: bytes, every_s: float) -> None:
+    """Send `data` a byte at a time to each socket, one byte every `every_s`, until the gateway has
+    closed them all (a trickle must not count as activity) or `data` runs out."""
+    for byte in data:
+        for sock in sockets:
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                pass  # closed by the gateway: what the test waits for
+        if all(closed_by_gateway(sock, 0.01) for sock in sockets):
+            return
+        time.sleep(every_s)
+
+
 def stream_zeros(sock: socket.socket, most: int) -> int:
     """Send zeros until the gateway stops taking them (or `most` bytes); how many were sent."""
     sent, chunk = 0, bytes(65536)
@@ -135,7 +143,7 @@ def stream_zeros(sock: socket.socket, most: int) -> int:
 def test_a_pdu_announcing_4_gb_is_aborted_at_its_header(make_gateway: Any, when: str) -> None:
     gateway = make_gateway()
     assert gateway.proc is not None
-    before = rss_mb(gateway.proc.pid)
+    before = _peak_rss_mb(gateway.proc.pid)
     with connect(gateway.port, "127.0.0.2") as attacker:
         if when == "after the association":
             attacker.sendall(associate_rq())
@@ -149,7 +157,7 @@ def test_a_pdu_announcing_4_gb_is_aborted_at_its_header(make_gateway: Any, when:
         assert sent < 64 * 2**20, f"the gateway took {sent} bytes of a PDU it should have refused"
         assert closed_by_gateway(attacker, 5)
     gateway.wait_for_log("dicom PDU refused: longer than allowed")
-    assert rss_mb(gateway.proc.pid) - before < 30
+    assert _peak_rss_mb(gateway.proc.pid) - before < 30  # the high-water mark: no transient spike either
     assert echo_works(gateway)
 
 
@@ -205,15 +213,7 @@ def test_hl7_shares_and_the_frame_deadline(make_gateway: Any) -> None:
         held = [a for a, r in zip(attackers, refused, strict=True) if not r]
         assert hl7_works(gateway, "FAIR-1"), "the instrument was locked out"
         started = time.monotonic()
-        for byte in b"\x0b" + HEMATOLOGY[:20]:  # trickled inside a frame: each byte resets no clock
-            for attacker in held:
-                try:
-                    attacker.send(bytes([byte]))
-                except OSError:
-                    pass
-            if all(closed_by_gateway(a, 0.01) for a in held):
-                break
-            time.sleep(0.25)
+        trickle(held, b"\x0b" + HEMATOLOGY[:20], 0.25)  # inside a frame: each byte resets no clock
         assert all(closed_by_gateway(a, max(0.1, started + 4 - time.monotonic())) for a in held)
     finally:
         for attacker in attackers:
@@ -400,15 +400,7 @@ def test_astm_shares_and_a_trickled_frame(make_gateway: Any) -> None:
             attacker.sendall(ENQ)
             assert attacker.recv(1) == ACK
         started = time.monotonic()
-        for byte in b"\x021H|\\^&|||VetScan|||||||P|1\r" * 2:  # a byte every 0.3 s: never a frame
-            for attacker in held:
-                try:
-                    attacker.send(bytes([byte]))
-                except OSError:
-                    pass
-            if all(closed_by_gateway(a, 0.01) for a in held):
-                break
-            time.sleep(0.3)
+        trickle(held, b"\x021H|\\^&|||VetScan|||||||P|1\r" * 2, 0.3)  # never a whole frame
         assert all(closed_by_gateway(a, max(0.1, started + 8 - time.monotonic())) for a in held)
         instrument = Instrument("127.0.0.1", port).connect()
         try:

@@ -66,11 +66,6 @@ class Admission:
                         address=peer, per_peer=self.per_peer, total=self.total)
         return not reason
 
-    def __len__(self) -> int:
-        with self._lock:
-            self._forget_closed()
-            return sum(map(len, self._open.values()))
-
     def _make_room(self, newcomer: str, holds: int) -> str | None:
         """Shut the oldest connection of the address holding the most, if it holds more than
         the newcomer; the address, or None when there is no such address."""

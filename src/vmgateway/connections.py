@@ -1,5 +1,6 @@
-"""The bookkeeping every stream receiver (HL7, ASTM) needs for its connections: who may
-connect, each one counted while it runs, so that a drain can wait for it and then cut what is left."""
+"""The bookkeeping every stream receiver (HL7, ASTM) needs for its connections: the allowlist
+rule its Admission applies (vmgateway.admission), and each connection counted while it runs, so
+that a drain can wait for it and then cut what is left."""
 
 from __future__ import annotations
 
@@ -20,9 +21,6 @@ def peer_allowed(address: str, allowed: Sequence[IPv4Network | IPv6Network]) -> 
 class Connections:
     def __init__(self) -> None:
         self._running: set[asyncio.Task[None]] = set()
-
-    def __len__(self) -> int:
-        return len(self._running)
 
     async def serve(self, writer: asyncio.StreamWriter, conversation: Awaitable[None]) -> None:
         """Run one connection's conversation to its end (a peer that hangs up is an end too),

@@ -21,6 +21,10 @@ from typing import Any, Literal
 from vmgateway.when import duration
 
 State = Literal["commissioning", "all_well", "attention"]
+STATES: tuple[State, ...] = ("commissioning", "all_well", "attention")
+REASON_CODES = ("transfers_off", "dead_items", "destination", "waiting_too_long", "power", "disk", "clock",
+                "component")
+"""Every Reason.code, stable for programs (the metrics label them)."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,7 @@ class Facts:
 @dataclass(frozen=True)
 class Reason:
     code: str
-    """Stable, for programs: transfers_off, dead_items, destination, waiting_too_long, power, disk,
-    clock, component."""
+    """One of REASON_CODES."""
     text: str
     advice: str
 

@@ -45,6 +45,10 @@ async def transfers_state(view: GatewayView, destinations: dict[str, dict[str, A
             "waiting": sum(kind["waiting"] for kind in queue.values()), "dead": dead, "queue": queue}
 
 
+_FAILING = frozenset({"stopped", "failing"})
+"""Component states that make the overall state `attention` (a listener down, a job or poll failing)."""
+
+
 async def gateway_status(view: GatewayView, counts: dict[str, Any] | None = None) -> dict[str, Any]:
     """What /api/v1/status, the page and the metrics show: the overall state (vmgateway.overall),
     every component and job, queue and totals."""
@@ -81,10 +85,6 @@ async def gateway_status(view: GatewayView, counts: dict[str, Any] | None = None
         "last_received_at": counts["last_received_at"],
         "clock_synchronised": facts.clock_synchronised,
     }
-
-
-_FAILING = frozenset({"stopped", "failing"})
-"""Component states that make the overall state `attention` (a listener down, a job or poll failing)."""
 
 
 @router.get("/status")

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from vmgateway.model import ITEM_KINDS
+from vmgateway.overall import REASON_CODES, STATES
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # a `_created` series beside every counter only doubles what Prometheus stores
 
@@ -33,12 +34,12 @@ class _GatewayCollector(Collector):
         yield info
         overall = GaugeMetricFamily("vmgateway_overall_state", "1 for the gateway's overall state (as on its page)",
                                     labels=["state"])
-        for state in ("commissioning", "all_well", "attention"):
+        for state in STATES:
             overall.add_metric([state], 1 if status["overall"]["state"] == state else 0)
         yield overall
         reasons = GaugeMetricFamily("vmgateway_attention_reasons", "Reasons for attention now, by kind",
                                     labels=["reason"])
-        for code in _REASONS:
+        for code in REASON_CODES:
             reasons.add_metric([code], sum(1 for r in status["overall"]["reasons"] if r["code"] == code))
         yield reasons
         received = CounterMetricFamily("vmgateway_received_items", "Items received and kept", labels=["kind"])
@@ -69,9 +70,6 @@ class _GatewayCollector(Collector):
         yield from _job_metrics({name.removeprefix("job:"): c for name, c in components.items()
                                  if name.startswith("job:")})
         yield from _power_metrics(components["power"])
-
-
-_REASONS = ("transfers_off", "dead_items", "destination", "waiting_too_long", "power", "disk", "clock", "component")
 
 
 def _transfer_metrics(status: dict[str, Any]) -> Iterator[Metric]:

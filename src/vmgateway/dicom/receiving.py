@@ -70,10 +70,7 @@ class ReceivingFile:
             try:
                 self._handle.write(data)
             except OSError as exc:
-                if exc.errno not in _NO_SPACE:
-                    raise
-                self._drop_what_was_written()
-                self._refuse(SpoolFull(f"the data disk is full ({exc.strerror})"))
+                self._no_space(exc)
         return len(data)
 
     def flush(self) -> None:
@@ -81,10 +78,7 @@ class ReceivingFile:
             try:
                 self._handle.flush()
             except OSError as exc:
-                if exc.errno not in _NO_SPACE:
-                    raise
-                self._drop_what_was_written()
-                self._refuse(SpoolFull(f"the data disk is full ({exc.strerror})"))
+                self._no_space(exc)
 
     def close(self) -> None:
         if self._handle is not None:
@@ -93,6 +87,13 @@ class ReceivingFile:
             except OSError:  # its buffer could not be written: the handler has answered already
                 pass
             self._handle = None
+
+    def _no_space(self, exc: OSError) -> None:
+        """The disk is full: free what was written, refuse the rest. Any other error is raised."""
+        if exc.errno not in _NO_SPACE:
+            raise exc
+        self._drop_what_was_written()
+        self._refuse(SpoolFull(f"the data disk is full ({exc.strerror})"))
 
     def _drop_what_was_written(self) -> None:
         handle, self._handle = self._handle, None

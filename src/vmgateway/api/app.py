@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from vmgateway import __version__
 from vmgateway.api import checks, feed, gateway, site, transfers, ui, worklist
@@ -21,9 +22,15 @@ from vmgateway.api.security import BodyLimitMiddleware
 __all__ = ["GatewayView", "create_app"]
 
 
+def _operation_id(route: APIRoute) -> str:
+    """The route function's name (get_item, list_feed, acknowledge_items): what a generated client
+    calls its functions, rather than FastAPI's `get_item_api_v1_items__item_id__get`."""
+    return route.name
+
+
 def create_app(view: GatewayView) -> Any:
     api = FastAPI(title="vmgateway management API", version=__version__, openapi_url="/api/v1/openapi.json",
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, generate_unique_id_function=_operation_id)
     api.state.view = view
     for module in (gateway, site, checks, worklist, transfers, feed, ui):
         api.include_router(module.router)

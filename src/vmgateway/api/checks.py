@@ -10,12 +10,13 @@ from pydantic import BaseModel, Field
 
 from vmgateway.addresses import local_address
 from vmgateway.api.deps import Caller, Gateway, GatewayView
+from vmgateway.api.schemas import Device, TestResult, errors
 from vmgateway.config import AETitle
 from vmgateway.dicom.echo import echo
 from vmgateway.hl7.client import send_messages, test_message
 from vmgateway.model import OWN_TEST_APPLICATION_PREFIX
 
-router = APIRouter(prefix="/api/v1", tags=["tests"])
+router = APIRouter(prefix="/api/v1", tags=["tests"], responses=errors(401, 429))
 
 TIMEOUT_S = 10
 
@@ -27,8 +28,8 @@ class EchoRequest(BaseModel):
     calling_ae: AETitle | None = None
 
 
-@router.get("/devices")
-async def devices(who: Caller, view: Gateway) -> list[dict[str, Any]]:
+@router.get("/devices", response_model=list[Device])
+async def list_devices(who: Caller, view: Gateway) -> list[dict[str, Any]]:
     """Every DICOM calling AE / address and HL7 sender seen, with first/last contact."""
     return await view.store.feed.senders()
 
@@ -42,14 +43,14 @@ async def run_echo(view: GatewayView, who: str, request: EchoRequest) -> dict[st
     return {"ok": result.ok, "message": result.message, "seconds": round(time.monotonic() - began, 3)}
 
 
-@router.post("/tests/echo")
-async def echo_test(request: EchoRequest, who: Caller, view: Gateway) -> dict[str, Any]:
+@router.post("/tests/echo", response_model=TestResult, responses=errors(413))
+async def test_echo(request: EchoRequest, who: Caller, view: Gateway) -> dict[str, Any]:
     """C-ECHO from the gateway to a PACS or modality."""
     return await run_echo(view, who, request)
 
 
-@router.post("/tests/hl7")
-async def hl7_test(who: Caller, view: Gateway) -> dict[str, Any]:
+@router.post("/tests/hl7", response_model=TestResult)
+async def test_hl7(who: Caller, view: Gateway) -> dict[str, Any]:
     """A test message (MSH-11 = T) sent to the gateway's own HL7 listener, and its ACK."""
     control_id, message = test_message(f"{OWN_TEST_APPLICATION_PREFIX}TEST", view.settings.site.name)
     began = time.monotonic()

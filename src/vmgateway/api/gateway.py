@@ -11,15 +11,17 @@ from fastapi.responses import PlainTextResponse
 from vmgateway import __version__
 from vmgateway.api.deps import MAX_ID, Caller, Gateway, GatewayView
 from vmgateway.api.metrics import metrics_text
+from vmgateway.api.schemas import Events, Health, Status, errors
 from vmgateway.clock import clock_synchronised
 from vmgateway.overall import Facts, assess
 from vmgateway.store.access import HEALTH_CHECKED_AT
 
 router = APIRouter(prefix="/api/v1", tags=["gateway"])
+_TOKEN = errors(401, 429)
 
 
-@router.get("/health")
-async def health(view: Gateway, deep: bool = False) -> dict[str, str]:
+@router.get("/health", response_model=Health, response_model_exclude_none=True, responses=errors(503))
+async def get_health(view: Gateway, deep: bool = False) -> dict[str, str]:
     """Liveness: the only endpoint that needs no token. `deep=true` also has the journal take a
     write (committed, fsync'ed): what an upgrade's health check asks of a new release."""
     if not deep:
@@ -87,14 +89,14 @@ async def gateway_status(view: GatewayView, counts: dict[str, Any] | None = None
     }
 
 
-@router.get("/status")
-async def status(who: Caller, view: Gateway) -> dict[str, Any]:
+@router.get("/status", response_model=Status, responses=_TOKEN)
+async def get_status(who: Caller, view: Gateway) -> dict[str, Any]:
     """Every component (listeners, background jobs as `job:NAME`, power, PACS, transfers, disk)."""
     return await gateway_status(view)
 
 
-@router.get("/events")
-async def events(who: Caller, view: Gateway, before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+@router.get("/events", response_model=Events, responses=_TOKEN | errors(400))
+async def list_events(who: Caller, view: Gateway, before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                  after: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
                  kind: Annotated[str | None, Query(min_length=1, max_length=32, pattern="^[a-z_]+$")] = None,
                  limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
@@ -108,8 +110,8 @@ async def events(who: Caller, view: Gateway, before: Annotated[int | None, Query
     return {"events": found, "next": found[-1]["id"] if found else (after if after is not None else None)}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(who: Caller, view: Gateway) -> PlainTextResponse:
+@router.get("/metrics", response_class=PlainTextResponse, responses=_TOKEN)
+async def get_metrics(who: Caller, view: Gateway) -> PlainTextResponse:
     """Prometheus text format."""
     counts = await view.store.feed.counts()
     body, content_type = metrics_text(counts, await gateway_status(view, counts))

@@ -8,9 +8,10 @@ from fastapi import APIRouter, HTTPException, Query
 from pydicom.uid import generate_uid
 
 from vmgateway.api.deps import Caller, Gateway, GatewayView
+from vmgateway.api.schemas import Cancelled, WorklistRecord, errors
 from vmgateway.worklist.entry import WorklistEntry
 
-router = APIRouter(prefix="/api/v1/worklist", tags=["worklist"])
+router = APIRouter(prefix="/api/v1/worklist", tags=["worklist"], responses=errors(401, 429))
 
 ENTRY_STATES = "^(scheduled|in_progress|performed|cancelled)$"
 
@@ -39,7 +40,7 @@ async def _entry(view: GatewayView, order_id: str) -> dict[str, Any]:
     return _shown(row)
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=WorklistRecord, responses=errors(409, 413))
 async def create_worklist_entry(entry: WorklistEntry, who: Caller, view: Gateway) -> dict[str, Any]:
     """Schedule an examination: the modality finds it in the worklist (Study Instance UID made
     here unless given)."""
@@ -49,7 +50,7 @@ async def create_worklist_entry(entry: WorklistEntry, who: Caller, view: Gateway
     return await _entry(view, entry.order_id)
 
 
-@router.put("/{order_id}")
+@router.put("/{order_id}", response_model=WorklistRecord, responses=errors(404, 409, 413))
 async def update_worklist_entry(order_id: str, entry: WorklistEntry, who: Caller, view: Gateway) -> dict[str, Any]:
     """Change an entry (a cancelled one is scheduled again)."""
     if entry.order_id != order_id:
@@ -60,7 +61,7 @@ async def update_worklist_entry(order_id: str, entry: WorklistEntry, who: Caller
     return await _entry(view, order_id)
 
 
-@router.delete("/{order_id}")
+@router.delete("/{order_id}", response_model=Cancelled, responses=errors(404))
 async def cancel_worklist_entry(order_id: str, who: Caller, view: Gateway) -> dict[str, Any]:
     """Take an entry off the worklist (kept as cancelled until it expires)."""
     if not await view.store.worklist.cancel_entry(order_id):
@@ -69,7 +70,7 @@ async def cancel_worklist_entry(order_id: str, who: Caller, view: Gateway) -> di
     return {"order_id": order_id, "state": "cancelled"}
 
 
-@router.get("")
+@router.get("", response_model=list[WorklistRecord])
 async def list_worklist(who: Caller, view: Gateway,
                         state: Annotated[str | None, Query(pattern=ENTRY_STATES)] = None) -> list[dict[str, Any]]:
     """Entries not yet expired, by scheduled time. `in_progress`: a modality reported the step
@@ -77,6 +78,6 @@ async def list_worklist(who: Caller, view: Gateway,
     return [_shown(row) for row in await view.store.worklist.entries(state)]
 
 
-@router.get("/{order_id}")
-async def worklist_entry(order_id: str, who: Caller, view: Gateway) -> dict[str, Any]:
+@router.get("/{order_id}", response_model=WorklistRecord, responses=errors(404))
+async def get_worklist_entry(order_id: str, who: Caller, view: Gateway) -> dict[str, Any]:
     return await _entry(view, order_id)

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
 from starlette.testclient import TestClient
 
 from tests.conftest import GatewayProcess, dcmtk
@@ -50,6 +51,13 @@ def test_tls_by_default_with_the_logged_fingerprint(gateway: GatewayProcess) -> 
     assert key.stat().st_mode & 0o777 == 0o600
     with client(gateway) as https:
         assert https.get("/api/v1/health").json() == {"status": "ok"}
+    with client(gateway, new_token(gateway, "monitoring")) as https:
+        status = https.get("/api/v1/status").json()
+        metrics = https.get("/api/v1/metrics").text
+    ends = x509.load_pem_x509_certificate(served.encode()).not_valid_after_utc.timestamp()
+    assert status["api_certificate_expires_at"] == ends and ends > time.time() + 3600 * 24 * 3000  # ten years
+    [line] = [line for line in metrics.splitlines() if line.startswith("vmgateway_api_certificate_expiry_")]
+    assert float(line.split()[1]) == ends
     with pytest.raises(httpx.HTTPError):  # plain HTTP gets no answer from a TLS port
         httpx.get(f"http://127.0.0.1:{gateway.api_port}/api/v1/health", timeout=10)
 

@@ -99,8 +99,9 @@ def test_a_healthy_box_is_all_ok_and_each_fault_is_found_and_explained(network: 
             status, findings = doctor(gateway.config, "clock")  # this machine's clock may not be NTP-synchronised
             assert status == 0, findings
             assert set(levels(findings).values()) == {"OK"}
-            assert set(findings) == {"config", "site", "dicom", "hl7", "astm lab", "api", "disk", "ups", "pacs",
-                                     "upstream (hl7)", "transfers", "certificate", "firewall"}
+            assert set(findings) == {"overall", "config", "site", "dicom", "hl7", "astm lab", "api", "disk", "ups",
+                                     "pacs", "upstream (hl7)", "transfers", "certificate", "firewall"}
+            assert findings["overall"]["summary"].startswith("commissioning: Vetmanager activates transfers")
             assert "answers C-ECHO as VM_GATEWAY" in findings["dicom"]["summary"]
             assert "C-ECHO to CLINIC_PACS@127.0.0.1" in findings["pacs"]["summary"]
             assert "online (OL)" in findings["ups"]["summary"]
@@ -109,6 +110,9 @@ def test_a_healthy_box_is_all_ok_and_each_fault_is_found_and_explained(network: 
             nut.set("ups.status", "OB DISCHRG")  # mains out: a warning, exit 1
             status, findings = doctor(gateway.config, "clock")
             assert status == 1 and levels(findings)["ups"] == "WARN" and "mains" in findings["ups"]["advice"]
+            # the first line says what the page says: the box's own problem makes it need attention
+            assert findings["overall"]["summary"] == "attention: the UPS is on battery"
+            assert list(findings)[0] == "overall" and levels(findings)["overall"] == "WARN"
     finally:
         stop_process(pacs)
         nut.stop()
@@ -127,7 +131,7 @@ def test_faults_a_technician_would_hunt_for(network: None, make_gateway: Any, tm
             storage={"min_free_mb": 2**40})  # more than any disk here: nothing would be accepted
         status, findings = doctor(gateway.config, "clock")  # not running, no form, no firewall
     assert status == 2
-    expected = {"config": "OK", "site": "WARN", "dicom": "FAIL", "hl7": "FAIL", "api": "FAIL", "disk": "FAIL",
+    expected = {"overall": "FAIL", "config": "OK", "site": "WARN", "dicom": "FAIL", "hl7": "FAIL", "api": "FAIL", "disk": "FAIL",
                 "ups": "FAIL", "pacs": "FAIL", "upstream (hl7)": "FAIL", "certificate": "WARN", "firewall": "FAIL"}
     assert levels(findings) == expected
     for check, level in expected.items():
@@ -139,6 +143,10 @@ def test_faults_a_technician_would_hunt_for(network: None, make_gateway: Any, tm
     assert "days left" in findings["certificate"]["summary"]
     assert "not loaded" in findings["firewall"]["summary"]
     assert "registered there" in findings["pacs"]["advice"]
+    reasons = findings["overall"]["summary"]
+    # never activated: commissioning, where only the box's own problems count (a wrong upstream shows above)
+    assert reasons == ("attention: the UPS is low battery or unreadable; the data disk is below storage.min_free_mb:"
+                       " nothing new is accepted; dicom is failing; hl7 is failing; api is failing; pacs is failing")
 
 
 def test_a_firewall_that_differs_from_the_configuration_fails(network: None, make_gateway: Any,
@@ -176,6 +184,8 @@ def test_items_that_will_not_reach_vetmanager_and_a_wrong_url_are_named(make_gat
     assert (status, levels(findings)["transfers"]) == (1, "WARN"), findings
     assert "transfers are off; 1 item(s) waiting, the oldest for" in findings["transfers"]["summary"]
     assert "nothing is lost" in findings["transfers"]["advice"]
+    assert findings["overall"]["summary"] == ("commissioning: Vetmanager activates transfers once the clinic's"
+                                              " devices are connected; 1 item(s) wait for it, as they should")
 
     with Upstream(default=Step(400)) as upstream:  # refuses every message: it dies at its first attempt
         pushing, _ = pushing_hl7(make_gateway, upstream.url, allow_plain_http=True, max_attempts=1)
@@ -183,7 +193,9 @@ def test_items_that_will_not_reach_vetmanager_and_a_wrong_url_are_named(make_gat
         pushing.wait_until(lambda lines: dead_count(lines) == 1, "the message is dead")
         upstream.default = Step(404)  # and the URL turns out wrong
         status, findings = doctor(pushing.config, *only)
-    assert status == 2 and levels(findings) == {"config": "OK", "upstream (hl7)": "FAIL", "transfers": "FAIL"}
+    assert status == 2 and levels(findings) == {"overall": "FAIL", "config": "OK", "upstream (hl7)": "FAIL",
+                                                "transfers": "FAIL"}
+    assert findings["overall"]["summary"].startswith("attention: 1 item(s) dead: given up on; destination hl7")
     assert "1 item(s) dead" in findings["transfers"]["summary"]
     assert "POST /api/v1/transfers/retry" in findings["transfers"]["advice"]
     assert "does not exist there (HTTP 404)" in findings["upstream (hl7)"]["summary"]

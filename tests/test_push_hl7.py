@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,9 @@ def test_a_dead_dicomweb_destination_does_not_hold_hl7_up(make_gateway: Any) -> 
         transfers = api.get("/api/v1/transfers").json()
     assert transfers["destinations"]["dicomweb"]["state"] == "paused"
     assert "ConnectError" in transfers["destinations"]["dicomweb"]["last_error"]
-    assert transfers["queue"]["dicom"] == {"waiting": 2, "dead": 0}
+    dicom = transfers["queue"]["dicom"]
+    assert (dicom["waiting"], dicom["dead"]) == (2, 0) and dicom["oldest_waiting_at"] <= time.time()
+    assert transfers["destinations"]["dicomweb"]["kind"] == "dicom"
 
 
 def test_upstream_tls_is_verified_pinned_and_mutual_and_secrets_stay_out_of_logs(make_gateway: Any,

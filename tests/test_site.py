@@ -16,7 +16,7 @@ from vmgateway.config import load_settings
 
 
 def init(config: Path, *flags: str, answers: str | None = None) -> subprocess.CompletedProcess[str]:
-    asking = ["--ask"] if answers is not None else ["--no-ask"]
+    asking = ["--ask", "--lang", "en"] if answers is not None else ["--no-ask"]
     return subprocess.run([sys.executable, "-m", "vmgateway", "site", "init", "--config", str(config), *asking,
                            *flags], input=answers or "", capture_output=True, text=True, timeout=60)
 
@@ -41,6 +41,9 @@ def test_each_router_option_makes_a_configuration_the_gateway_accepts(tmp_path: 
 def test_the_form_prints_in_swedish_and_english_with_the_settings_for_the_devices(tmp_path: Path) -> None:
     config = tmp_path / "vmgateway.toml"
     assert init(config, *FORMS[4]).returncode == 0
+    with config.open("a") as more:
+        more.write('\n[[astm.listeners]]\nname = "hematology"\nport = 5001\n'
+                   '\n[[astm.serial]]\nname = "chemistry"\ndevice = "/dev/ttyUSB0"\n')
     swedish = vmgateway("site", "form", "--config", str(config))
     assert swedish.returncode == 0, swedish.stderr
     text = swedish.stdout
@@ -50,8 +53,13 @@ def test_the_form_prints_in_swedish_and_english_with_the_settings_for_the_device
     assert "CLINIC_PACS" in text and "11112" in text
     modalities = text[text.index("Inställningar för modaliteter"):text.index("Inställningar för labbinstrument")]
     assert "192.168.0.20" in modalities and "4006" in modalities and "VM_GATEWAY" in modalities
-    instruments = text[text.index("Inställningar för labbinstrument"):]
+    instruments = text[text.index("Inställningar för labbinstrument (HL7)"):]
     assert "192.168.0.20" in instruments and "2575" in instruments
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    assert "Routerns IP-adress: 192.168.0.1" in lines and "Nätmask: 255.255.255.0" in lines
+    assert "DNS-servrar: (routern)" in lines
+    astm = lines[lines.index("Inställningar för labbinstrument (ASTM)"):]
+    assert astm[1:3] == ["hematology: 192.168.0.20, port 5001", "chemistry: seriell port /dev/ttyUSB0, 9600 baud"]
     english = vmgateway("site", "form", "--config", str(config), "--lang", "en").stdout
     assert "Site:" in english and "Port forwarding (LAN port)" in english and "Settings for lab instruments" in english
 
@@ -62,6 +70,9 @@ def test_in_a_dmz_the_devices_send_to_the_external_address(tmp_path: Path) -> No
     text = vmgateway("site", "form", "--config", str(config), "--lang", "en").stdout
     modalities = text[text.index("Settings for modalities"):]
     assert "198.51.100.10" in modalities
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    assert "WAN/DMZ network: 198.51.100.0/24" in lines and "Router IP address: 198.51.100.1" in lines
+    assert "ASTM" not in text  # no ASTM instruments configured: no section for them
 
 
 @pytest.mark.parametrize("change, expected", [
@@ -121,10 +132,27 @@ def test_init_asks_rechecks_a_wrong_answer_and_keeps_a_value_on_enter(tmp_path: 
     asked = init(config, answers=answers)
     assert asked.returncode == 0, asked.stdout + asked.stderr
     assert "not valid" in asked.stdout and "External IP address" in asked.stdout
+    assert "Name servers, comma-separated (empty: the router): " in asked.stdout  # no value, no `[]`
     settings = load_settings(config)
     assert settings.site.name == "Djurkliniken i Åby"  # kept
     assert (settings.site.router_option, settings.site.external_ip, settings.site.internal_ip) == (
         2, "198.51.100.11", "192.168.1.20")
+
+
+def test_init_asks_in_swedish_and_shows_the_defaults(tmp_path: Path) -> None:
+    """--lang sv (the default): the questions and what is said between them; an embedded default
+    (the PACS port) shown as the value Enter keeps."""
+    config = tmp_path / "vmgateway.toml"
+    answers = "Kliniken\n1\n198.51.100.10\n198.51.100.0/24\n192.168.1.0/24\n10.9.9.1\n\nÅsa\n08-1\n\n10.0.0.30\n\nPACS\n" \
+              "\n198.51.100.1\n"
+    asked = subprocess.run([sys.executable, "-m", "vmgateway", "site", "init", "--config", str(config), "--ask"],
+                           input=answers, capture_output=True, text=True, timeout=60)
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    assert "Extern IP-adress (den Vetmanager ansluter till): " in asked.stdout
+    assert "PACS-serverns port [104]: " in asked.stdout
+    assert "Formuläret stämmer inte ihop än:" in asked.stdout
+    settings = load_settings(config)
+    assert (settings.pacs.host, settings.pacs.port, settings.site.router_ip) == ("10.0.0.30", 104, "198.51.100.1")
 
 
 def test_init_asking_gives_up_after_repeated_wrong_answers(tmp_path: Path) -> None:

@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--from", dest="form_file", metavar="FILE", help="a TOML file with [site] and [pacs]")
     init.add_argument("--ask", action=argparse.BooleanOptionalAction, default=None,
                       help="ask for each value (default: when standard input is a terminal)")
+    init.add_argument("--lang", choices=["sv", "en"], default="sv", help="questions in Swedish (default) or English")
     for key, kind in FORM_FLAGS:
         init.add_argument(flag_name(key), dest=key, metavar=kind.upper().replace("/", "|"), help=key)
     init.set_defaults(handler=_site_init)
@@ -418,7 +419,7 @@ def _site_init(args: argparse.Namespace) -> int:
                 raise ConfigError(f"{flag_name(key)} {text!r}: {exc}") from None
             given.add(key)
     if args.ask if args.ask is not None else sys.stdin.isatty():
-        ask(data, _read_line, print, given)
+        ask(data, _read_line, print, given, args.lang)
     derive(data, given)
     settings = checked(data)
     backup = write_config(path, data)
@@ -451,7 +452,7 @@ def _site_form(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     from vmgateway.doctor import report
-    from vmgateway.doctor.checks import CHECKS
+    from vmgateway.doctor.checks import CHECKS, overall
 
     unknown = sorted(set(args.skip) - set(CHECKS))
     if unknown:
@@ -467,6 +468,7 @@ def _doctor(args: argparse.Namespace) -> int:
         for name, check in CHECKS.items():
             if name not in args.skip:
                 findings += check(settings)
+        findings.insert(0, overall(settings, findings))
     if args.json:
         print(json.dumps([finding.as_dict() for finding in findings], indent=2))
     else:

@@ -98,7 +98,7 @@ class Gateway:
         return self.power.reading.as_dict()
 
     def _destinations(self) -> dict[str, dict[str, Any]]:
-        return {d.sink.name: d.state.as_dict() for d in self.destinations}
+        return {d.sink.name: {"kind": d.sink.kind} | d.state.as_dict() for d in self.destinations}
 
     def request_stop(self) -> None:
         self._stop.set()

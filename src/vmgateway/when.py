@@ -1,5 +1,6 @@
-"""Moments and durations as people read them: local time to the second (the box's time zone is the
-clinic's), durations in the largest two units."""
+"""Moments and durations as people read them: local time to the second with its zone (the box's
+time zone is the clinic's; Vetmanager's staff read it from elsewhere), durations in the largest
+two units."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from datetime import datetime
 
 
 def when(timestamp: float | None, missing: str = "–") -> str:
-    """`timestamp` (seconds since the epoch) as `YYYY-MM-DD HH:MM:SS`; `missing` for none."""
-    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else missing
+    """`timestamp` (seconds since the epoch) as `YYYY-MM-DD HH:MM:SS ZONE` in local time; `missing`
+    for none."""
+    return datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z") if timestamp else missing
 
 
 def duration(seconds: float) -> str:

@@ -44,6 +44,8 @@ class GatewayView:
     """The PACS poller's state: off, polling, ok, partial, failing; last poll, success, error."""
     poll_pacs: Callable[[], Awaitable[dict[str, Any]]]
     """Poll the PACS now and return what the poll found."""
+    certificate_expires_at: float | None = field(default=None, init=False)
+    """When the API's TLS certificate ends (read once at start: a new one needs a restart anyway)."""
     limiter: FailedAuthLimiter = field(init=False)
     gateway_loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
     """The loop the receivers and jobs run on, when the API runs on a loop of its own."""

@@ -86,6 +86,7 @@ async def gateway_status(view: GatewayView, counts: dict[str, Any] | None = None
         "received": counts["by_kind"],
         "last_received_at": counts["last_received_at"],
         "clock_synchronised": facts.clock_synchronised,
+        "api_certificate_expires_at": view.certificate_expires_at,
     }
 
 

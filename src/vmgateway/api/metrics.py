@@ -60,6 +60,9 @@ class _GatewayCollector(Collector):
         if status["clock_synchronised"] is not None:
             yield GaugeMetricFamily("vmgateway_clock_synchronised", "1 when the kernel's clock is NTP-synchronised",
                                     value=1 if status["clock_synchronised"] else 0)
+        if status["api_certificate_expires_at"] is not None:
+            yield GaugeMetricFamily("vmgateway_api_certificate_expiry_timestamp_seconds",
+                                    "When the API's TLS certificate ends", value=status["api_certificate_expires_at"])
         up = GaugeMetricFamily("vmgateway_component_up", "1 when a component works (listeners, API, PACS poller)",
                                labels=["component"])
         for name in ("dicom", "hl7", "astm"):

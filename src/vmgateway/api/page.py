@@ -6,6 +6,7 @@ echo. The page refreshes itself. HTML is built with f-strings and `html.escape`:
 does not justify a template engine.
 """
 
+import time
 from html import escape
 from typing import Any
 
@@ -62,7 +63,7 @@ def _dead_items(dead: list[dict[str, Any]], total: int) -> str:
         f"<button type='submit'>Retry / Försök igen</button></form></td></tr>"
         for d in dead)
     more = f"<p class='note'>{total - len(dead)} more: GET /api/v1/transfers/dead</p>" if total > len(dead) else ""
-    return f"""<h2>Dead items / Uppgivna poster: {total}</h2>
+    return f"""<h2>Dead items / Uppgivna försändelser: {total}</h2>
 <div class="wide"><table id="dead"><tr><th>Item</th><th>Kind</th><th>Received</th><th>Sender</th><th>Attempts</th>
 <th>Last error / Senaste fel</th><th></th></tr>{rows}</table></div>{more}
 <form method="post" action="/ui/transfers/retry">
@@ -70,12 +71,13 @@ def _dead_items(dead: list[dict[str, Any]], total: int) -> str:
 
 
 def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_received: float | None,
-                echo_result: str = "", dead: list[dict[str, Any]] | None = None) -> str:
+                echo_result: str = "", dead: list[dict[str, Any]] | None = None,
+                newest: list[dict[str, Any]] | None = None) -> str:
     components = status["components"]
     rows = "".join(
         f"<tr><td>{escape(name)}</td><td><span class='state {'ok' if c.get('state') in _FINE else 'warn'}'>"
         f"{escape(str(c.get('state')))}</span></td><td>{escape(_details(c))}</td></tr>"
-        for name, c in components.items()
+        for name, c in components.items() if name != "transfers"  # transfers have their own table
     )
     device_rows = "".join(
         f"<tr><td>{escape(d['protocol'].upper())}</td><td>{escape(d['name'])}"
@@ -83,31 +85,94 @@ def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_rece
         f"</td><td>{escape(d['address'])}</td>"
         f"<td>{when(d['first_seen_at'])}</td><td>{when(d['last_seen_at'])}</td><td>{d['items']}</td></tr>"
         for d in devices
-    ) or "<tr><td colspan='6'>No device has sent anything yet / Inga enheter än</td></tr>"
+    ) or "<tr><td colspan='6'>No device has sent anything yet / Ingen enhet har skickat något än</td></tr>"
     active = status["transfers_active"]
-    switch = ("deactivate", "Deactivate transfers / Stoppa överföring") if active else (
-        "activate", "Activate transfers / Aktivera överföring")
+    switch = ("deactivate", "Deactivate transfers / Stoppa överföringen") if active else (
+        "activate", "Activate transfers / Starta överföringen")
     echo_note = f'<p class="note" id="echo-result">{escape(echo_result)}</p>' if echo_result else ""
     body = f"""
 <h1>Vetmanager Gateway {escape(status['site'])}</h1>
 {_overall(status["overall"])}
-<p class="note">version {escape(status['version'])}, up {status['uptime_s'] / 3600:.1f} h,
+<p class="note">version {escape(status['version'])}, running for / i drift sedan {duration(status['uptime_s'])},
  last received / senast mottaget: {when(last_received)}</p>
-<h2>Components / Komponenter</h2><div class="wide"><table id="components">{rows}</table></div>
 <h2>Transfers / Överföring: <span id="transfers">{'on / på' if active else 'off / av'}</span></h2>
-<p>Queue / Kö: {status['queue']['undelivered']} item(s) not yet taken by Vetmanager.</p>
 <form method="post" action="/ui/transfers/{switch[0]}"><button type="submit">{switch[1]}</button></form>
-{_dead_items(dead or [], status["components"]["transfers"]["dead"])}
-<h2>Devices seen / Enheter</h2>
+{_destinations(components["transfers"], active)}
+{_dead_items(dead or [], components["transfers"]["dead"])}
+{_newest_items(newest or [])}
+<h2>Components / Komponenter</h2><div class="wide"><table id="components">{rows}</table></div>
+<h2>Devices seen / Enheter som hörts av</h2>
 <div class="wide"><table id="devices"><tr><th>Protocol</th><th>Name (AE / application^facility)</th><th>Address</th>
 <th>First seen</th><th>Last seen</th><th>Items</th></tr>{device_rows}</table></div>
-<h2>Echo a PACS or modality / Testa anslutning</h2>
+<h2>Echo a PACS or modality / Testa anslutningen</h2>
 <form method="post" action="/ui/echo"><input name="host" placeholder="host" required>
 <input name="port" placeholder="port" size="6" required><input name="called_ae" placeholder="AE title" value="ANY-SCP">
 <button type="submit">C-ECHO</button></form>{echo_note}
 <form method="post" action="/signout"><button type="submit">Sign out / Logga ut</button></form>
 """
     return _page("vmgateway – status", body, refresh=not echo_result)
+
+
+def _destinations(transfers: dict[str, Any], active: bool) -> str:
+    """One row per way out: each push destination with the queue of the kind it carries; in pull
+    mode the feed Vetmanager reads. A kind that waits with nowhere to go gets a row of its own."""
+    queue: dict[str, dict[str, Any]] = transfers["queue"]
+    empty = {"waiting": 0, "dead": 0, "oldest_waiting_at": None}
+    rows = []
+    if transfers["mode"] == "pull":
+        waiting = sum(q["waiting"] for q in queue.values())
+        oldest = min((q["oldest_waiting_at"] for q in queue.values() if q["oldest_waiting_at"]), default=None)
+        state = "ok" if active else "off"
+        rows.append(_destination_row("Vetmanager (pull feed / hämtas)", state, waiting, 0, oldest, None, None))
+    for name, destination in transfers["destinations"].items():
+        kind = queue.get(destination["kind"], empty)
+        state = destination["state"] if active else "off"
+        rows.append(_destination_row(name, state, kind["waiting"], kind["dead"], kind["oldest_waiting_at"],
+                                     destination["last_delivered_at"], destination["last_error"]))
+    carried = {d["kind"] for d in transfers["destinations"].values()}
+    if transfers["mode"] == "push":
+        rows += [_destination_row(f"{kind} (no destination / ingen mottagare)", "none", q["waiting"], q["dead"],
+                                  q["oldest_waiting_at"], None, None)
+                 for kind, q in queue.items() if kind not in carried and q["waiting"] + q["dead"]]
+    return f"""<div class="wide"><table id="destinations"><tr><th>Destination / Mottagare</th><th>State / Läge</th>
+<th>Waiting / Väntar</th><th>Dead / Uppgivna</th><th>Oldest waiting / Äldsta väntar</th>
+<th>Last delivered / Senast levererat</th><th>Last error / Senaste fel</th></tr>{"".join(rows)}</table></div>"""
+
+
+def _destination_row(name: str, state: str, waiting: int, dead: int, oldest: float | None,
+                     delivered: float | None, error: str | None) -> str:
+    style = "ok" if state == "ok" else "neutral" if state == "off" else "warn"
+    age = f"{duration(max(0.0, time.time() - oldest))}" if oldest else "–"
+    return (f"<tr><td>{escape(name)}</td><td><span class='state {style}'>{escape(state)}</span></td>"
+            f"<td>{waiting}</td><td>{dead}</td><td>{age}</td><td>{when(delivered)}</td>"
+            f"<td>{escape(error or '–')}</td></tr>")
+
+
+NEWEST_SHOWN = 20
+"""Items received listed on the page, newest first."""
+
+
+def _newest_items(items: list[dict[str, Any]]) -> str:
+    """What arrived last: a technician connecting a device sees its item appear, with the animal."""
+    if not items:
+        return ""
+    rows = "".join(
+        f"<tr><td>{when(i['received_at'])}</td><td>{escape(i['kind'])}</td><td>{escape(i['sender'])}</td>"
+        f"<td>{escape(_animal(i))}</td><td>{escape(i['state'])}</td></tr>" for i in items)
+    return f"""<h2>Last received / Senast mottaget</h2>
+<div class="wide"><table id="newest"><tr><th>Received / Mottaget</th><th>Kind / Typ</th><th>Sender / Avsändare</th>
+<th>Animal, owner / Djur, ägare</th><th>State / Läge</th></tr>{rows}</table></div>"""
+
+
+def _animal(item: dict[str, Any]) -> str:
+    """The patient as the item names it: DICOM and HL7 patient name (`^` between the parts),
+    the species when DICOM carries it, ASTM's patient IDs; `–` when it names none."""
+    details = item.get("dicom") or item.get("hl7") or {}
+    name = " ".join(part for part in str(details.get("patient_name") or "").split("^") if part)
+    if item.get("astm"):
+        name = item["astm"]["patient_ids"]
+    species = details.get("species")
+    return " ".join(filter(None, [name, f"({species})" if species else ""])) or "–"
 
 
 _HEADLINES = {

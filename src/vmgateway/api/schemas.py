@@ -139,8 +139,9 @@ class Pacs(Answer):
 
 
 class Destination(Answer):
-    """A push destination (dicomweb, hl7)."""
+    """A push destination (dicomweb, hl7, astm)."""
 
+    kind: Literal["dicom", "hl7", "astm"] = Field(description="The items it carries.")
     url: str
     state: Literal["ok", "paused"] = Field(description="paused: backing off after a failure, until paused_until.")
     last_delivered_at: UnixTime | None
@@ -153,6 +154,8 @@ class Destination(Answer):
 class KindQueue(Answer):
     waiting: int
     dead: int
+    oldest_waiting_at: UnixTime | None = Field(description="When the oldest item of this kind still waiting was"
+                                                           " received.")
 
 
 class TransfersSummary(Answer):
@@ -214,6 +217,8 @@ class Status(Answer):
     received: dict[str, KindTotals] = Field(description="All items ever received, by kind.")
     last_received_at: UnixTime | None
     clock_synchronised: bool | None = Field(description="null when the kernel cannot say.")
+    api_certificate_expires_at: UnixTime | None = Field(description="When the API's TLS certificate ends (null"
+                                                                    " without TLS).")
 
 
 class Event(Answer):

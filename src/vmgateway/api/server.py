@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
+from pathlib import Path
 
 import h11
 import uvicorn
@@ -26,7 +27,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from vmgateway.admission import Admission, AdmittingListener
 from vmgateway.api.app import GatewayView, create_app
 from vmgateway.api.security import allowlist
-from vmgateway.api.tls import ensure_self_signed, fingerprint
+from vmgateway.api.tls import ensure_self_signed, expires_at, fingerprint
+from vmgateway.when import when
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,9 @@ class ApiServer:
             options = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
             if api.client_ca is not None:
                 options |= {"ssl_ca_certs": str(api.client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
-            log.info("api certificate", extra={"sha256_fingerprint": fingerprint(cert), "file": str(cert)})
+            self.view.certificate_expires_at = await expires_at(Path(cert))
+            log.info("api certificate", extra={"sha256_fingerprint": fingerprint(cert), "file": str(cert),
+                                               "expires": when(self.view.certificate_expires_at)})
         self._say_next_steps(fingerprint(cert) if api.tls else None)
         # Bound here, not by uvicorn: a taken port is then an OSError for the service to report
         # (uvicorn would log it and exit the process); and the listener applies the allowlist

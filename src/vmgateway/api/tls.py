@@ -36,6 +36,23 @@ async def ensure_self_signed(folder: Path, common_name: str) -> tuple[Path, Path
     return cert_path, key_path
 
 
+async def expires_at(cert_path: Path) -> float:
+    """When the certificate ends (Unix time), read by a short-lived child for the same reason."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vmgateway.api.tls", "--expires", str(cert_path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, error = await child.communicate()
+    if child.returncode != 0:
+        raise OSError(f"could not read the API certificate {cert_path}: {error.decode(errors='replace')[-500:]}")
+    return float(out)
+
+
+def _expires(cert_path: Path) -> float:
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(cert_path.read_bytes()).not_valid_after_utc.timestamp()
+
+
 def _create(folder: Path, common_name: str) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -76,4 +93,7 @@ def fingerprint(cert_path: Path) -> str:
 
 
 if __name__ == "__main__":
-    _create(Path(sys.argv[1]), sys.argv[2])
+    if sys.argv[1] == "--expires":
+        print(_expires(Path(sys.argv[2])))
+    else:
+        _create(Path(sys.argv[1]), sys.argv[2])

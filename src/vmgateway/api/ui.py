@@ -35,7 +35,8 @@ async def _status_page(view: GatewayView, echo_result: str = "") -> HTMLResponse
     status = await gateway_status(view)
     devices = await view.store.feed.senders()
     dead = await view.store.deliveries.dead_items(0, page.DEAD_SHOWN)
-    return HTMLResponse(page.status_page(status, devices, status["last_received_at"], echo_result, dead))
+    newest = await view.store.feed.newest_items(page.NEWEST_SHOWN)
+    return HTMLResponse(page.status_page(status, devices, status["last_received_at"], echo_result, dead, newest))
 
 
 @router.get("/", response_class=HTMLResponse)

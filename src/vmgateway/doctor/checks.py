@@ -23,9 +23,10 @@ from vmgateway.clock import clock_synchronised
 from vmgateway.config import Settings
 from vmgateway.dicom.echo import echo, echo_own_listener
 from vmgateway.doctor.firewall import check_firewall
-from vmgateway.doctor.report import Finding, fail, ok, warn
+from vmgateway.doctor.report import Finding, Level, fail, ok, warn
 from vmgateway.files import free_mb
 from vmgateway.model import OWN_TEST_AE_PREFIX
+from vmgateway.overall import Facts, assess
 from vmgateway.power.nut import NutError
 from vmgateway.power.reading import read_ups
 from vmgateway.power.state import PowerState
@@ -262,3 +263,42 @@ CHECKS: dict[str, Callable[[Settings], list[Finding]]] = {
     "firewall": lambda settings: [check_firewall(settings)],
 }
 """In the order they are shown; `vmgateway doctor --skip NAME` leaves one out."""
+
+
+_UPS_STATES = {Level.OK: "online", Level.WARN: "on_battery", Level.FAIL: "low_battery or unreadable"}
+_COMPONENTS = ("dicom", "hl7", "api", "pacs")
+"""Checks whose failure is a component failing (ASTM listeners are `astm NAME`)."""
+
+
+def overall(settings: Settings, findings: list[Finding]) -> Finding:
+    """The overall state as the page and /api/v1/status judge it (vmgateway.overall.assess), from
+    what this doctor found: the journal's queue and switch, its UPS, disk, clock, listener and
+    upstream checks. Said first, so that the technician's first line agrees with Vetmanager's page."""
+    try:
+        report = transfers_report(settings.journal_path)
+    except NoJournal:
+        report = {"active": False, "commissioned": False, "waiting": 0, "dead": 0, "oldest_waiting_at": None}
+    failed = [f for f in findings if f.level is Level.FAIL]
+    ups = [f for f in findings if f.check == "ups"]
+    clock = [f for f in findings if f.check == "clock"]
+    oldest = report["oldest_waiting_at"]
+    facts = Facts(
+        commissioned=report["commissioned"], transfers_active=report["active"], waiting=report["waiting"],
+        dead=report["dead"], oldest_waiting_s=None if oldest is None else max(0.0, time.time() - oldest),
+        max_wait_s=settings.transfers.max_wait_s,
+        destinations={f.check.removeprefix("upstream (").removesuffix(")"):
+                      {"state": "paused", "last_error": f.summary}  # what the sender would do
+                      for f in failed if f.check.startswith("upstream")},
+        power=None if not ups or not settings.power.enabled else _UPS_STATES[ups[0].level],
+        disk_low=any(f.check == "disk" for f in failed),
+        clock_synchronised=clock[0].level is Level.OK if clock else None,  # a skipped check counts for nothing
+        failing=[f.check for f in failed if f.check in _COMPONENTS or f.check.startswith("astm ")])
+    verdict = assess(facts)
+    if verdict.state == "all_well":
+        return ok("overall", "all well")
+    if verdict.state == "commissioning":
+        return ok("overall", f"commissioning: {'; '.join(verdict.to_do)}")
+    worst = max((f.level for f in findings), default=Level.WARN)
+    said = fail if worst is Level.FAIL else warn
+    return said("overall", "attention: " + "; ".join(r.text for r in verdict.reasons),
+                "; ".join(dict.fromkeys(r.advice for r in verdict.reasons)))

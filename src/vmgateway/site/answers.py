@@ -19,7 +19,7 @@ import tomlkit
 
 from vmgateway.config import ConfigError, Settings, parse_settings
 from vmgateway.files import write_atomically
-from vmgateway.site.form import form_problems
+from vmgateway.site.form import Language, form_problems
 
 MAX_TRIES = 5
 """A question answered wrongly this many times ends `site init` (stdin may be a script gone wrong)."""
@@ -29,7 +29,8 @@ MAX_TRIES = 5
 class Question:
     key: str
     """Dotted configuration key, e.g. site.contact.phone."""
-    prompt: str
+    en: str
+    sv: str
     kind: str = "text"
     """text, int, yes/no, or list (comma-separated)."""
     wanted: Callable[[dict[str, Any]], bool] = lambda answers: True
@@ -41,22 +42,29 @@ def _option(answers: dict[str, Any]) -> int:
 
 
 QUESTIONS = [
-    Question("site.name", "Site name (anläggning)"),
+    Question("site.name", "Site name", "Anläggningens namn"),
     Question("site.router_option", "Router set-up: 1 DMZ (recommended), 2 WAN + LAN, 3 one-to-one NAT,"
-             " 4 port forwarding", "int"),
-    Question("site.external_ip", "External IP address (what Vetmanager connects to)"),
+             " 4 port forwarding", "Routerkonfiguration: 1 DMZ (rekommenderas), 2 WAN + LAN, 3 en-till-en-NAT,"
+             " 4 portvidarebefordran", "int"),
+    Question("site.external_ip", "External IP address (what Vetmanager connects to)",
+             "Extern IP-adress (den Vetmanager ansluter till)"),
     Question("site.wan_network", "WAN/DMZ network of that address, e.g. 198.51.100.0/29",
-             wanted=lambda a: _option(a) in (1, 2)),
-    Question("site.internal_ip", "Internal IP address (the gateway on the LAN)", wanted=lambda a: _option(a) != 1),
-    Question("site.lan_network", "The clinic's LAN network, e.g. 192.168.1.0/24"),
-    Question("site.router_ip", "Router address (the gateway's default route)"),
-    Question("site.dns", "Name servers, comma-separated (empty: the router)", "list"),
-    Question("site.contact.name", "Contact person's name"),
-    Question("site.contact.phone", "Contact person's phone"),
-    Question("site.contact.email", "Contact person's e-mail"),
-    Question("pacs.host", "PACS IP address, where the gateway polls one (empty: none)"),
-    Question("pacs.port", "PACS port", "int", wanted=lambda a: bool(_get(a, "pacs.host"))),
-    Question("pacs.ae_title", "PACS AE title", wanted=lambda a: bool(_get(a, "pacs.host"))),
+             "WAN-/DMZ-nätet som adressen ligger i, t.ex. 198.51.100.0/29", wanted=lambda a: _option(a) in (1, 2)),
+    Question("site.internal_ip", "Internal IP address (the gateway on the LAN)",
+             "Intern IP-adress (gatewayen i klinikens LAN)", wanted=lambda a: _option(a) != 1),
+    Question("site.lan_network", "The clinic's LAN network, e.g. 192.168.1.0/24",
+             "Klinikens LAN-nät, t.ex. 192.168.1.0/24"),
+    Question("site.router_ip", "Router address (the gateway's default route)",
+             "Routerns IP-adress (gatewayens standardgateway)"),
+    Question("site.dns", "Name servers, comma-separated (empty: the router)",
+             "DNS-servrar, kommaseparerade (tomt: routern)", "list"),
+    Question("site.contact.name", "Contact person's name", "Kontaktpersonens namn"),
+    Question("site.contact.phone", "Contact person's phone", "Kontaktpersonens telefonnummer"),
+    Question("site.contact.email", "Contact person's e-mail", "Kontaktpersonens e-postadress"),
+    Question("pacs.host", "PACS IP address, where the gateway polls one (empty: none)",
+             "PACS-serverns IP-adress, om gatewayen ska hämta bilder därifrån (tomt: inget PACS)"),
+    Question("pacs.port", "PACS port", "PACS-serverns port", "int", wanted=lambda a: bool(_get(a, "pacs.host"))),
+    Question("pacs.ae_title", "PACS AE title", "PACS-serverns AE-titel", wanted=lambda a: bool(_get(a, "pacs.host"))),
 ]
 FLAGS = [(question.key, question.kind) for question in QUESTIONS] + [
     ("site.one_to_one_nat", "yes/no"), ("site.device_networks", "list"), ("site.wan_interface", "text"),
@@ -125,15 +133,23 @@ def derive(data: dict[str, Any], given: set[str]) -> None:
         set_answer(data, "pacs.poll", bool(_get(data, "pacs.host")))
 
 
+SAYINGS: dict[Language, dict[str, str]] = {
+    "en": {"not_valid": "not valid", "does_not_add_up": "The form does not add up yet:"},
+    "sv": {"not_valid": "ogiltigt", "does_not_add_up": "Formuläret stämmer inte ihop än:"},
+}
+"""What `ask` says besides its questions. The problems it lists stay in English: each names the
+configuration key it is about, which is what the technician looks up."""
+
+
 def ask(data: dict[str, Any], read: Callable[[str], str], say: Callable[[str], None],
-        given: set[str] | None = None) -> None:
+        given: set[str] | None = None, language: Language = "sv") -> None:
     """Ask every question that applies, showing the current value; check each answer at once.
 
     Then check the form as a whole (an answer can be right alone and wrong beside another: a
     router address outside the WAN network): say what does not add up and ask again only the
     questions those problems name, keeping every other answer.
     """
-    _ask_each(QUESTIONS, data, read, say)
+    _ask_each(QUESTIONS, data, read, say, language)
     for _ in range(MAX_TRIES):
         candidate = copy.deepcopy(data)
         derive(candidate, given or set())
@@ -144,10 +160,10 @@ def ask(data: dict[str, Any], read: Callable[[str], str], say: Callable[[str], N
         named = [q for q in QUESTIONS if any(_names(problem, q.key) for problem in problems)]
         if not named:
             return  # complete, or nothing a question can mend: checked() says what is left
-        say("The form does not add up yet / Formuläret stämmer inte än:")
+        say(SAYINGS[language]["does_not_add_up"])
         for problem in problems:
             say(f"  {problem}")
-        _ask_each(named, data, read, say)
+        _ask_each(named, data, read, say, language)
 
 
 def _names(problem: str, key: str) -> bool:
@@ -157,15 +173,26 @@ def _names(problem: str, key: str) -> bool:
                for token in re.findall(r"\b(?:site|pacs)\.[a-z_.]*[a-z_]", problem))
 
 
+def _shown(data: dict[str, Any], key: str) -> str:
+    """The value Enter keeps, as a person writes it: what the file says, else the embedded default
+    (PACS port 104); lists comma-separated; nothing at all for an empty value (not `[]`)."""
+    current = _get(data, key)
+    if current is None:
+        current = _get(Settings().model_dump(mode="json"), key)
+    if isinstance(current, list):
+        return ", ".join(str(value) for value in current)
+    return "" if current is None else str(current)
+
+
 def _ask_each(questions: list[Question], data: dict[str, Any], read: Callable[[str], str],
-              say: Callable[[str], None]) -> None:
+              say: Callable[[str], None], language: Language) -> None:
     for question in questions:
         if not question.wanted(data):
             continue
-        current = _get(data, question.key)
-        shown = ", ".join(current) if isinstance(current, list) else ("" if current is None else str(current))
+        shown = _shown(data, question.key)
+        prompt = question.sv if language == "sv" else question.en
         for _ in range(MAX_TRIES):
-            text = read(f"{question.prompt} [{shown}]: ")
+            text = read(f"{prompt} [{shown}]: " if shown else f"{prompt}: ")
             if not text.strip():
                 break  # keep what is there
             try:
@@ -173,7 +200,7 @@ def _ask_each(questions: list[Question], data: dict[str, Any], read: Callable[[s
                 set_answer(candidate, question.key, parse_answer(question.kind, text))
                 parse_settings(candidate)
             except (ValueError, ConfigError) as exc:
-                say(f"  not valid: {str(exc).splitlines()[-1].strip()}")
+                say(f"  {SAYINGS[language]['not_valid']}: {str(exc).splitlines()[-1].strip()}")
                 continue
             data.clear()
             data.update(candidate)

@@ -96,6 +96,11 @@ class _Labels:
     router_option: str
     options: dict[int, str]
     lan_network: str
+    wan_network: str
+    netmask: str
+    router_ip: str
+    dns: str
+    dns_router: str
     contact: str
     name: str
     phone: str
@@ -112,31 +117,38 @@ class _Labels:
     gateway_ip: str
     port: str
     ae_title: str
+    for_astm: str
+    astm_serial: str
 
 
 LABELS: dict[Language, _Labels] = {
     "sv": _Labels(
         title="Vetmanager Gateway – uppgifter från kliniken", site="Anläggning", external_ip="Extern IP-adress",
-        internal_ip="Intern IP-adress", one_to_one_nat="En-till-en-NAT", router_option="Routerns uppsättning",
-        options={1: "Fast IP-adress på DMZ (rekommenderas)", 2: "Fast WAN-IP och fast LAN-IP (båda portarna)",
+        internal_ip="Intern IP-adress", one_to_one_nat="En-till-en-NAT", router_option="Routerkonfiguration",
+        options={1: "Fast IP-adress i DMZ (rekommenderas)", 2: "Fast WAN-IP och fast LAN-IP (båda portarna)",
                  3: "En-till-en-NAT (LAN-porten)", 4: "Portvidarebefordran (LAN-porten)"},
-        lan_network="LAN-nät", contact="Kontaktperson", name="Namn", phone="Telefon", email="E-post",
+        lan_network="LAN-nät", wan_network="WAN-/DMZ-nät", netmask="Nätmask", router_ip="Routerns IP-adress",
+        dns="DNS-servrar", dns_router="routern", contact="Kontaktperson", name="Namn", phone="Telefon", email="E-post",
         pacs="PACS som gatewayen hämtar från", pacs_ip="IP-adress", pacs_port="Port", pacs_ae="AE-titel",
         no_pacs="Inget (PACS och modaliteter skickar till gatewayen)", yes="Ja", no="Nej",
         for_modalities="Inställningar för modaliteter och PACS (DICOM)",
         for_instruments="Inställningar för labbinstrument (HL7)", gateway_ip="Gatewayens IP-adress",
-        port="Port", ae_title="AE-titel"),
+        port="Port", ae_title="AE-titel", for_astm="Inställningar för labbinstrument (ASTM)",
+        astm_serial="seriell port"),
     "en": _Labels(
         title="Vetmanager Gateway – the clinic's details", site="Site", external_ip="External IP address",
         internal_ip="Internal IP address", one_to_one_nat="One-to-one NAT", router_option="Router set-up",
         options={1: "Fixed IP address on a DMZ (recommended)", 2: "Fixed WAN IP and fixed LAN IP (both ports)",
                  3: "One-to-one NAT (LAN port)", 4: "Port forwarding (LAN port)"},
-        lan_network="LAN network", contact="Contact person", name="Name", phone="Phone", email="E-mail",
+        lan_network="LAN network", wan_network="WAN/DMZ network", netmask="Netmask", router_ip="Router IP address",
+        dns="DNS servers", dns_router="the router", contact="Contact person", name="Name", phone="Phone",
+        email="E-mail",
         pacs="PACS the gateway fetches from", pacs_ip="IP address", pacs_port="Port", pacs_ae="AE title",
         no_pacs="None (the PACS and modalities send to the gateway)", yes="Yes", no="No",
         for_modalities="Settings for modalities and the PACS (DICOM)",
         for_instruments="Settings for lab instruments (HL7)", gateway_ip="Gateway IP address",
-        port="Port", ae_title="AE title"),
+        port="Port", ae_title="AE title", for_astm="Settings for lab instruments (ASTM)",
+        astm_serial="serial port"),
 }
 
 
@@ -155,6 +167,12 @@ def printed_form(settings: Settings, language: Language) -> str:
              line(text.one_to_one_nat, text.yes if site.one_to_one_nat else text.no),
              line(text.router_option, f"{site.router_option} – {text.options[site.router_option]}"),
              line(text.lan_network, site.lan_network),
+             line(text.netmask, site.lan_network.netmask if site.lan_network else ""),
+             *([line(text.wan_network, site.wan_network),
+                line(text.netmask, site.wan_network.netmask if site.wan_network else "")]
+               if uses_wan_port(site) else []),
+             line(text.router_ip, site.router_ip),
+             line(text.dns, ", ".join(site.dns) or f"({text.dns_router})"),
              "", text.contact,
              line(text.name, site.contact.name, 2), line(text.phone, site.contact.phone, 2),
              line(text.email, site.contact.email, 2),
@@ -169,5 +187,11 @@ def printed_form(settings: Settings, language: Language) -> str:
               line(text.gateway_ip, gateway_ip, 2), line(text.port, settings.dicom.port, 2),
               line(text.ae_title, settings.dicom.ae_title, 2),
               "", text.for_instruments,
-              line(text.gateway_ip, gateway_ip, 2), line(text.port, settings.hl7.port, 2), ""]
-    return "\n".join(lines)
+              line(text.gateway_ip, gateway_ip, 2), line(text.port, settings.hl7.port, 2)]
+    astm = settings.astm
+    if astm.listeners or astm.serial:
+        lines += ["", text.for_astm]
+        lines += [line(listener.name, f"{gateway_ip}, {text.port.lower()} {listener.port}", 2)
+                  for listener in astm.listeners]
+        lines += [line(port.name, f"{text.astm_serial} {port.device}, {port.baudrate} baud", 2) for port in astm.serial]
+    return "\n".join(lines + [""])

@@ -122,12 +122,17 @@ def dead_items(conn: sqlite3.Connection, after: int, limit: int) -> list[dict[st
     return [dict(row) for row in rows]
 
 
-def queue_summary(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
-    """Items per kind waiting to be delivered, and dead."""
-    summary: dict[str, dict[str, int]] = {}
-    for kind, state, count in conn.execute(
-            "SELECT kind, state, count(*) FROM items WHERE state IN ('received', 'dead') GROUP BY kind, state"):
-        summary.setdefault(kind, {"waiting": 0, "dead": 0})["waiting" if state == "received" else "dead"] = count
+def queue_summary(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """Items per kind waiting to be delivered (and since when the oldest), and dead."""
+    summary: dict[str, dict[str, Any]] = {}
+    for kind, state, count, oldest in conn.execute(
+            "SELECT kind, state, count(*), min(received_at) FROM items WHERE state IN ('received', 'dead')"
+            " GROUP BY kind, state"):
+        queue = summary.setdefault(kind, {"waiting": 0, "dead": 0, "oldest_waiting_at": None})
+        if state == "received":
+            queue.update(waiting=count, oldest_waiting_at=oldest)
+        else:
+            queue["dead"] = count
     return summary
 
 
@@ -172,7 +177,7 @@ class Deliveries:
     async def dead_items(self, after: int, limit: int) -> list[dict[str, Any]]:
         return await self._journal.read_async(lambda conn: dead_items(conn, after, limit))
 
-    async def queue_summary(self) -> dict[str, dict[str, int]]:
+    async def queue_summary(self) -> dict[str, dict[str, Any]]:
         return await self._journal.read_async(queue_summary)
 
     async def oldest_waiting_at(self) -> float | None:

@@ -67,6 +67,12 @@ def items_after(conn: sqlite3.Connection, cursor: int, limit: int, undelivered_o
     return [_item(row) for row in rows]
 
 
+def newest_items(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    """The last `limit` items received, newest first (the status page's list)."""
+    rows = conn.execute(f"SELECT {_ITEM_COLUMNS} {_FROM} ORDER BY i.id DESC LIMIT ?", (limit,)).fetchall()
+    return [_item(row) for row in rows]
+
+
 def item(conn: sqlite3.Connection, item_id: int) -> tuple[dict[str, Any], str | None] | None:
     """The item, and its spool path relative to the spool (None when its bytes are in the journal)."""
     row = conn.execute(f"SELECT {_ITEM_COLUMNS} {_FROM} WHERE i.id = ?", (item_id,)).fetchone()
@@ -145,6 +151,9 @@ class Feed:
 
     async def items_after(self, cursor: int, limit: int, undelivered_only: bool) -> list[dict[str, Any]]:
         return await self._journal.read_async(lambda conn: items_after(conn, cursor, limit, undelivered_only))
+
+    async def newest_items(self, limit: int) -> list[dict[str, Any]]:
+        return await self._journal.read_async(lambda conn: newest_items(conn, limit))
 
     async def item(self, item_id: int) -> tuple[dict[str, Any], Path | None] | None:
         """The item, and its spool file (None when its bytes are in the journal, or the file

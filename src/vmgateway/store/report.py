@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from vmgateway.store.access import transfers_active
+from vmgateway.store.access import commissioned, transfers_active
 from vmgateway.store.deliveries import oldest_waiting_at, queue_summary
 from vmgateway.store.feed import counts
 from vmgateway.store.journal import connect
@@ -111,7 +111,8 @@ def transfers_report(journal_path: Path) -> dict[str, Any]:
     conn = connect(journal_path, read_only=True)
     try:
         queue = queue_summary(conn)
-        return {"active": transfers_active(conn), "waiting": sum(kind["waiting"] for kind in queue.values()),
+        return {"active": transfers_active(conn), "commissioned": commissioned(conn),
+                "waiting": sum(kind["waiting"] for kind in queue.values()),
                 "dead": sum(kind["dead"] for kind in queue.values()), "oldest_waiting_at": oldest_waiting_at(conn)}
     finally:
         conn.close()

@@ -16,9 +16,9 @@ from vmgateway.config import load_settings
 
 
 def init(config: Path, *flags: str, answers: str | None = None) -> subprocess.CompletedProcess[str]:
-    asking = ["--ask", "--lang", "en"] if answers is not None else ["--no-ask"]
+    asking = ["--ask"] if answers is not None else ["--no-ask"]
     return subprocess.run([sys.executable, "-m", "vmgateway", "site", "init", "--config", str(config), *asking,
-                           *flags], input=answers or "", capture_output=True, text=True, timeout=60)
+                           "--lang", "en", *flags], input=answers or "", capture_output=True, text=True, timeout=60)
 
 
 def digest(path: Path) -> str:
@@ -151,6 +151,7 @@ def test_init_asks_in_swedish_and_shows_the_defaults(tmp_path: Path) -> None:
     assert "Extern IP-adress (den Vetmanager ansluter till): " in asked.stdout
     assert "PACS-serverns port [104]: " in asked.stdout
     assert "Formuläret stämmer inte ihop än:" in asked.stdout
+    assert "site.router_ip 10.9.9.1 ligger inte i site.wan_network 198.51.100.0/24" in asked.stdout
     settings = load_settings(config)
     assert (settings.pacs.host, settings.pacs.port, settings.site.router_ip) == ("10.0.0.30", 104, "198.51.100.1")
 
@@ -181,7 +182,9 @@ def test_site_form_says_what_is_missing(tmp_path: Path) -> None:
     config.write_text('[site]\nname = "Kliniken"\n')
     printed = vmgateway("site", "form", "--config", str(config))
     assert printed.returncode == 1 and "Kliniken" in printed.stdout
-    assert "incomplete: site.external_ip is missing" in printed.stderr
+    assert "ofullständigt: site.external_ip saknas (den externa IP-adressen)" in printed.stderr  # Swedish, as the form
+    english = vmgateway("site", "form", "--config", str(config), "--lang", "en")
+    assert "incomplete: site.external_ip is missing" in english.stderr
 
 
 def test_init_asks_again_only_what_does_not_add_up_and_keeps_the_other_answers(tmp_path: Path) -> None:

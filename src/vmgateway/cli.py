@@ -421,7 +421,7 @@ def _site_init(args: argparse.Namespace) -> int:
     if args.ask if args.ask is not None else sys.stdin.isatty():
         ask(data, _read_line, print, given, args.lang)
     derive(data, given)
-    settings = checked(data)
+    settings = checked(data, args.lang)
     backup = write_config(path, data)
     print(f"wrote {path}" + (f" (the previous version is {backup})" if backup else ""))
     print(f"site {settings.site.name!r}, router option {settings.site.router_option}")
@@ -444,9 +444,9 @@ def _site_form(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     print(printed_form(settings, args.lang))
-    problems = form_problems(settings)
+    problems = form_problems(settings, args.lang)
     for problem in problems:
-        print(f"vmgateway: incomplete: {problem}", file=sys.stderr)
+        print(f"vmgateway: {'ofullständigt' if args.lang == 'sv' else 'incomplete'}: {problem}", file=sys.stderr)
     return 1 if problems else 0
 
 

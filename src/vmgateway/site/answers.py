@@ -134,11 +134,13 @@ def derive(data: dict[str, Any], given: set[str]) -> None:
 
 
 SAYINGS: dict[Language, dict[str, str]] = {
-    "en": {"not_valid": "not valid", "does_not_add_up": "The form does not add up yet:"},
-    "sv": {"not_valid": "ogiltigt", "does_not_add_up": "Formuläret stämmer inte ihop än:"},
+    "en": {"not_valid": "not valid", "does_not_add_up": "The form does not add up yet:",
+           "not_complete": "the form is not complete:"},
+    "sv": {"not_valid": "ogiltigt", "does_not_add_up": "Formuläret stämmer inte ihop än:",
+           "not_complete": "formuläret är inte komplett:"},
 }
-"""What `ask` says besides its questions. The problems it lists stay in English: each names the
-configuration key it is about, which is what the technician looks up."""
+"""What `ask` says besides its questions (the problems it lists come in the same language, each
+naming the configuration key it is about)."""
 
 
 def ask(data: dict[str, Any], read: Callable[[str], str], say: Callable[[str], None],
@@ -154,7 +156,7 @@ def ask(data: dict[str, Any], read: Callable[[str], str], say: Callable[[str], N
         candidate = copy.deepcopy(data)
         derive(candidate, given or set())
         try:
-            problems = form_problems(parse_settings(candidate, source="the form"))
+            problems = form_problems(parse_settings(candidate, source="the form"), language)
         except ConfigError:
             return  # not for a question to mend (the file itself): checked() names it
         named = [q for q in QUESTIONS if any(_names(problem, q.key) for problem in problems)]
@@ -209,12 +211,12 @@ def _ask_each(questions: list[Question], data: dict[str, Any], read: Callable[[s
             raise ConfigError(f"{question.key}: no valid answer after {MAX_TRIES} tries")
 
 
-def checked(data: dict[str, Any]) -> Settings:
+def checked(data: dict[str, Any], language: Language = "en") -> Settings:
     """The settings, if the form is complete and consistent; ConfigError listing every problem."""
     settings = parse_settings(data, source="the form")
-    problems = form_problems(settings)
+    problems = form_problems(settings, language)
     if problems:
-        raise ConfigError("the form is not complete:\n  " + "\n  ".join(problems))
+        raise ConfigError(SAYINGS[language]["not_complete"] + "\n  " + "\n  ".join(problems))
     return settings
 
 

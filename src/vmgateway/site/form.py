@@ -40,50 +40,74 @@ def _inside(address: str, network: IPv4Network | IPv6Network | None) -> bool:
     return network is not None and bool(address) and ip_address(address) in network
 
 
-def form_problems(settings: Settings) -> list[str]:
-    """What is missing or contradictory in the form, each naming its key; empty when it can be used."""
+def form_problems(settings: Settings, language: Language = "en") -> list[str]:
+    """What is missing or contradictory in the form, each naming its key (in either language: the
+    technician looks the key up, and `site init` asks again the questions whose keys are named);
+    empty when it can be used."""
     site = settings.site
-    problems = []
-    for key in ("name", "external_ip"):
+    problems: list[tuple[str, str]] = []
+
+    def say(en: str, sv: str) -> None:
+        problems.append((en, sv))
+
+    for key, sv_name in (("name", "anläggningens namn"), ("external_ip", "den externa IP-adressen")):
         if not getattr(site, key):
-            problems.append(f"site.{key} is missing")
+            say(f"site.{key} is missing", f"site.{key} saknas ({sv_name})")
     if site.lan_network is None:
-        problems.append("site.lan_network is missing (the clinic's LAN, e.g. 192.168.1.0/24)")
+        say("site.lan_network is missing (the clinic's LAN, e.g. 192.168.1.0/24)",
+            "site.lan_network saknas (klinikens LAN, t.ex. 192.168.1.0/24)")
     if not site.router_ip:
-        problems.append("site.router_ip is missing (the gateway's default route)")
+        say("site.router_ip is missing (the gateway's default route)",
+            "site.router_ip saknas (routern som gatewayen går ut genom)")
     if not (site.contact.name and (site.contact.phone or site.contact.email)):
-        problems.append("site.contact needs a name and a phone number or e-mail address")
+        say("site.contact needs a name and a phone number or e-mail address",
+            "site.contact behöver ett namn och ett telefonnummer eller en e-postadress")
     option = site.router_option
     if site.one_to_one_nat != (option == 3):
-        problems.append(f"site.one_to_one_nat = {str(site.one_to_one_nat).lower()} contradicts site.router_option ="
-                        f" {option} ({ROUTER_OPTIONS[option]}): one-to-one NAT is option 3, and only option 3")
+        nat = str(site.one_to_one_nat).lower()
+        say(f"site.one_to_one_nat = {nat} contradicts site.router_option = {option} ({ROUTER_OPTIONS[option]}):"
+            " one-to-one NAT is option 3, and only option 3",
+            f"site.one_to_one_nat = {nat} stämmer inte med site.router_option = {option}: en-till-en-NAT är"
+            " alternativ 3, och bara alternativ 3")
     if uses_wan_port(site):
         if site.wan_network is None:
-            problems.append(f"site.wan_network is missing: option {option} puts external_ip on the WAN port")
+            say(f"site.wan_network is missing: option {option} puts external_ip on the WAN port",
+                f"site.wan_network saknas: med alternativ {option} sitter external_ip på WAN-porten")
         elif site.external_ip and not _inside(site.external_ip, site.wan_network):
-            problems.append(f"site.external_ip {site.external_ip} is not in site.wan_network {site.wan_network}")
+            say(f"site.external_ip {site.external_ip} is not in site.wan_network {site.wan_network}",
+                f"site.external_ip {site.external_ip} ligger inte i site.wan_network {site.wan_network}")
         if site.router_ip and site.wan_network and not _inside(site.router_ip, site.wan_network):
-            problems.append(f"site.router_ip {site.router_ip} is not in site.wan_network {site.wan_network}"
-                            f" (option {option}: the default route is on the WAN side)")
+            say(f"site.router_ip {site.router_ip} is not in site.wan_network {site.wan_network}"
+                f" (option {option}: the default route is on the WAN side)",
+                f"site.router_ip {site.router_ip} ligger inte i site.wan_network {site.wan_network}"
+                f" (alternativ {option}: gatewayen går ut på WAN-sidan)")
     if uses_lan_port(site):
         if not site.internal_ip:
-            problems.append(f"site.internal_ip is missing: option {option} uses the LAN port")
+            say(f"site.internal_ip is missing: option {option} uses the LAN port",
+                f"site.internal_ip saknas: alternativ {option} använder LAN-porten")
         elif site.lan_network and not _inside(site.internal_ip, site.lan_network):
-            problems.append(f"site.internal_ip {site.internal_ip} is not in site.lan_network {site.lan_network}")
+            say(f"site.internal_ip {site.internal_ip} is not in site.lan_network {site.lan_network}",
+                f"site.internal_ip {site.internal_ip} ligger inte i site.lan_network {site.lan_network}")
     if option in (3, 4) and site.router_ip and site.lan_network and not _inside(site.router_ip, site.lan_network):
-        problems.append(f"site.router_ip {site.router_ip} is not in site.lan_network {site.lan_network}"
-                        f" (option {option}: the default route is on the LAN)")
+        say(f"site.router_ip {site.router_ip} is not in site.lan_network {site.lan_network}"
+            f" (option {option}: the default route is on the LAN)",
+            f"site.router_ip {site.router_ip} ligger inte i site.lan_network {site.lan_network}"
+            f" (alternativ {option}: gatewayen går ut via LAN)")
     if option in (3, 4) and site.wan_network is not None:
-        problems.append(f"site.wan_network is set but option {option} does not use the WAN port: leave it out")
+        say(f"site.wan_network is set but option {option} does not use the WAN port: leave it out",
+            f"site.wan_network är angivet men alternativ {option} använder inte WAN-porten: ta bort det")
     if option == 1 and site.internal_ip:
-        problems.append("site.internal_ip is set but option 1 (DMZ) does not use the LAN port: leave it out")
+        say("site.internal_ip is set but option 1 (DMZ) does not use the LAN port: leave it out",
+            "site.internal_ip är angivet men alternativ 1 (DMZ) använder inte LAN-porten: ta bort det")
     if option == 2 and site.wan_interface == site.lan_interface:
-        problems.append("site.wan_interface and site.lan_interface must differ for option 2 (both ports used)")
+        say("site.wan_interface and site.lan_interface must differ for option 2 (both ports used)",
+            "site.wan_interface och site.lan_interface måste vara olika med alternativ 2 (båda portarna används)")
     if uses_lan_port(site) and site.external_ip and site.external_ip == site.internal_ip:
-        problems.append("site.external_ip and site.internal_ip are the same address")
+        say("site.external_ip and site.internal_ip are the same address",
+            "site.external_ip och site.internal_ip är samma adress")
     if settings.pacs.poll and not settings.pacs.host:
-        problems.append("pacs.host is missing although pacs.poll = true")
-    return problems
+        say("pacs.host is missing although pacs.poll = true", "pacs.host saknas fast pacs.poll = true")
+    return [sv if language == "sv" else en for en, sv in problems]
 
 
 @dataclass(frozen=True)

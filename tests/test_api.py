@@ -82,6 +82,44 @@ def test_tokens_are_needed_checked_and_revocable(gateway: GatewayProcess) -> Non
         assert revoked.get("/api/v1/status").status_code == 401
 
 
+def test_one_monitoring_token_for_a_fleet_reads_status_and_metrics_only(gateway: GatewayProcess,
+                                                                         tmp_path: Path) -> None:
+    """Vetmanager chooses the token once and installs it on every box: it must not be able to do more
+    than Prometheus needs, whichever box it leaks from."""
+    chosen = tmp_path / "monitoring.token"
+    chosen.write_text("fleet-" + "x7" * 20 + "\n")  # as `openssl rand -base64 32` or an editor leaves it
+    installed = vmgateway("token", "create", "monitoring", "--scope", "monitoring", "--from-file", str(chosen),
+                          "--config", str(gateway.config))
+    assert installed.returncode == 0, installed.stderr
+    assert "installed from" in installed.stdout and chosen.read_text().strip() not in installed.stdout
+    listed = vmgateway("token", "list", "--config", str(gateway.config)).stdout
+    assert re.search(r"^monitoring +monitoring +created", listed, re.M), listed
+    with client(gateway, chosen.read_text().strip()) as monitoring:
+        status = monitoring.get("/api/v1/status")
+        assert status.status_code == 200 and status.json()["identity"]["gateway_id"]
+        assert "vmgateway_gateway_info{" in monitoring.get("/api/v1/metrics").text
+        for method, path in (("GET", "/api/v1/events"), ("POST", "/api/v1/transfers/activate"),
+                             ("GET", "/api/v1/transfers"), ("GET", "/api/v1/site")):
+            refused = monitoring.request(method, path)
+            assert refused.status_code == 403 and "for monitoring" in refused.json()["detail"], path
+        page = monitoring.post("/signin", data={"token": chosen.read_text().strip()})
+        assert page.status_code == 403 and "monitoring only" in page.text
+    assert not any(e["detail"].endswith("transfers activated") for e in gateway_events(gateway))
+
+    weak = tmp_path / "weak.token"
+    weak.write_text("password123\n")
+    too_short = vmgateway("token", "create", "weak", "--from-file", str(weak), "--config", str(gateway.config))
+    assert too_short.returncode == 1 and "at least 32 characters" in too_short.stderr
+    twice = vmgateway("token", "create", "again", "--from-file", str(chosen), "--config", str(gateway.config))
+    assert twice.returncode == 1 and "held already" in twice.stderr
+    assert "weak" not in vmgateway("token", "list", "--config", str(gateway.config)).stdout
+
+
+def gateway_events(gateway: GatewayProcess) -> list[dict[str, Any]]:
+    with gateway.journal() as conn:
+        return [dict(row) for row in conn.execute("SELECT kind, detail FROM events ORDER BY id")]
+
+
 def test_wrong_tokens_are_rate_limited_valid_ones_and_no_token_are_not(make_gateway: Any) -> None:
     gateway = make_gateway(api={"failed_auth_limit": 3})
     token = new_token(gateway, "vetmanager")

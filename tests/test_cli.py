@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import GatewayProcess, dcmtk, free_port
 from tests.dicomdata import copies_of_ct_small
+from tests.test_api import client, new_token
 
 
 def vmgateway(*args: str) -> subprocess.CompletedProcess[str]:
@@ -48,6 +53,23 @@ def test_status_while_running_and_study_completion(make_gateway: Any, tmp_path: 
     assert "Studies: 1 complete, 0 still arriving" in text.stdout
     assert "Not yet delivered: 3; dead (given up on, retry through the API): 0" in text.stdout
     assert "XRAY1" in text.stdout and "CompressedSamples^CT1" in text.stdout
+
+    # who the box is: the same gateway id the API and the metrics give, made once at the first start
+    box = summary["identity"]
+    with client(gateway, new_token(gateway, "office")) as api:
+        served = api.get("/api/v1/status").json()["identity"]
+        metrics = api.get("/api/v1/metrics").text
+    assert box["gateway_id"] == served["gateway_id"] and uuid.UUID(box["gateway_id"])
+    assert (box["hostname"], box["version"]) == (socket.gethostname(), served["version"])
+    assert box["started_at"] == pytest.approx(served["started_at"], abs=5)  # the journal's start event, the process
+    assert box["releases"] == served["releases"] == {"committed": None, "previous": None, "on_trial": None,
+                                                     "failed": [], "last_upgrade_at": None, "last_rollback_at": None}
+    assert f'vmgateway_gateway_info{{gateway_id="{box["gateway_id"]}",hostname="{box["hostname"]}",site=""}} 1.0' in metrics
+    assert "vmgateway_release_on_trial 0.0" in metrics and "vmgateway_failed_releases 0.0" in metrics
+    assert f"Gateway {box['gateway_id']} on {box['hostname']}" in text.stdout and "running since" in text.stdout
+    assert gateway.stop() == 0
+    stopped = json.loads(vmgateway("status", "--config", str(gateway.config), "--json").stdout)["identity"]
+    assert stopped["gateway_id"] == box["gateway_id"] and stopped["started_at"] is None
 
 
 def test_status_without_a_journal_says_so(tmp_path: Path) -> None:

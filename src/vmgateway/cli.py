@@ -17,6 +17,7 @@ from vmgateway.bundle.manifest import PLATFORMS
 from vmgateway.config import BOX_CONFIG, BOX_DATA_DIR, ENV_CONFIG, ConfigError, Settings, config_file, load_settings
 from vmgateway.site.answers import FLAGS as FORM_FLAGS
 from vmgateway.site.answers import flag_name
+from vmgateway.store.access import SCOPES
 from vmgateway.when import when
 
 log = logging.getLogger("vmgateway")
@@ -55,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("name", help="who or what the token is for, e.g. vetmanager-server")
         sub.add_argument("--config", metavar="FILE", help=config_help)
         sub.set_defaults(handler=_token)
+        if action == "create":
+            sub.add_argument("--scope", choices=SCOPES, default="all",
+                             help="all (default), or monitoring: read /api/v1/status and /api/v1/metrics only")
+            sub.add_argument("--from-file", metavar="FILE",
+                             help="install this token (at least 32 characters) instead of making one: the one"
+                             " monitoring token a fleet shares")
     listing = token_commands.add_parser("list", help="the tokens' names and dates (never the tokens)")
     listing.add_argument("--config", metavar="FILE", help=config_help)
     listing.set_defaults(handler=_token)
@@ -261,13 +268,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from vmgateway.store.report import NoJournal, received_summary
+    from vmgateway.identity import identity
+    from vmgateway.store.report import NoJournal, received_summary, running_as
 
     settings = load_settings(args.config)
     _as_owner_of_data(settings)
     where = _say_where(args.config, settings)
     try:
-        summary = received_summary(settings.journal_path, settings.dicom.stable_after_s) | {"used": where}
+        summary = received_summary(settings.journal_path, settings.dicom.stable_after_s) | {
+            "identity": identity(settings, *running_as(settings.journal_path)), "used": where}
     except NoJournal as exc:
         print(f"vmgateway: {exc}", file=sys.stderr)
         return 1
@@ -287,7 +296,10 @@ def _echo(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from vmgateway.store import Store, TokenExists
+    from vmgateway.store.access import TokenRefused, check_given_token
 
     settings = load_settings(args.config)
     _as_owner_of_data(settings)
@@ -300,12 +312,17 @@ def _token(args: argparse.Namespace) -> int:
     try:
         if args.token_command == "create":
             try:
-                token = store.tokens.create(args.name)
-            except TokenExists as exc:
+                given = check_given_token(Path(args.from_file).read_text().strip()) if args.from_file else None
+                token = store.tokens.create(args.name, args.scope, given)
+            except (TokenExists, TokenRefused, OSError) as exc:
                 print(f"vmgateway: {exc}", file=sys.stderr)
                 return 1
-            print(token)
-            print(f"Token {args.name!r} created. It is shown only this once: store it now.", file=sys.stderr)
+            if given:
+                print(f"Token {args.name!r} ({args.scope}) installed from {args.from_file}.")
+            else:
+                print(token)
+                print(f"Token {args.name!r} ({args.scope}) created. It is shown only this once: store it now.",
+                      file=sys.stderr)
         elif args.token_command == "revoke":
             if not store.tokens.revoke(args.name):
                 print(f"vmgateway: no valid token named {args.name!r}", file=sys.stderr)
@@ -315,7 +332,7 @@ def _token(args: argparse.Namespace) -> int:
             tokens = store.tokens.list()
             for info in tokens:
                 state = f"revoked {_when(info.revoked_at)}" if info.revoked_at else "valid"
-                print(f"{info.name:<24} created {_when(info.created_at)}  {state}")
+                print(f"{info.name:<24} {info.scope:<10} created {_when(info.created_at)}  {state}")
             if not tokens:
                 print("no tokens yet: vmgateway token create NAME")
     finally:
@@ -664,7 +681,11 @@ def _render_status(summary: dict[str, Any]) -> str:
     states = ", ".join(f"{n} {state}" for state, n in sorted(totals["by_state"].items())) or "none"
     kinds = ", ".join(f"{v['items']} {kind.upper()}" for kind, v in sorted(totals["by_kind"].items())) or "nothing"
     kinds_today = ", ".join(f"{n} {kind.upper()}" for kind, n in sorted(today["by_kind"].items())) or "nothing"
+    box = summary["identity"]
+    running = f"running since {_when(box['started_at'])}" if box["started_at"] else "not running"
     lines = [
+        f"Gateway {box['gateway_id'] or '(no id yet: never started)'} on {box['hostname']},"
+        f" site {box['site'] or '-'}, vmgateway {box['version']}, {running}",
         f"Journal: {summary['journal']}",
         f"Received in all: {totals['items']} items, {_size(totals['bytes'])}: {kinds} ({states})",
         f"Received today:  {today['items']} items, {_size(today['bytes'])}: {kinds_today}",

@@ -16,7 +16,7 @@ from vmgateway.dicom.echo import echo
 from vmgateway.hl7.client import send_messages, test_message
 from vmgateway.model import OWN_TEST_APPLICATION_PREFIX
 
-router = APIRouter(prefix="/api/v1", tags=["tests"], responses=errors(401, 429))
+router = APIRouter(prefix="/api/v1", tags=["tests"], responses=errors(401, 403, 429))
 
 TIMEOUT_S = 10
 

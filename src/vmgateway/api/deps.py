@@ -15,9 +15,13 @@ from vmgateway.api.security import FailedAuthLimiter
 from vmgateway.config import Settings
 from vmgateway.logs import SayingSparingly
 from vmgateway.store import Store
+from vmgateway.store.access import Holder
 
 COOKIE = "vmgateway_token"
 """The status page's cookie: the token, HttpOnly, Secure, SameSite=Strict."""
+
+MONITORING_PATHS = ("/api/v1/status", "/api/v1/metrics")
+"""All a `monitoring` token may read."""
 
 MAX_ID = 2**63 - 1
 """SQLite's largest integer: IDs beyond it cannot exist (and cannot even be looked up)."""
@@ -102,8 +106,8 @@ sign_ins = SayingSparingly(logging.getLogger(__name__))
 """Failed sign-ins: each address said at most once a minute, with how many went unsaid."""
 
 
-async def identify(view: GatewayView, request: Request, token: str | None) -> str | None:
-    """The name of a valid token, or None.
+async def identify(view: GatewayView, request: Request, token: str | None) -> Holder | None:
+    """Who holds a valid token, or None.
 
     Only a wrong token is a guess: it is counted per address, logged (address and path, never
     the token), and past `api.failed_auth_limit` in a minute answered 429. A request without a
@@ -112,9 +116,9 @@ async def identify(view: GatewayView, request: Request, token: str | None) -> st
     """
     if not token:
         return None
-    name = await view.store.tokens.owner(token)
-    if name is not None:
-        return name
+    holder = await view.store.tokens.holder(token)
+    if holder is not None:
+        return holder
     address = request.client.host if request.client else "?"
     blocked = view.limiter.blocked(address)
     view.limiter.failed(address)
@@ -127,12 +131,16 @@ async def identify(view: GatewayView, request: Request, token: str | None) -> st
 
 async def caller(request: Request, view: Gateway,
                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
-    """The name of the token presented (header or the status page's cookie); 401 without one."""
+    """The name of the token presented (header or the status page's cookie); 401 without one, 403
+    for a monitoring token anywhere but status and metrics."""
     token = credentials.credentials if credentials else request.cookies.get(COOKIE)
-    name = await identify(view, request, token)
-    if name is None:
+    holder = await identify(view, request, token)
+    if holder is None:
         raise HTTPException(401, "a valid token is needed", headers={"WWW-Authenticate": "Bearer"})
-    return name
+    if holder.scope == "monitoring" and request.url.path not in MONITORING_PATHS:
+        raise HTTPException(403, f"token {holder.name!r} is for monitoring: it reads {' and '.join(MONITORING_PATHS)}"
+                                 " only")
+    return holder.name
 
 
 Caller = Annotated[str, Depends(caller)]

@@ -16,7 +16,8 @@ from vmgateway.astm.records import ASTM_MEDIA_TYPE, parse
 from vmgateway.astm.to_hl7 import to_oru
 from vmgateway.hl7.charsets import HL7_MEDIA_TYPE, hl7_content_type
 
-router = APIRouter(prefix="/api/v1", tags=["feed"], dependencies=[Active], responses=errors(401, 409, 429))
+router = APIRouter(prefix="/api/v1", tags=["feed"], dependencies=[Active],
+                   responses=errors(401, 403, 409, 429))
 
 ItemId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 

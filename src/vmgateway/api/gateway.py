@@ -13,11 +13,12 @@ from vmgateway.api.deps import MAX_ID, Caller, Gateway, GatewayView
 from vmgateway.api.metrics import metrics_text
 from vmgateway.api.schemas import Events, Health, Status, errors
 from vmgateway.clock import clock_synchronised
+from vmgateway.identity import identity
 from vmgateway.overall import Facts, assess
-from vmgateway.store.access import HEALTH_CHECKED_AT
+from vmgateway.store.access import GATEWAY_ID, HEALTH_CHECKED_AT
 
 router = APIRouter(prefix="/api/v1", tags=["gateway"])
-_TOKEN = errors(401, 429)
+_TOKEN = errors(401, 403, 429)
 
 
 @router.get("/health", response_model=Health, response_model_exclude_none=True, responses=errors(503))
@@ -78,6 +79,7 @@ async def gateway_status(view: GatewayView, counts: dict[str, Any] | None = None
     return {
         "version": __version__,
         "site": view.settings.site.name,
+        "identity": identity(view.settings, await view.store.settings.get(GATEWAY_ID, "") or None, view.started_at),
         "overall": assess(facts).as_dict(),
         "uptime_s": round(now - view.started_at, 1),
         "components": components,

@@ -30,8 +30,8 @@ class _GatewayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         status, components = self.status, self.status["components"]
-        info = InfoMetricFamily("vmgateway_build", "The running release", value={"version": status["version"]})
-        yield info
+        yield InfoMetricFamily("vmgateway_build", "The running release", value={"version": status["version"]})
+        yield from _identity_metrics(status["identity"])
         overall = GaugeMetricFamily("vmgateway_overall_state", "1 for the gateway's overall state (as on its page)",
                                     labels=["state"])
         for state in STATES:
@@ -73,6 +73,21 @@ class _GatewayCollector(Collector):
         yield from _job_metrics({name.removeprefix("job:"): c for name, c in components.items()
                                  if name.startswith("job:")})
         yield from _power_metrics(components["power"])
+
+
+def _identity_metrics(identity: dict[str, Any]) -> Iterator[Metric]:
+    """Which box this is (to join on by gateway_id), and its releases: on trial, rolled back, upgraded."""
+    yield InfoMetricFamily("vmgateway_gateway", "Which box this is", value={
+        "gateway_id": identity["gateway_id"] or "", "hostname": identity["hostname"], "site": identity["site"]})
+    releases = identity["releases"]
+    yield GaugeMetricFamily("vmgateway_release_on_trial", "1 while a new release is on trial",
+                            value=1 if releases["on_trial"] else 0)
+    yield GaugeMetricFamily("vmgateway_failed_releases", "Releases that failed their trial and were rolled back",
+                            value=len(releases["failed"]))
+    for key, name, what in (("last_upgrade_at", "vmgateway_last_upgrade_timestamp_seconds", "last committed"),
+                            ("last_rollback_at", "vmgateway_last_rollback_timestamp_seconds", "last rolled back")):
+        if releases[key] is not None:
+            yield GaugeMetricFamily(name, f"When a release was {what}", value=releases[key])
 
 
 def _transfer_metrics(status: dict[str, Any]) -> Iterator[Metric]:

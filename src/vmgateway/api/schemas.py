@@ -32,6 +32,7 @@ class Problem(Answer):
 _ERRORS = {
     400: "The request contradicts itself (the detail says how).",
     401: "No valid token: send `Authorization: Bearer TOKEN`.",
+    403: "A monitoring token: it reads /api/v1/status and /api/v1/metrics only.",
     404: "Nothing by that ID.",
     409: "Not now, or not like this: the detail says why (e.g. transfers not active yet).",
     410: "Gone: the item's file was removed after delivery (storage.keep_delivered_days).",
@@ -42,7 +43,7 @@ _ERRORS = {
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, object]]:
-    """The error answers a route documents (each a Problem); 401 and 429 go with every token."""
+    """The error answers a route documents (each a Problem); 401, 403 and 429 go with every token."""
     return {code: {"model": Problem, "description": _ERRORS[code]} for code in codes}
 
 
@@ -206,9 +207,32 @@ class KindTotals(Answer):
     bytes: int
 
 
+class Releases(Answer):
+    """The box's upgrade history (all null on a box never upgraded)."""
+
+    committed: str | None
+    previous: str | None
+    on_trial: str | None
+    failed: list[str] = Field(description="Releases that failed their trial, newest last.")
+    last_upgrade_at: UnixTime | None
+    last_rollback_at: UnixTime | None
+
+
+class Identity(Answer):
+    """Who this box is; the same in the metrics (vmgateway_gateway_info) and `vmgateway status --json`."""
+
+    gateway_id: str | None = Field(description="Made once at the first start, kept in the journal.")
+    hostname: str
+    site: str
+    version: str
+    started_at: UnixTime | None
+    releases: Releases
+
+
 class Status(Answer):
     version: str
     site: str
+    identity: Identity
     overall: Overall
     uptime_s: float
     components: Components

@@ -13,7 +13,7 @@ from vmgateway.config import ContactConfig, PacsConfig
 from vmgateway.pacs.poller import effective_pacs
 from vmgateway.store.access import SITE_CONTACT, SITE_PACS
 
-router = APIRouter(prefix="/api/v1", tags=["site"], responses=errors(401, 429))
+router = APIRouter(prefix="/api/v1", tags=["site"], responses=errors(401, 403, 429))
 
 
 async def _site_form(view: GatewayView) -> dict[str, Any]:

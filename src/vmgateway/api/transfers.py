@@ -10,7 +10,8 @@ from vmgateway.api.deps import MAX_ID, Caller, Gateway, GatewayView
 from vmgateway.api.gateway import transfers_state
 from vmgateway.api.schemas import DeadPage, Retried, Switched, Transfers, errors
 
-router = APIRouter(prefix="/api/v1/transfers", tags=["transfers"], responses=errors(401, 429))
+router = APIRouter(prefix="/api/v1/transfers", tags=["transfers"],
+                   responses=errors(401, 403, 429))
 
 
 class RetryRequest(BaseModel):

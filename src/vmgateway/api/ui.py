@@ -18,8 +18,11 @@ router = APIRouter(include_in_schema=False)
 
 
 async def _user(view: GatewayView, request: Request) -> str | None:
+    """The signed-in person's token name; None without a cookie, or with a monitoring token (it may
+    not sign in: the page switches transfers and sends echoes)."""
     token = request.cookies.get(COOKIE)
-    return await identify(view, request, token) if token else None
+    holder = await identify(view, request, token) if token else None
+    return holder.name if holder is not None and holder.scope == "all" else None
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -49,8 +52,12 @@ async def home(request: Request, view: Gateway) -> HTMLResponse:
 @router.post("/signin", response_model=None)
 async def signin(request: Request, view: Gateway) -> HTMLResponse | RedirectResponse:
     token = (await _form(request)).get("token", "")
-    if await identify(view, request, token) is None:
+    holder = await identify(view, request, token)
+    if holder is None:
         return HTMLResponse(page.sign_in("That token is not valid / Ogiltig nyckel"), status_code=401)
+    if holder.scope != "all":
+        return HTMLResponse(page.sign_in("That token is for monitoring only / Nyckeln är bara för övervakning"),
+                            status_code=403)
     answer = _see_page()
     answer.set_cookie(COOKIE, token, httponly=True, secure=view.settings.api.tls, samesite="strict")
     return answer

@@ -11,7 +11,7 @@ from vmgateway.api.deps import Caller, Gateway, GatewayView
 from vmgateway.api.schemas import Cancelled, WorklistRecord, errors
 from vmgateway.worklist.entry import WorklistEntry
 
-router = APIRouter(prefix="/api/v1/worklist", tags=["worklist"], responses=errors(401, 429))
+router = APIRouter(prefix="/api/v1/worklist", tags=["worklist"], responses=errors(401, 403, 429))
 
 ENTRY_STATES = "^(scheduled|in_progress|performed|cancelled)$"
 

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def _install_release(bundle: Bundle, layout: Layout) -> None:
     install_bundle(layout, bundle)
     layout.switch_to(version)
     state = UpgradeState.load(layout.state_file)
-    state.committed = version
+    state.committed, state.committed_at = version, time.time()
     state.save(layout.state_file)
 
 

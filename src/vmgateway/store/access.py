@@ -7,12 +7,14 @@ plain hash is as good as a slow password hash, and checking it costs microsecond
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from vmgateway.store.journal import Journal, Write
 
@@ -25,30 +27,66 @@ class TokenExists(Exception):
     """A token with that name exists (revoked or not): names stay unique for the audit trail."""
 
 
+class TokenRefused(ValueError):
+    """A token given from outside (`--from-file`) that is too weak or malformed."""
+
+
+Scope = Literal["all", "monitoring"]
+SCOPES: tuple[Scope, ...] = ("all", "monitoring")
+"""What a token may do: everything, or read status and metrics only (the token a fleet's
+Prometheus shares across every box: one leaked box's copy must not switch transfers anywhere)."""
+MIN_GIVEN_TOKEN_LENGTH = 32
+_GIVEN_TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
+
+
 @dataclass(frozen=True, slots=True)
 class TokenInfo:
     name: str
     created_at: float
     revoked_at: float | None
     last_used_at: float | None
+    scope: Scope
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Whoever presented a valid token: its name (for the audit trail) and what it may do."""
+
+    name: str
+    scope: Scope
 
 
 TOKEN_PREFIX = "vmg_"
 
 
-def create_token(name: str, at: float) -> tuple[str, Write[None]]:
-    """A new token and the write that records its hash."""
+def new_token() -> str:
     # The prefix: a token never starts with "-" (which a command line would take for an option,
     # as `--token -x…` once did in a test), and a leaked one is recognisable by secret scanners.
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def check_given_token(token: str) -> str:
+    """A token chosen elsewhere (Vetmanager's monitoring token): long enough to be unguessable and
+    sendable as it is in an Authorization header; TokenRefused saying what is wrong."""
+    if len(token) < MIN_GIVEN_TOKEN_LENGTH:
+        raise TokenRefused(f"a token needs at least {MIN_GIVEN_TOKEN_LENGTH} characters, this one has {len(token)}")
+    if not _GIVEN_TOKEN.match(token) or token.startswith("-"):
+        raise TokenRefused("a token uses letters, digits and . _ ~ + / = - only, and does not start with -")
+    return token
+
+
+def create_token(name: str, at: float, scope: Scope = "all", token: str | None = None) -> tuple[str, Write[None]]:
+    """The token (new unless given) and the write that records its hash."""
+    token = token or new_token()
 
     def write(conn: sqlite3.Connection) -> None:
         try:
-            conn.execute(
-                "INSERT INTO api_tokens (name, sha256, created_at) VALUES (?, ?, ?)", (name, token_hash(token), at)
-            )
-        except sqlite3.IntegrityError:
-            raise TokenExists(f"a token named {name!r} exists already") from None
+            conn.execute("INSERT INTO api_tokens (name, sha256, created_at, scope) VALUES (?, ?, ?, ?)",
+                         (name, token_hash(token), at, scope))
+        except sqlite3.IntegrityError as exc:
+            if "api_tokens.name" in str(exc):
+                raise TokenExists(f"a token named {name!r} exists already") from None
+            raise TokenExists("that token is held already, under another name") from None
 
     return token, write
 
@@ -64,16 +102,16 @@ def revoke_token(name: str, at: float) -> Write[bool]:
 
 
 def list_tokens(conn: sqlite3.Connection) -> list[TokenInfo]:
-    rows = conn.execute("SELECT name, created_at, revoked_at, last_used_at FROM api_tokens ORDER BY name")
+    rows = conn.execute("SELECT name, created_at, revoked_at, last_used_at, scope FROM api_tokens ORDER BY name")
     return [TokenInfo(*row) for row in rows]
 
 
-def token_owner(conn: sqlite3.Connection, token: str) -> str | None:
-    """The name of the valid (not revoked) token, or None."""
+def token_holder(conn: sqlite3.Connection, token: str) -> Holder | None:
+    """Who holds the valid (not revoked) token, or None."""
     row = conn.execute(
-        "SELECT name FROM api_tokens WHERE sha256 = ? AND revoked_at IS NULL", (token_hash(token),)
+        "SELECT name, scope FROM api_tokens WHERE sha256 = ? AND revoked_at IS NULL", (token_hash(token),)
     ).fetchone()
-    return str(row[0]) if row else None
+    return Holder(str(row[0]), row[1]) if row else None
 
 
 TRANSFERS_ACTIVE = "transfers_active"
@@ -143,9 +181,9 @@ class Tokens:
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
 
-    def create(self, name: str) -> str:
-        """A new token (shown once); raises TokenExists."""
-        token, write = create_token(name, time.time())
+    def create(self, name: str, scope: Scope = "all", token: str | None = None) -> str:
+        """A new token (shown once), or the one given; raises TokenExists."""
+        token, write = create_token(name, time.time(), scope, token)
         self._journal.write(write)
         return token
 
@@ -155,9 +193,9 @@ class Tokens:
     def list(self) -> list[TokenInfo]:
         return self._journal.read(list_tokens)
 
-    async def owner(self, token: str) -> str | None:
-        """The name of the valid token, or None."""
-        return await self._journal.read_async(lambda conn: token_owner(conn, token))
+    async def holder(self, token: str) -> Holder | None:
+        """Who holds the valid token, or None."""
+        return await self._journal.read_async(lambda conn: token_holder(conn, token))
 
 
 class KeptSettings:

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from vmgateway.store.access import commissioned, transfers_active
+from vmgateway.store.access import GATEWAY_ID, commissioned, get_setting, transfers_active
 from vmgateway.store.deliveries import oldest_waiting_at, queue_summary
 from vmgateway.store.feed import counts
 from vmgateway.store.journal import connect
@@ -22,6 +22,21 @@ _LIST_LIMIT = 20
 
 class NoJournal(Exception):
     """There is no journal where the configuration says: the gateway has not run there."""
+
+
+def running_as(journal_path: Path) -> tuple[str | None, float | None]:
+    """The gateway id, and when the gateway last started if it has not stopped since (None: not
+    running, or stopped cleanly); read from the journal, for commands run beside the service."""
+    if not journal_path.exists():
+        return None, None
+    conn = connect(journal_path, read_only=True)
+    try:
+        gateway_id = get_setting(conn, GATEWAY_ID, "") or None
+        last = conn.execute("SELECT kind, at FROM events WHERE kind IN ('start', 'stop') ORDER BY id DESC LIMIT 1"
+                            ).fetchone()
+    finally:
+        conn.close()
+    return gateway_id, last[1] if last and last[0] == "start" else None
 
 
 def received_summary(journal_path: Path, stable_after_s: float, now: float | None = None) -> dict[str, Any]:

@@ -189,6 +189,10 @@ MIGRATIONS: list[str] = [
         result_count  INTEGER NOT NULL
     );
     """,
+    # 8: token scopes: `monitoring` tokens read status and metrics only (one shared by a fleet)
+    """
+    ALTER TABLE api_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'all';
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -130,6 +130,7 @@ def _commit(settings: Settings, layout: Layout, service: Service, state: Upgrade
     version = state.trial
     assert version is not None
     state.previous, state.committed, state.trial = state.committed, version, None
+    state.committed_at = time.time()
     state.save(layout.state_file)
     say(f"release {version} committed; restarting it on its real addresses")
     _prune(layout, state, settings.upgrade.keep_releases)
@@ -176,6 +177,7 @@ def _roll_back(settings: Settings, layout: Layout, service: Service | None, stat
     if version not in state.failed:
         state.failed.append(version)
     state.trial = None
+    state.rolled_back_at = time.time()
     state.save(layout.state_file)
     shutil.rmtree(layout.release(version), ignore_errors=True)
     say(f"the failed release's log: {failed_log}")

@@ -25,6 +25,10 @@ class UpgradeState:
     trial_started_at: float | None = None
     failed: list[str] = field(default_factory=list)
     """Releases that failed their trial, newest last: never rolled back to."""
+    committed_at: float | None = None
+    """When the committed release was committed (the box's last upgrade)."""
+    rolled_back_at: float | None = None
+    """When a trial was last rolled back (a fleet alerts on it)."""
 
     @classmethod
     def load(cls, path: Path) -> UpgradeState:

@@ -10,14 +10,14 @@ case "$what" in
   run) packages="python3 python3-venv python3-pip ca-certificates" ;;
   test) packages="python3 python3-venv python3-pip ca-certificates dcmtk procps iproute2 util-linux chromium
                   libatomic1 nut-server nut-client systemd orthanc orthanc-dicomweb nftables systemd-container
-                  debootstrap" ;;
+                  debootstrap prometheus prometheus-alertmanager" ;;
   *) echo "usage: sh scripts/setup.sh run|test" >&2; exit 2 ;;
 esac
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  # Peers the tests start themselves (Orthanc, NUT) must not be started as services by their
+  # Peers the tests start themselves (Orthanc, NUT, Prometheus) must not be started as services by their
   # packages on default ports: policy-rc.d (Debian's switch for that) says no while installing.
   made_policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -31,7 +31,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     # The peers the tests start themselves must not start at the machine's next boot either
     # (their packages enable them). Offline: works with or without systemd running.
     systemctl --no-reload --quiet disable orthanc nut-server nut-monitor nut-driver-enumerator.path \
-      nut-driver-enumerator.service
+      nut-driver-enumerator.service prometheus prometheus-alertmanager
   fi
 fi
 

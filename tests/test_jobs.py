@@ -156,7 +156,7 @@ def test_every_job_of_the_gateway_survives_a_journal_failure(tmp_path: Path) -> 
                     assert job["state"] == "failing", (name, job)
                     assert "injected" in job["last_error"], (name, job)
                 metrics = (await api.get("/api/v1/metrics")).text
-                assert 'vmgateway_job_failing{job="retention"} 1.0' in metrics
+                assert 'vmgateway_job_failing{background_job="retention"} 1.0' in metrics
                 for breakable in injected.values():
                     breakable.broken = False
 
@@ -170,8 +170,8 @@ def test_every_job_of_the_gateway_survives_a_journal_failure(tmp_path: Path) -> 
                     assert shown[f"job:{name}"]["restarts"] >= 1, name
                 assert shown["dicom"]["state"] == "running" and shown["hl7"]["state"] == "running"
                 metrics = (await api.get("/api/v1/metrics")).text
-                assert 'vmgateway_job_failing{job="retention"} 0.0' in metrics
-                assert 'vmgateway_job_restarts_total{job="ups_watch"}' in metrics
+                assert 'vmgateway_job_failing{background_job="retention"} 0.0' in metrics
+                assert 'vmgateway_job_restarts_total{background_job="ups_watch"}' in metrics
         finally:
             gateway.request_stop()
             await asyncio.wait_for(running, WAIT_S)

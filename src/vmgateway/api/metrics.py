@@ -120,11 +120,13 @@ def _transfer_metrics(status: dict[str, Any]) -> Iterator[Metric]:
 
 def _job_metrics(jobs: dict[str, dict[str, Any]]) -> Iterator[Metric]:
     """Whether each background job is failing now, and how often it failed and was restarted."""
-    failing = GaugeMetricFamily("vmgateway_job_failing", "1 while a background job is failing", labels=["job"])
+    # Not labelled `job`: Prometheus keeps that for the scrape job (ours would become exported_job).
+    failing = GaugeMetricFamily("vmgateway_job_failing", "1 while a background job is failing",
+                                labels=["background_job"])
     failures = CounterMetricFamily("vmgateway_job_failures", "Failed steps or runs of a background job",
-                                   labels=["job"])
+                                   labels=["background_job"])
     restarts = CounterMetricFamily("vmgateway_job_restarts", "Restarts of a background job that died",
-                                   labels=["job"])
+                                   labels=["background_job"])
     for name, job in jobs.items():
         failing.add_metric([name], 1 if job["state"] == "failing" else 0)
         failures.add_metric([name], job["failures"])

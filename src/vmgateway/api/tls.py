@@ -14,6 +14,9 @@ import ssl
 import sys
 from pathlib import Path
 
+PINNED_NAME = "vmgateway"
+"""The DNS name in every self-signed API certificate (the same on every box: it is pinned, not looked up)."""
+
 
 def certificate_files(folder: Path) -> tuple[Path, Path]:
     return folder / "api-cert.pem", folder / "api-key.pem"
@@ -72,6 +75,9 @@ def _create(folder: Path, common_name: str) -> None:
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        # A name to verify it by: Prometheus (Go) ignores the common name, so a job pinning this
+        # certificate (ca_file) says server_name = vmgateway (monitoring/README.md).
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(PINNED_NAME)]), critical=False)
         .sign(key, hashes.SHA256())
     )
     folder.mkdir(parents=True, exist_ok=True)

@@ -259,7 +259,7 @@ def _run(args: argparse.Namespace) -> int:
         log.warning("release on trial: listening on loopback only until the upgrade commits it",
                     extra={"version": __version__})
     try:
-        asyncio.run(Gateway(settings).run())
+        asyncio.run(Gateway(settings, config_file(args.config)).run())
     except StartupError as exc:
         log.error("gateway did not start", extra={"error": str(exc)})
         print(f"vmgateway: {exc}", file=sys.stderr)
@@ -344,7 +344,6 @@ def _pacs_find(args: argparse.Namespace) -> int:
     from pynetdicom import AE
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
-    from vmgateway.pacs.poller import effective_pacs
     from vmgateway.pacs.query import PacsError, associate, find_studies
     from vmgateway.store import Store
 
@@ -352,7 +351,7 @@ def _pacs_find(args: argparse.Namespace) -> int:
     _as_owner_of_data(settings)
     store = Store(settings.storage.data_dir, settings.storage.min_free_mb)
     journal = settings.journal_path.exists()
-    pacs = asyncio.run(effective_pacs(store, settings.pacs)) if journal else settings.pacs
+    pacs = settings.pacs  # with what Vetmanager changed remotely (load_settings lays it over the file)
     if not (pacs.host and pacs.ae_title):
         print("vmgateway: no PACS configured: set pacs.host and pacs.ae_title", file=sys.stderr)
         return 2
@@ -416,7 +415,9 @@ def _site_init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vmgateway.config import read_config_file
-    from vmgateway.site.answers import ask, checked, derive, merge_form_file, parse_answer, set_answer, write_config
+    from vmgateway.files import write_toml
+    from vmgateway.remote_settings import keys_of, read_remote, remote_file
+    from vmgateway.site.answers import ask, checked, derive, merge_form_file, parse_answer, set_answer
 
     path = Path(config_file(args.config) or BOX_CONFIG)
     # A new box's file: the data where the unit's StateDirectory puts it, as an absolute path so
@@ -439,9 +440,13 @@ def _site_init(args: argparse.Namespace) -> int:
         ask(data, _read_line, print, given, args.lang)
     derive(data, given)
     settings = checked(data, args.lang)
-    backup = write_config(path, data)
+    backup = write_toml(path, data)
     print(f"wrote {path}" + (f" (the previous version is {backup})" if backup else ""))
     print(f"site {settings.site.name!r}, router option {settings.site.router_option}")
+    remote = keys_of(read_remote(settings.storage.data_dir))
+    if remote:
+        print(f"note: Vetmanager changed {', '.join(remote)} remotely; those stay as they are"
+              f" ({remote_file(settings.storage.data_dir)}), whatever the form says")
     print("the gateway reads it when it starts: systemctl restart vmgateway; then vmgateway host render"
           " writes the box's firewall, network and UPS files")
     return 0

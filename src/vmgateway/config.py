@@ -484,16 +484,24 @@ def config_file(given: str | os.PathLike[str] | None = None) -> str | None:
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Settings from the file `config_file(path)` names, or the embedded defaults.
+    """Settings from the file `config_file(path)` names, or the embedded defaults, with the settings
+    Vetmanager changed remotely laid over them (vmgateway.remote_settings).
 
     A relative `storage.data_dir` in a file is taken relative to the working directory,
     like the default `./var`, so `vmgateway run` and `vmgateway status` agree when run
     from the same place.
     """
     found = config_file(path)
-    if found is None:
-        return Settings()
-    return parse_settings(read_config_file(found), source=f"configuration file {found}")
+    data = read_config_file(found) if found else {}
+    source = f"configuration file {found}" if found else "the embedded defaults"
+    settings = parse_settings(data, source=source)
+    # What Vetmanager changed remotely, laid over the file (imported here: that module builds on this one).
+    from vmgateway.remote_settings import merged, read_remote, remote_file
+
+    remote = read_remote(settings.storage.data_dir)
+    if not remote:
+        return settings
+    return parse_settings(merged(data, remote), source=f"{source} with {remote_file(settings.storage.data_dir)}")
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ blocking calls into it or the store are made with `asyncio.to_thread`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from vmgateway import __version__
 from vmgateway.api.app import GatewayView
 from vmgateway.api.server import ApiServer
 from vmgateway.astm.receiver import AstmReceiver
-from vmgateway.config import Settings
+from vmgateway.config import ConfigError, Settings
 from vmgateway.dicom.receiver import DicomReceiver
 from vmgateway.dicom.studies import complete_quiet_studies, completion_interval, remove_abandoned_transfers
 from vmgateway.hl7.receiver import Hl7Receiver
@@ -28,7 +29,9 @@ from vmgateway.jobs import Jobs
 from vmgateway.logs import LastProblems
 from vmgateway.pacs.poller import PacsPoller
 from vmgateway.power.monitor import PowerMonitor
+from vmgateway.remote_settings import RefusedChange, change
 from vmgateway.store import DataFolderBusy, StartupCheck, Store
+from vmgateway.store.access import SITE_CONTACT, SITE_PACS
 from vmgateway.transfers import destinations
 from vmgateway.transfers.retention import INTERVAL_S as RETENTION_INTERVAL_S
 from vmgateway.transfers.retention import remove_delivered_files
@@ -44,8 +47,9 @@ class StartupError(Exception):
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, settings_file: str | None = None) -> None:
         self.settings = settings
+        self.settings_file = settings_file
         self.store = Store(settings.storage.data_dir, settings.storage.min_free_mb)
         self.dicom = DicomReceiver(settings.dicom, self.store)
         self.hl7 = Hl7Receiver(settings.hl7, self.store)
@@ -56,7 +60,7 @@ class Gateway:
         self.jobs = Jobs()
         self.api = ApiServer(GatewayView(settings, self.store, time.time(), self._components, self.jobs.states,
                                          self._power, self._destinations, lambda: self.pacs.state,
-                                         self.pacs.poll_now))
+                                         self.pacs.poll_now, settings_file, self._apply_remote_settings))
         self.notifier = Notifier()
         self._running: set[str] = set()
         self._problems = LastProblems()
@@ -91,6 +95,30 @@ class Gateway:
             await self.api.stop()
             self._running.discard("api")
         return aborted
+
+    def _apply_remote_settings(self, changed: Settings) -> None:
+        """Remote changes that apply at once: the contact person (status, the page) and the PACS (the
+        poller reads it every round). The rest waits for the next start (remote_settings.CHANGEABLE)."""
+        site = self.settings.site.model_copy(update={"contact": changed.site.contact})
+        self.settings = self.settings.model_copy(update={"site": site, "pacs": changed.pacs})
+        self.pacs.settings = self.api.view.settings = self.settings
+
+    async def _move_remote_settings_out_of_the_journal(self) -> None:
+        """Contact and PACS changed through the API were kept in the journal by earlier versions: into
+        remote-settings.toml with them, once, so that every command sees them (and then applied)."""
+        kept = {name: json.loads(value) for key, name in ((SITE_PACS, "pacs"), (SITE_CONTACT, "site.contact"))
+                if (value := await self.store.settings.get(key, ""))}
+        if not kept:
+            return
+        try:
+            outcome = await asyncio.to_thread(change, self.settings_file, self.settings.storage.data_dir, kept, None)
+        except (RefusedChange, ConfigError, OSError) as exc:
+            log.warning("remote settings in the journal not moved", extra={"error": str(exc), "keys": sorted(kept)})
+            return
+        self._apply_remote_settings(outcome.settings)
+        for key in (SITE_PACS, SITE_CONTACT):
+            await self.store.settings.forget(key)
+        log.info("remote settings moved out of the journal", extra={"keys": outcome.changed})
 
     def _power(self) -> dict[str, Any]:
         if self.power is None:
@@ -187,6 +215,7 @@ class Gateway:
         try:
             await self._report_startup(check)
             await self.store.record_event("start", f"vmgateway {__version__}")
+            await self._move_remote_settings_out_of_the_journal()
             self.destinations = destinations.build(self.settings.transfers, self.store,
                                                    await self.store.settings.gateway_id())
             await self._start_listeners()

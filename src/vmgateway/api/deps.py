@@ -48,6 +48,14 @@ class GatewayView:
     """The PACS poller's state: off, polling, ok, partial, failing; last poll, success, error."""
     poll_pacs: Callable[[], Awaitable[dict[str, Any]]]
     """Poll the PACS now and return what the poll found."""
+    settings_file: str | None = None
+    """The configuration file the gateway was started with (None: the embedded defaults)."""
+    apply_settings: Callable[[Settings], None] = lambda changed: None
+    """Put remote changes that apply without a restart (contact, PACS) into effect, on the gateway's loop."""
+    restart_needed: set[str] = field(default_factory=set, init=False)
+    """Keys changed remotely since the start that take effect at the next one."""
+    changing: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    """One remote change at a time: each checks the version it read, then writes."""
     certificate_expires_at: float | None = field(default=None, init=False)
     """When the API's TLS certificate ends (read once at start: a new one needs a restart anyway)."""
     limiter: FailedAuthLimiter = field(init=False)

@@ -7,11 +7,11 @@ silently dropped). Times are Unix times in seconds (UTC), as the journal keeps t
 (No `from __future__ import annotations`: pydantic and FastAPI read the annotations at run time.)
 """
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vmgateway.config import PacsConfig, SiteConfig
+from vmgateway.config import PacsConfig, Settings, SiteConfig
 from vmgateway.model import SenderProtocol
 from vmgateway.worklist.entry import WorklistEntry
 
@@ -424,3 +424,22 @@ class WorklistRecord(Answer):
 class Cancelled(Answer):
     order_id: str
     state: Literal["cancelled"]
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+class SettingsShown(Answer):
+    settings: Settings = Field(description="The configuration the gateway runs with now.")
+    file: str | None = Field(description="The configuration file it started with (null: the embedded defaults).")
+    remote_file: str = Field(description="Where remote changes are kept, laid over the file at every start.")
+    remote: dict[str, Any] = Field(description="What that file holds.")
+    version: str = Field(description="Send it back with a change: a change made in between is then refused (409).")
+    changeable: dict[str, str] = Field(description="Each key that may change remotely, and when a change takes"
+                                                   " effect: `now` or `at the next start`.")
+    restart_needed: list[str] = Field(description="Keys changed since the start that take effect at the next one.")
+
+
+class SettingsChanged(Answer):
+    changed: list[str]
+    restart_needed: list[str] = Field(description="Of those, the ones that take effect at the next start.")
+    version: str

@@ -1,50 +1,43 @@
 """The clinic's form as Vetmanager sees and changes it, and polling its PACS on demand.
 (No `from __future__ import annotations`: FastAPI reads the annotations at run time.)"""
 
-import json
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
 
 from vmgateway.api.deps import Caller, Gateway, GatewayView
 from vmgateway.api.schemas import PollOutcome, Site, errors
+from vmgateway.api.settings import apply_change
 from vmgateway.config import ContactConfig, PacsConfig
-from vmgateway.pacs.poller import effective_pacs
-from vmgateway.store.access import SITE_CONTACT, SITE_PACS
 
 router = APIRouter(prefix="/api/v1", tags=["site"], responses=errors(401, 403, 429))
 
 
-async def _site_form(view: GatewayView) -> dict[str, Any]:
-    """The site form as configured, with the contact and PACS as last changed here."""
-    site = view.settings.site.model_dump(mode="json")
-    site["contact"] = json.loads(await view.store.settings.get(SITE_CONTACT, json.dumps(site["contact"])))
-    return {"site": site, "pacs": (await effective_pacs(view.store, view.settings.pacs)).model_dump(mode="json")}
-
-
-async def _change(view: GatewayView, who: str, key: str, value: BaseModel) -> dict[str, Any]:
-    await view.store.settings.put(key, value.model_dump_json())
-    await view.audit(who, f"{key} changed to {value.model_dump_json()}")
-    return await _site_form(view)
+def _site_form(view: GatewayView) -> dict[str, Any]:
+    """The site form as the gateway runs with it (the contact and PACS as last changed remotely)."""
+    return {"site": view.settings.site.model_dump(mode="json"), "pacs": view.settings.pacs.model_dump(mode="json")}
 
 
 @router.get("/site", response_model=Site)
 async def get_site(who: Caller, view: Gateway) -> dict[str, Any]:
     """The clinic's form. IP addresses and the router option are set at provisioning, not here."""
-    return await _site_form(view)
+    return _site_form(view)
 
 
-@router.put("/site/contact", response_model=Site, responses=errors(413))
+@router.put("/site/contact", response_model=Site, responses=errors(400, 409, 413, 503))
 async def change_contact(contact: ContactConfig, who: Caller, view: Gateway) -> dict[str, Any]:
-    """Change the clinic's contact person; the whole form is returned."""
-    return await _change(view, who, SITE_CONTACT, contact)
+    """Change the clinic's contact person (at once, and kept: PATCH /api/v1/settings with
+    `site.contact`); the whole form is returned."""
+    await apply_change(view, who, {"site.contact": contact.model_dump(mode="json")}, None)
+    return _site_form(view)
 
 
-@router.put("/site/pacs", response_model=Site, responses=errors(413))
+@router.put("/site/pacs", response_model=Site, responses=errors(400, 409, 413, 503))
 async def change_pacs(pacs: PacsConfig, who: Caller, view: Gateway) -> dict[str, Any]:
-    """Change the PACS to poll (replaces [pacs] of the configuration); the whole form is returned."""
-    return await _change(view, who, SITE_PACS, pacs)
+    """Change the PACS to poll (replaces [pacs] of the configuration, at once, and kept); the whole
+    form is returned."""
+    await apply_change(view, who, {"pacs": pacs.model_dump(mode="json")}, None)
+    return _site_form(view)
 
 
 @router.post("/pacs/poll", response_model=PollOutcome, response_model_exclude_none=True)

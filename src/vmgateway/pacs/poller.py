@@ -10,7 +10,6 @@ disturbs nothing else.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ from vmgateway.config import PacsConfig, Settings
 from vmgateway.pacs.query import PacsError, associate, find_instances, find_series, find_studies
 from vmgateway.pacs.retrieve import Wanted, fetch_by_get, fetch_by_move
 from vmgateway.store import JournalError, Store
-from vmgateway.store.access import SITE_PACS
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +41,6 @@ class PollResult:
     def as_dict(self) -> dict[str, Any]:
         return {"studies": self.studies, "missing": self.missing, "fetched": self.fetched,
                 "problems": self.problems}
-
-
-async def effective_pacs(store: Store, configured: PacsConfig) -> PacsConfig:
-    """[pacs] of the configuration, unless Vetmanager changed it through the API since."""
-    changed = await store.settings.get(SITE_PACS, "")
-    return PacsConfig.model_validate(json.loads(changed)) if changed else configured
 
 
 def poll_once(config: PacsConfig, calling_ae: str, store: Store) -> PollResult:
@@ -110,7 +102,7 @@ class PacsPoller:
         failures = 0
         while True:
             self._asked.clear()  # before the poll: a request that comes during it is served next
-            config = await effective_pacs(self.store, self.settings.pacs)
+            config = self.settings.pacs  # read every round: a remote change applies at once
             wait = config.interval_s
             if config.poll or self._waiting:
                 failures = await self._poll(config, failures)

@@ -12,13 +12,9 @@ import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import tomlkit
-
 from vmgateway.config import ConfigError, Settings, parse_settings
-from vmgateway.files import write_atomically
 from vmgateway.site.form import Language, form_problems
 
 MAX_TRIES = 5
@@ -218,31 +214,3 @@ def checked(data: dict[str, Any], language: Language = "en") -> Settings:
     if problems:
         raise ConfigError(SAYINGS[language]["not_complete"] + "\n  " + "\n  ".join(problems))
     return settings
-
-
-def write_config(path: Path, data: dict[str, Any]) -> Path | None:
-    """Write the configuration atomically; the previous file is kept beside it as .bak.
-
-    The file is changed in place (tomlkit), not rewritten from the values: the comments and the
-    order a person gave it stay where they were, and only what the form changed changes."""
-    backup = None
-    document = tomlkit.document()
-    if path.exists():
-        backup = path.with_name(path.name + ".bak")
-        write_atomically(backup, path.read_bytes())
-        document = tomlkit.parse(path.read_text(encoding="utf-8"))
-    _update(document, data)
-    write_atomically(path, tomlkit.dumps(document).encode())  # readable by the service's user: secrets live in files
-    return backup
-
-
-def _update(table: Any, values: dict[str, Any]) -> None:
-    """Make `table` hold `values`: changed keys set, gone ones removed, untouched ones (and their
-    comments) left as they are."""
-    for key in [key for key in table if key not in values]:
-        del table[key]
-    for key, value in values.items():
-        if isinstance(value, dict) and key in table and isinstance(table[key], dict):
-            _update(table[key], value)
-        elif key not in table or table[key] != value:
-            table[key] = value

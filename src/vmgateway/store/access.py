@@ -119,9 +119,10 @@ TRANSFERS_ACTIVE = "transfers_active"
 TRANSFERS_FIRST_ACTIVATED_AT = "transfers.first_activated_at"
 """Setting: when transfers were first switched on; commissioning ends then."""
 SITE_PACS = "site.pacs"
-"""Setting: the PACS as changed through the API (JSON; overrides [pacs] of the configuration)."""
+"""Setting once: the PACS as changed through the API (JSON). Moved into remote-settings.toml at
+the first start of a gateway that keeps remote changes there (vmgateway.remote_settings)."""
 SITE_CONTACT = "site.contact"
-"""Setting: the clinic's contact person as changed through the API (JSON)."""
+"""Setting once: the clinic's contact person as changed through the API (JSON); moved likewise."""
 HEALTH_CHECKED_AT = "health.deep_checked_at"
 """Setting: when a deep health check last had the journal take a write."""
 GATEWAY_ID = "gateway_id"
@@ -163,6 +164,13 @@ def claim_gateway_id(candidate: str) -> Write[str]:
 def get_setting(conn: sqlite3.Connection, key: str, default: str) -> str:
     row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
     return str(row[0]) if row else default
+
+
+def forget_setting(key: str) -> Write[None]:
+    def write(conn: sqlite3.Connection) -> None:
+        conn.execute("DELETE FROM settings WHERE key = ?", (key,))
+
+    return write
 
 
 def set_setting(key: str, value: str) -> Write[None]:
@@ -222,6 +230,9 @@ class KeptSettings:
     async def put(self, key: str, value: str) -> None:
         """Set `key`; returns once committed (fsync'ed)."""
         await self._journal.write_async(set_setting(key, value))
+
+    async def forget(self, key: str) -> None:
+        await self._journal.write_async(forget_setting(key))
 
     async def gateway_id(self) -> str:
         """This box's identity (made once, kept in the journal)."""

@@ -1,0 +1,148 @@
+"""Settings Vetmanager changes remotely, by one path, into one file beside the data.
+
+A remote change (`PATCH /api/v1/settings`, `PUT /api/v1/site/contact`, `…/site/pacs`) is checked
+against the keys that may change remotely, validated by the same model as the configuration file
+(merged with it: a value the file would refuse is refused), written atomically into
+`remote-settings.toml` in the data folder (tomlkit: comments a person adds there stay), and then
+applied at once where that is safe (the contact person, the PACS) or answered "restart needed".
+`load_settings` lays that file over the configuration, so `site form`, `doctor`, `pacs find` and
+the next start all see what Vetmanager changed. (These lived in the journal once, and `site form`
+printed an old phone number after a PUT.)
+
+Why not write into /etc/vmgateway/vmgateway.toml itself: the gateway runs as an unprivileged user,
+and that file also says what root runs and trusts — `upgrade.start_command`, `upgrade.trusted_keys`.
+A gateway able to rewrite it could make root run anything at the next upgrade. So the service
+writes only this file, in its own folder, and only the keys below are read from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vmgateway.config import ConfigError, Settings, parse_settings, read_config_file
+from vmgateway.files import write_toml
+
+REMOTE_FILE = "remote-settings.toml"
+CHANGEABLE: dict[str, bool] = {
+    "site.contact": True,
+    "pacs": True,
+    "transfers.dicomweb_url": False,
+    "transfers.hl7_url": False,
+    "transfers.astm_url": False,
+    "dicom.allowed_calling_aets": False,
+    "hl7.allowed_peers": False,
+}
+"""Every key (or section) Vetmanager may change remotely, and whether it applies without a restart
+(the receivers' listeners and the push destinations are built at start)."""
+
+
+class RefusedChange(ValueError):
+    """A key that may not change remotely, or a value the configuration's model refuses."""
+
+
+class ConflictingChange(Exception):
+    """The remote settings changed since the version the caller read."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    settings: Settings
+    """The configuration with every remote setting, as the next start will read it."""
+    changed: list[str]
+    restart_needed: list[str]
+    version: str
+
+
+def remote_file(data_dir: Path) -> Path:
+    return data_dir / REMOTE_FILE
+
+
+def version_of(data_dir: Path) -> str:
+    """The remote settings' version (a hash of the file; that of nothing when there is none)."""
+    path = remote_file(data_dir)
+    return hashlib.sha256(path.read_bytes() if path.exists() else b"").hexdigest()[:16]
+
+
+def _root(key: str) -> str | None:
+    return next((root for root in CHANGEABLE if key == root or key.startswith(root + ".")), None)
+
+
+def keys_of(data: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every key the remote settings hold, dotted (`pacs.host`, `site.contact.phone`, …)."""
+    found = []
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            found += keys_of(value, path + ".")
+        else:
+            found.append(path)
+    return found
+
+
+def read_remote(data_dir: Path) -> dict[str, Any]:
+    """The remote settings (empty without a file); ConfigError for a key that may not be there."""
+    path = remote_file(data_dir)
+    try:
+        if not path.exists():
+            return {}
+    except OSError as exc:  # e.g. the data folder is the service's alone
+        raise ConfigError(f"{path} cannot be read: {exc.strerror}") from None
+    data = read_config_file(path)
+    stray = [key for key in keys_of(data) if _root(key) is None]
+    if stray:
+        raise ConfigError(f"{path} may hold only {', '.join(CHANGEABLE)}; not {', '.join(stray)}")
+    return data
+
+
+def merged(base: dict[str, Any], remote: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `remote` laid over it, key by key (what the remote file does not say, the
+    configuration file still does)."""
+    result = copy.deepcopy(base)
+    for key in keys_of(remote):
+        *sections, last = key.split(".")
+        node, source = result, remote
+        for part in sections:
+            node = node.setdefault(part, {})
+            source = source[part]
+        node[last] = copy.deepcopy(source[last])
+    return result
+
+
+def _set(data: dict[str, Any], key: str, value: Any) -> None:
+    *sections, last = key.split(".")
+    node = data
+    for part in sections:
+        node = node.setdefault(part, {})
+    if value is None:
+        node.pop(last, None)  # back to what the configuration file says
+    else:
+        node[last] = value
+
+
+def change(config_file: str | None, data_dir: Path, changes: dict[str, Any], version: str | None) -> Outcome:
+    """Validate and write `changes` (dotted keys; None takes a key back to the file's value);
+    RefusedChange, ConflictingChange, or OSError when the file cannot be written (then nothing
+    changed)."""
+    if not changes:
+        raise RefusedChange("no changes given")
+    refused = [key for key in changes if _root(key) is None]
+    if refused:
+        raise RefusedChange(f"{', '.join(refused)}: may not change remotely (these may: {', '.join(CHANGEABLE)})")
+    if version is not None and version != version_of(data_dir):
+        raise ConflictingChange(f"the remote settings changed since version {version} (now {version_of(data_dir)}):"
+                                " read them again (GET /api/v1/settings)")
+    base = read_config_file(config_file) if config_file else {}
+    remote = read_remote(data_dir)
+    for key, value in changes.items():
+        _set(remote, key, value)
+    try:
+        settings = parse_settings(merged(base, remote), source="the changed settings")
+    except ConfigError as exc:
+        raise RefusedChange(str(exc)) from None
+    write_toml(remote_file(data_dir), remote)
+    keys = sorted(changes)
+    return Outcome(settings, keys, [key for key in keys if not CHANGEABLE[_root(key) or key]], version_of(data_dir))

@@ -1,0 +1,115 @@
+"""Settings Vetmanager changes remotely: one path into one file, seen by every command, applied at
+once where safe, "restart needed" where not; wrong changes refused with nothing changed."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import GatewayProcess, free_ports
+from tests.test_api import client, new_token, vmgateway
+
+CONTACT = {"name": "Åsa Öberg", "phone": "+46 70 123 45 67", "email": "asa@example.se"}
+
+
+def remote_file(gateway: GatewayProcess) -> Path:
+    return gateway.data_dir / "remote-settings.toml"
+
+
+def audit(gateway: GatewayProcess) -> list[str]:
+    with gateway.journal() as conn:
+        return [row[0] for row in conn.execute("SELECT detail FROM events WHERE kind = 'audit' ORDER BY id")]
+
+
+def refused(api: httpx.Client, changes: dict[str, Any], status: int, said: str, **more: Any) -> None:
+    answer = api.patch("/api/v1/settings", json={"changes": changes} | more)
+    assert answer.status_code == status and said in answer.json()["detail"], answer.text
+
+
+def test_remote_changes_are_kept_applied_and_seen_by_every_command(make_gateway: Any) -> None:
+    gateway = make_gateway(site={"name": "Kliniken", "contact": CONTACT})
+    with client(gateway, new_token(gateway, "vetmanager")) as api:
+        shown = api.get("/api/v1/settings").json()
+        assert shown["remote"] == {} and shown["restart_needed"] == [] and shown["file"] == str(gateway.config)
+        assert shown["changeable"]["pacs"] == "now" and shown["changeable"]["transfers.hl7_url"] == "at the next start"
+
+        # the site form's PUT takes the same path: applied at once, kept, and `site form` prints it
+        changed = api.put("/api/v1/site/contact", json=CONTACT | {"phone": "08-555 12 34"})
+        assert changed.status_code == 200 and changed.json()["site"]["contact"]["phone"] == "08-555 12 34"
+        assert tomllib.loads(remote_file(gateway).read_text())["site"]["contact"]["phone"] == "08-555 12 34"
+        printed = vmgateway("site", "form", "--config", str(gateway.config))
+        assert "08-555 12 34" in printed.stdout and "+46 70 123 45 67" not in printed.stdout
+
+        # the PACS applies at once: the poller asks the new one
+        pacs_port = free_ports(1)[0]
+        version = api.get("/api/v1/settings").json()["version"]
+        answer = api.patch("/api/v1/settings", json={"version": version, "changes": {
+            "pacs.host": "127.0.0.1", "pacs.port": pacs_port, "pacs.ae_title": "NEW_PACS"}})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["restart_needed"] == [] and answer.json()["version"] != version
+        assert api.get("/api/v1/site").json()["pacs"]["ae_title"] == "NEW_PACS"
+        poll = api.post("/api/v1/pacs/poll", timeout=60).json()
+        assert poll["ok"] is False and str(pacs_port) in poll["error"], poll  # nobody listens there: it tried
+
+        # a URL waits for the next start, and says so
+        later = api.patch("/api/v1/settings", json={"changes": {"transfers.hl7_url": "https://vm.example/hl7"}})
+        assert later.json()["restart_needed"] == ["transfers.hl7_url"]
+        shown = api.get("/api/v1/settings").json()
+        assert shown["restart_needed"] == ["transfers.hl7_url"] and shown["settings"]["transfers"]["hl7_url"] == ""
+
+        before = remote_file(gateway).read_bytes()
+        refused(api, {"api.allow": ["0.0.0.0/0"]}, 400, "api.allow: may not change remotely")
+        refused(api, {"pacs.port": 0}, 400, "pacs.port = 0")
+        refused(api, {"site.contact.email": "no at sign"}, 400, "site.contact.email")
+        refused(api, {"pacs.port": 104}, 409, "changed since version 0123", version="0123")
+        remote_file(gateway).with_name("remote-settings.toml.bak").unlink()
+        remote_file(gateway).with_name("remote-settings.toml.bak").mkdir()  # the file cannot be written
+        refused(api, {"pacs.port": 104}, 503, "could not be written")
+        assert remote_file(gateway).read_bytes() == before, "a refused change changes nothing"
+        assert api.get("/api/v1/site").json()["pacs"]["port"] == pacs_port
+    assert audit(gateway)[-3:] == ["vetmanager: settings changed: site.contact",
+                                   "vetmanager: settings changed: pacs.ae_title, pacs.host, pacs.port",
+                                   "vetmanager: settings changed: transfers.hl7_url (at the next start:"
+                                   " transfers.hl7_url)"]
+
+    assert gateway.stop() == 0
+    gateway.start()
+    with client(gateway, new_token(gateway, "later")) as api:
+        shown = api.get("/api/v1/settings").json()
+    assert shown["settings"]["transfers"]["hl7_url"] == "https://vm.example/hl7" and shown["restart_needed"] == []
+    assert shown["settings"]["site"]["contact"]["phone"] == "08-555 12 34"
+
+
+def test_changes_kept_in_the_journal_by_an_earlier_version_move_into_the_file(make_gateway: Any) -> None:
+    gateway = make_gateway(site={"name": "Kliniken", "contact": CONTACT})
+    assert gateway.stop() == 0
+    with sqlite3.connect(gateway.data_dir / "journal.sqlite") as conn:  # as the earlier version left them
+        conn.execute("INSERT INTO settings (key, value) VALUES ('site.contact', ?)",
+                     (json.dumps(CONTACT | {"phone": "0611-1"}),))
+        conn.execute("INSERT INTO settings (key, value) VALUES ('site.pacs', ?)",
+                     (json.dumps({"host": "10.0.0.30", "port": 104, "ae_title": "OLD_PACS"}),))
+    gateway.start()
+    gateway.wait_for_log("remote settings moved out of the journal")
+    with client(gateway, new_token(gateway, "vetmanager")) as api:
+        form = api.get("/api/v1/site").json()
+    assert (form["site"]["contact"]["phone"], form["pacs"]["ae_title"]) == ("0611-1", "OLD_PACS")
+    with gateway.journal() as conn:
+        left = conn.execute("SELECT key FROM settings WHERE key IN ('site.contact', 'site.pacs')").fetchall()
+    assert left == []
+    assert "0611-1" in vmgateway("site", "form", "--config", str(gateway.config)).stdout
+
+
+def test_a_remote_file_with_a_key_it_may_not_hold_is_refused_by_name(tmp_path: Path) -> None:
+    config = tmp_path / "vmgateway.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "remote-settings.toml").write_text('[pacs]\nhost = "10.0.0.30"\n\n[upgrade]\n'
+                                                            'start_command = ["sh", "-c", "id"]\n')
+    refused = vmgateway("site", "form", "--config", str(config))
+    assert refused.returncode == 2
+    assert "may hold only" in refused.stderr and "not upgrade.start_command" in refused.stderr

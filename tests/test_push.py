@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -217,3 +219,42 @@ def test_a_refused_instance_dies_alone_is_listed_and_can_be_retried(make_gateway
     assert journal_states(gateway) == {"delivered": 4, "dead": 1}
     with gateway.journal() as conn:
         assert conn.execute("SELECT count(*) FROM events WHERE kind = 'dead'").fetchone()[0] == 2
+
+
+def test_large_items_wait_for_their_window_and_a_paced_upload_leaves_room_for_results(
+        make_gateway: Any, orthanc: Orthanc, tmp_path: Path) -> None:
+    """A slow clinic uplink: large instances only in their window (small ones go at once, status
+    says until when); a paced DICOM upload never faster than transfers.max_upload_kbit_s, and a lab
+    result posted during it gets through before it ends."""
+    from tests.test_push_hl7 import send
+    from tests.upstream import Upstream
+
+    later = datetime.datetime.now() + datetime.timedelta(hours=2)
+    closed = f"{later:%H:%M}-{later + datetime.timedelta(hours=1):%H:%M}"
+    large = secondary_capture(tmp_path / "loop.dcm", frames=6, rows=1024, columns=1024)  # 6 MiB
+    small = secondary_capture(tmp_path / "small.dcm")
+    with Upstream() as results:
+        gateway, token = pushing(make_gateway, orthanc, hl7_url=results.url, large_item_mb=5,
+                                 large_items_window=closed, max_upload_kbit_s=8000)  # 1 MB/s
+        assert dcmtk("storescu", "-aec", "VM_GATEWAY", "127.0.0.1", str(gateway.port), large, small).returncode == 0
+        wait_delivered(gateway, 1)
+        assert journal_states(gateway) == {"received": 1, "delivered": 1}  # the small one went, the loop waits
+        with client(gateway, token) as api:
+            held = api.get("/api/v1/transfers").json()["destinations"]["dicomweb"]["large_items_held_until"]
+        assert held == pytest.approx(later.replace(second=0, microsecond=0).timestamp(), abs=1)
+
+        assert gateway.stop() == 0
+        gateway.config.write_text(gateway.config.read_text().replace(f'large_items_window = "{closed}"',
+                                                                     'large_items_window = ""'))
+        mark = len(gateway.log_lines)
+        began = time.monotonic()
+        gateway.start()  # the window is open now: the loop goes, paced
+        send(gateway, "DURING-UPLOAD-1")
+        [result] = results.wait_for(1)
+        assert journal_states(gateway) == {"received": 1, "delivered": 1}, "the result overtook the upload"
+        wait_delivered(gateway, 1, after=mark)
+        took = time.monotonic() - began
+    size = large.stat().st_size
+    assert took >= (size - 8000 * 1000 / 8 * 0.25) / (8000 * 1000 / 8), f"{size} bytes in {took:.1f} s: not paced"
+    assert result.at - began < took
+    assert orthanc.instance_count() == 2

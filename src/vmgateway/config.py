@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyNetwork
 from vmgateway.addresses import local_address, parse_address_set
 from vmgateway.bundle.trust import TRUSTED_KEYS
 from vmgateway.hl7.charsets import KNOWN, is_known
+from vmgateway.transfers.pacing import Window
 
 ENV_CONFIG = "VMGATEWAY_CONFIG"
 
@@ -274,6 +275,12 @@ def _upstream_url(value: str) -> str:
 UpstreamUrl = Annotated[str, Field(max_length=2000), AfterValidator(_upstream_url)]
 
 
+def _window(text: str) -> str:
+    if text:
+        Window.parse(text)  # its ValueError says what is allowed
+    return text
+
+
 class TransfersConfig(_Section):
     """Push transfers to Vetmanager (mode = "push"); "pull" leaves them to the feed."""
 
@@ -311,6 +318,13 @@ class TransfersConfig(_Section):
     backoff_max_s: Annotated[float, Field(gt=0, le=86400)] = 600
     max_wait_s: Annotated[float, Field(gt=0, le=30 * 86400)] = 1800
     """An item still waiting this long after receipt, while transfers are on, needs attention."""
+    max_upload_kbit_s: Annotated[int, Field(ge=0, le=10_000_000)] = 0
+    """DICOM uploads no faster than this (0: as fast as the line goes); set it below the clinic's
+    uplink so that lab results, never paced, get through beside a large upload."""
+    large_item_mb: Annotated[float, Field(gt=0, le=1_000_000)] = 50
+    """Items larger than this wait for large_items_window (when one is set)."""
+    large_items_window: Annotated[str, AfterValidator(_window)] = ""
+    """Local time when large items are pushed, e.g. "18:00-07:00"; empty: any time."""
 
     @model_validator(mode="after")
     def _consistent(self) -> TransfersConfig:

@@ -150,6 +150,8 @@ class Destination(Answer):
     last_error_at: UnixTime | None
     paused_until: UnixTime | None
     in_flight: int
+    large_items_held_until: UnixTime | None = Field(description="While large items wait for"
+                                                    " transfers.large_items_window: when it opens.")
 
 
 class KindQueue(Answer):

@@ -34,12 +34,14 @@ def _due(rows: Iterator[sqlite3.Row], busy: set[int], path_of: Callable[[str], P
 
 
 def next_batch(conn: sqlite3.Connection, kind: ItemKind, now: float, busy: set[int], max_items: int,
-               max_bytes: int, path_of: Callable[[str], Path]) -> list[Due]:
+               max_bytes: int, path_of: Callable[[str], Path], max_item_bytes: int | None = None) -> list[Due]:
     """The oldest due item of `kind` not in `busy`, and (DICOM) the due instances of its study
-    after it, up to `max_items` / `max_bytes` (the first item goes alone if it is larger)."""
+    after it, up to `max_items` / `max_bytes` (the first item goes alone if it is larger); none
+    larger than `max_item_bytes` (large items outside their window)."""
+    size_limit = 2**63 - 1 if max_item_bytes is None else max_item_bytes
     rows = conn.execute(
         f"{_DUE} WHERE i.state = 'received' AND i.kind = ? AND (i.next_try_at IS NULL OR i.next_try_at <= ?)"
-        " ORDER BY i.id", (kind, now))
+        " AND i.size <= ? ORDER BY i.id", (kind, now, size_limit))
     first = next(_due(rows, busy, path_of), None)
     rows.close()
     if first is None:
@@ -49,8 +51,8 @@ def next_batch(conn: sqlite3.Connection, kind: ItemKind, now: float, busy: set[i
         return batch
     siblings = conn.execute(
         f"{_DUE} WHERE d.study_instance_uid = ? AND i.id > ? AND i.state = 'received'"
-        " AND (i.next_try_at IS NULL OR i.next_try_at <= ?) ORDER BY i.id",
-        (first.study_instance_uid, first.item_id, now))
+        " AND (i.next_try_at IS NULL OR i.next_try_at <= ?) AND i.size <= ? ORDER BY i.id",
+        (first.study_instance_uid, first.item_id, now, size_limit))
     for due in _due(siblings, busy, path_of):
         if len(batch) >= max_items or size + due.size > max_bytes:
             break
@@ -150,13 +152,15 @@ class Deliveries:
         self._journal = journal
         self._spool = spool
 
-    async def next_batch(self, kind: ItemKind, busy: set[int], max_items: int, max_bytes: int) -> list[Due]:
+    async def next_batch(self, kind: ItemKind, busy: set[int], max_items: int, max_bytes: int,
+                         max_item_bytes: int | None = None) -> list[Due]:
         """As next_batch(); nothing while transfers are switched off."""
 
         def read(conn: sqlite3.Connection) -> list[Due]:
             if not transfers_active(conn):
                 return []
-            return next_batch(conn, kind, time.time(), busy, max_items, max_bytes, self._spool.path_of)
+            return next_batch(conn, kind, time.time(), busy, max_items, max_bytes, self._spool.path_of,
+                              max_item_bytes)
 
         return await self._journal.read_async(read)
 

@@ -7,6 +7,7 @@ from vmgateway.model import ItemKind
 from vmgateway.store import Store
 from vmgateway.transfers import upstream
 from vmgateway.transfers.message_post import MessageSink
+from vmgateway.transfers.pacing import Pace
 from vmgateway.transfers.stow import StowSink
 from vmgateway.transfers.worker import Destination
 
@@ -17,8 +18,9 @@ def build(config: TransfersConfig, store: Store, gateway_id: str) -> list[Destin
         return []
     found = []
     if config.dicomweb_url:
+        pace = Pace(config.max_upload_kbit_s) if config.max_upload_kbit_s else None
         stow = StowSink(config.dicomweb_url, upstream.client(config), config.batch_max_instances,
-                        config.batch_max_mb * 2**20)
+                        config.batch_max_mb * 2**20, pace)
         found.append(Destination(stow, config.dicomweb_url, store, config))
     messages: tuple[tuple[ItemKind, str], ...] = (("hl7", config.hl7_url), ("astm", config.astm_url))
     for kind, url in messages:

@@ -28,6 +28,7 @@ from vmgateway.transfers.outcome import (
     is_transient,
     retry_after,
 )
+from vmgateway.transfers.pacing import Pace, paced
 
 _CHUNK = 1 << 18
 REFERENCED_SOP_SEQUENCE = "00081199"
@@ -60,11 +61,14 @@ class StowSink:
     name = "dicomweb"
     kind: ItemKind = "dicom"
 
-    def __init__(self, url: str, http: httpx.AsyncClient, max_items: int, max_bytes: int) -> None:
+    def __init__(self, url: str, http: httpx.AsyncClient, max_items: int, max_bytes: int,
+                 pace: Pace | None = None) -> None:
         self.url = f"{url}/studies"
         self.http = http
         self.max_items = max_items
         self.max_bytes = max_bytes
+        self.pace = pace
+        """Shared by every upload of this sink: the line is one (transfers.max_upload_kbit_s)."""
 
     async def send(self, batch: list[Due]) -> Outcome:
         outcome = Outcome()
@@ -89,7 +93,7 @@ class StowSink:
         orders = sorted({due.order_id for due, _, _ in present if due.order_id})
         if orders:  # Vetmanager's worklist orders these instances were linked to
             headers["X-Vmgateway-Order-Ids"] = ",".join(orders)
-        body = _multipart(heads, [path for _, path, _ in present], tail)
+        body = paced(_multipart(heads, [path for _, path, _ in present], tail), self.pace)
         try:
             response = await self.http.post(self.url, content=body, headers=headers)
         except (httpx.HTTPError, OSError) as exc:

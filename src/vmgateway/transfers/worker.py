@@ -10,6 +10,7 @@ saying which instance is to blame is sent again one instance at a time.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from vmgateway.counters import DELIVERIES, UPSTREAM_FAILURES
 from vmgateway.model import Due, ItemKind
 from vmgateway.store import Store
 from vmgateway.transfers.outcome import Outcome
+from vmgateway.transfers.pacing import Window
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ class DestinationState:
     paused_until: float | None = None
     failures: int = 0
     in_flight: int = 0
+    large_items_held_until: float | None = None
+    """When large items may go again (transfers.large_items_window); None while they may."""
     alone: set[int] = field(default_factory=set)
     """Items to send one at a time (their batch was refused as a whole)."""
 
@@ -64,7 +68,8 @@ class DestinationState:
         paused = self.paused_until is not None and self.paused_until > time.time()
         return {"url": self.url, "state": "paused" if paused else "ok", "last_delivered_at": self.last_delivered_at,
                 "last_error": self.last_error, "last_error_at": self.last_error_at,
-                "paused_until": self.paused_until if paused else None, "in_flight": self.in_flight}
+                "paused_until": self.paused_until if paused else None, "in_flight": self.in_flight,
+                "large_items_held_until": self.large_items_held_until}
 
 
 class Destination:
@@ -130,9 +135,20 @@ class Destination:
     def _pause_left(self) -> float:
         return max(0.0, (self.state.paused_until or 0) - time.time())
 
+    def _largest_now(self) -> int | None:
+        """The largest item that may go now: any, unless large items wait for their window (then
+        status says until when)."""
+        window = self.config.large_items_window
+        if not window:
+            return None
+        now = datetime.datetime.now()
+        opens = Window.parse(window).opens_next(now)
+        self.state.large_items_held_until = None if opens == now else opens.timestamp()
+        return None if opens == now else int(self.config.large_item_mb * 2**20)
+
     async def _next_batch(self) -> list[Due]:
         batch = await self.store.deliveries.next_batch(self.sink.kind, set(self._busy), self.sink.max_items,
-                                                       self.sink.max_bytes)
+                                                       self.sink.max_bytes, self._largest_now())
         if batch and batch[0].item_id in self.state.alone:
             return batch[:1]
         for index, due in enumerate(batch):

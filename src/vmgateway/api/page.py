@@ -127,8 +127,10 @@ def _destinations(transfers: dict[str, Any], active: bool) -> str:
     for name, destination in transfers["destinations"].items():
         kind = queue.get(destination["kind"], empty)
         state = destination["state"] if active else "off"
+        held = destination.get("large_items_held_until")
+        note = f"large items wait until {when(held)} / stora poster väntar till {when(held)}" if held else None
         rows.append(_destination_row(name, state, kind["waiting"], kind["dead"], kind["oldest_waiting_at"],
-                                     destination["last_delivered_at"], destination["last_error"]))
+                                     destination["last_delivered_at"], destination["last_error"] or note))
     carried = {d["kind"] for d in transfers["destinations"].values()}
     if transfers["mode"] == "push":
         rows += [_destination_row(f"{kind} (no destination / ingen mottagare)", "none", q["waiting"], q["dead"],

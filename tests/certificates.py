@@ -17,7 +17,7 @@ PEM = serialization.Encoding.PEM
 
 
 def certificate(subject: str, issuer_key: Any, public_key: Any, issuer: str, ca: bool,
-                ip: str | None = None) -> x509.Certificate:
+                ip: str | None = None, days: int = 2) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -26,7 +26,7 @@ def certificate(subject: str, issuer_key: Any, public_key: Any, issuer: str, ca:
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if ip is not None:
@@ -52,9 +52,9 @@ class CertificateAuthority:
         self.cert = folder / "ca.pem"
         self.cert.write_bytes(certificate(name, self.key, self.key.public_key(), name, ca=True).public_bytes(PEM))
 
-    def issue(self, name: str, ip: str | None = "127.0.0.1") -> Issued:
+    def issue(self, name: str, ip: str | None = "127.0.0.1", days: int = 2) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
-        leaf = certificate(name, self.key, key.public_key(), self.name, ca=False, ip=ip)
+        leaf = certificate(name, self.key, key.public_key(), self.name, ca=False, ip=ip, days=days)
         issued = Issued(self.folder / f"{name}.pem", self.folder / f"{name}.key")
         issued.cert.write_bytes(leaf.public_bytes(PEM))
         issued.key.write_bytes(key.private_bytes(PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))

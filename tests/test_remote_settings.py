@@ -72,7 +72,8 @@ def test_remote_changes_are_kept_applied_and_seen_by_every_command(make_gateway:
         refused(api, {"pacs.port": 104}, 503, "could not be written")
         assert remote_file(gateway).read_bytes() == before, "a refused change changes nothing"
         assert api.get("/api/v1/site").json()["pacs"]["port"] == pacs_port
-    assert audit(gateway)[-3:] == ["vetmanager: settings changed: site.contact",
+    assert [said for said in audit(gateway) if "settings changed" in said] == [
+                                   "vetmanager: settings changed: site.contact",
                                    "vetmanager: settings changed: pacs.ae_title, pacs.host, pacs.port",
                                    "vetmanager: settings changed: transfers.hl7_url (at the next start:"
                                    " transfers.hl7_url)"]

@@ -231,11 +231,11 @@ def test_large_items_wait_for_their_window_and_a_paced_upload_leaves_room_for_re
 
     later = datetime.datetime.now() + datetime.timedelta(hours=2)
     closed = f"{later:%H:%M}-{later + datetime.timedelta(hours=1):%H:%M}"
-    large = secondary_capture(tmp_path / "loop.dcm", frames=6, rows=1024, columns=1024)  # 6 MiB
+    large = secondary_capture(tmp_path / "loop.dcm", frames=6, rows=1024, columns=1024)  # 6 MiB: 3 s paced
     small = secondary_capture(tmp_path / "small.dcm")
     with Upstream() as results:
         gateway, token = pushing(make_gateway, orthanc, hl7_url=results.url, large_item_mb=5,
-                                 large_items_window=closed, max_upload_kbit_s=8000)  # 1 MB/s
+                                 large_items_window=closed, max_upload_kbit_s=16000)  # 2 MB/s
         assert dcmtk("storescu", "-aec", "VM_GATEWAY", "127.0.0.1", str(gateway.port), large, small).returncode == 0
         wait_delivered(gateway, 1)
         assert journal_states(gateway) == {"received": 1, "delivered": 1}  # the small one went, the loop waits
@@ -258,6 +258,7 @@ def test_large_items_wait_for_their_window_and_a_paced_upload_leaves_room_for_re
                                              for line in lines[mark:]), "the loop delivered")
         took = time.monotonic() - began
     size = large.stat().st_size
-    assert took >= (size - 8000 * 1000 / 8 * 0.25) / (8000 * 1000 / 8), f"{size} bytes in {took:.1f} s: not paced"
+    rate = 16000 * 1000 / 8
+    assert took >= (size - rate * 0.25) / rate, f"{size} bytes in {took:.1f} s: not paced"
     assert result.at - began < took
     assert orthanc.instance_count() == 2

@@ -114,3 +114,27 @@ def test_a_remote_file_with_a_key_it_may_not_hold_is_refused_by_name(tmp_path: P
     refused = vmgateway("site", "form", "--config", str(config))
     assert refused.returncode == 2
     assert "may hold only" in refused.stderr and "not upgrade.start_command" in refused.stderr
+
+
+def test_who_may_connect_and_where_results_go_change_at_once(make_gateway: Any) -> None:
+    from tests.conftest import dcmtk
+    from tests.test_push_hl7 import pushing_hl7, send
+    from tests.upstream import Upstream
+
+    with Upstream() as first, Upstream() as second:
+        gateway, token = pushing_hl7(make_gateway, first.url, allow_plain_http=True)
+        send(gateway, "BEFORE-1")
+        first.wait_for(1)
+
+        def echo(calling_ae: str) -> int:
+            return dcmtk("echoscu", "-aet", calling_ae, "-aec", "VM_GATEWAY", "127.0.0.1", str(gateway.port)).returncode
+
+        assert echo("XRAY_ROOM1") == 0 and echo("SOMEONE") == 0  # anyone, to begin with
+        with client(gateway, token) as api:
+            answer = api.patch("/api/v1/settings", json={"changes": {
+                "dicom.allowed_calling_aets": ["XRAY_ROOM1"], "transfers.hl7_url": second.url}})
+        assert answer.status_code == 200 and answer.json()["restart_needed"] == [], answer.text
+        assert echo("XRAY_ROOM1") == 0 and echo("SOMEONE") != 0  # refused from the next association on
+        send(gateway, "AFTER-1")
+        [moved] = second.wait_for(1)
+        assert b"AFTER-1" in moved.body and len(first.received) == 1

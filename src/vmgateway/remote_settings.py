@@ -4,7 +4,8 @@ A remote change (`PATCH /api/v1/settings`, `PUT /api/v1/site/contact`, `…/site
 against the keys that may change remotely, validated by the same model as the configuration file
 (merged with it: a value the file would refuse is refused), written atomically into
 `remote-settings.toml` in the data folder (tomlkit: comments a person adds there stay), and then
-applied at once where that is safe (the contact person, the PACS) or answered "restart needed".
+applied by the running gateway at once, or — a destination it did not start with — answered
+"restart needed".
 `load_settings` lays that file over the configuration, so `site form`, `doctor`, `pacs find` and
 the next start all see what Vetmanager changed. (These lived in the journal once, and `site form`
 printed an old phone number after a PUT.)
@@ -27,17 +28,11 @@ from vmgateway.config import ConfigError, Settings, parse_settings, read_config_
 from vmgateway.files import write_toml
 
 REMOTE_FILE = "remote-settings.toml"
-CHANGEABLE: dict[str, bool] = {
-    "site.contact": True,
-    "pacs": True,
-    "transfers.dicomweb_url": False,
-    "transfers.hl7_url": False,
-    "transfers.astm_url": False,
-    "dicom.allowed_calling_aets": False,
-    "hl7.allowed_peers": False,
-}
-"""Every key (or section) Vetmanager may change remotely, and whether it applies without a restart
-(the receivers' listeners and the push destinations are built at start)."""
+CHANGEABLE = ("site.contact", "pacs", "transfers.dicomweb_url", "transfers.hl7_url", "transfers.astm_url",
+              "dicom.allowed_calling_aets", "hl7.allowed_peers")
+"""Every key (or section) Vetmanager may change remotely. The running gateway applies each at once
+(service.Gateway.apply_remote_settings), except a push URL for a destination it did not start
+with, or one taken away: those take effect at the next start."""
 
 
 class RefusedChange(ValueError):
@@ -53,7 +48,6 @@ class Outcome:
     settings: Settings
     """The configuration with every remote setting, as the next start will read it."""
     changed: list[str]
-    restart_needed: list[str]
     version: str
 
 
@@ -144,5 +138,4 @@ def change(config_file: str | None, data_dir: Path, changes: dict[str, Any], ver
     except ConfigError as exc:
         raise RefusedChange(str(exc)) from None
     write_toml(remote_file(data_dir), remote)
-    keys = sorted(changes)
-    return Outcome(settings, keys, [key for key in keys if not CHANGEABLE[_root(key) or key]], version_of(data_dir))
+    return Outcome(settings, sorted(changes), version_of(data_dir))

@@ -96,12 +96,34 @@ class Gateway:
             self._running.discard("api")
         return aborted
 
-    def _apply_remote_settings(self, changed: Settings) -> None:
-        """Remote changes that apply at once: the contact person (status, the page) and the PACS (the
-        poller reads it every round). The rest waits for the next start (remote_settings.CHANGEABLE)."""
-        site = self.settings.site.model_copy(update={"contact": changed.site.contact})
-        self.settings = self.settings.model_copy(update={"site": site, "pacs": changed.pacs})
+    def _apply_remote_settings(self, changed: Settings, keys: list[str]) -> list[str]:
+        """Put remote changes into effect now (remote_settings.CHANGEABLE): the contact person, the
+        PACS (the poller reads it every round), who may connect to DICOM and HL7 (asked at each
+        association or connection; open ones carry on), a push destination's URL (its next request
+        goes there). Returns the keys that wait for the next start: a URL for a destination this
+        gateway did not start with, or one taken away."""
+        now = self.settings
+        dicom = now.dicom.model_copy(update={"allowed_calling_aets": changed.dicom.allowed_calling_aets})
+        hl7 = now.hl7.model_copy(update={"allowed_peers": changed.hl7.allowed_peers})
+        self.dicom.allow_calling_aets(dicom.allowed_calling_aets)
+        self.hl7.allow_peers(hl7.allowed_peers)
+        urls, later = {}, []
+        running = {destination.sink.name: destination for destination in self.destinations}
+        for name in ("dicomweb", "hl7", "astm"):
+            key = f"{name}_url"
+            url = getattr(changed.transfers, key)
+            if url == getattr(now.transfers, key):
+                continue
+            if name in running and url:
+                running[name].retarget(url)
+                urls[key] = url
+            elif f"transfers.{key}" in keys:
+                later.append(f"transfers.{key}")
+        self.settings = now.model_copy(update={
+            "site": now.site.model_copy(update={"contact": changed.site.contact}), "pacs": changed.pacs,
+            "dicom": dicom, "hl7": hl7, "transfers": now.transfers.model_copy(update=urls)})
         self.pacs.settings = self.api.view.settings = self.settings
+        return later
 
     async def _move_remote_settings_out_of_the_journal(self) -> None:
         """Contact and PACS changed through the API were kept in the journal by earlier versions: into
@@ -115,7 +137,7 @@ class Gateway:
         except (RefusedChange, ConfigError, OSError) as exc:
             log.warning("remote settings in the journal not moved", extra={"error": str(exc), "keys": sorted(kept)})
             return
-        self._apply_remote_settings(outcome.settings)
+        self._apply_remote_settings(outcome.settings, outcome.changed)
         for key in (SITE_PACS, SITE_CONTACT):
             await self.store.settings.forget(key)
         log.info("remote settings moved out of the journal", extra={"keys": outcome.changed})

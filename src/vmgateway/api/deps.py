@@ -50,8 +50,8 @@ class GatewayView:
     """Poll the PACS now and return what the poll found."""
     settings_file: str | None = None
     """The configuration file the gateway was started with (None: the embedded defaults)."""
-    apply_settings: Callable[[Settings], None] = lambda changed: None
-    """Put remote changes that apply without a restart (contact, PACS) into effect, on the gateway's loop."""
+    apply_settings: Callable[[Settings, list[str]], list[str]] = lambda changed, keys: list(keys)
+    """Put remote changes into effect, on the gateway's loop; returns the keys that need a restart."""
     restart_needed: set[str] = field(default_factory=set, init=False)
     """Keys changed remotely since the start that take effect at the next one."""
     changing: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)

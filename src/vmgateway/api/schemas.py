@@ -436,8 +436,7 @@ class SettingsShown(Answer):
     remote_file: str = Field(description="Where remote changes are kept, laid over the file at every start.")
     remote: dict[str, Any] = Field(description="What that file holds.")
     version: str = Field(description="Send it back with a change: a change made in between is then refused (409).")
-    changeable: dict[str, str] = Field(description="Each key that may change remotely, and when a change takes"
-                                                   " effect: `now` or `at the next start`.")
+    changeable: list[str] = Field(description="The keys (or sections) that may change remotely.")
     restart_needed: list[str] = Field(description="Keys changed since the start that take effect at the next one.")
 
 

@@ -47,12 +47,11 @@ async def apply_change(view: GatewayView, who: str, changes: dict[str, Any], ver
         except OSError as exc:
             raise HTTPException(503, f"{remote_file(view.settings.storage.data_dir)} could not be written"
                                      f" ({exc.strerror or exc}); nothing changed") from None
-    if len(outcome.restart_needed) < len(outcome.changed):
-        await view.on_gateway_loop(lambda: view.apply_settings(outcome.settings))
-    view.restart_needed |= set(outcome.restart_needed)
-    later = f" (at the next start: {', '.join(outcome.restart_needed)})" if outcome.restart_needed else ""
+        restart = await view.on_gateway_loop(lambda: view.apply_settings(outcome.settings, outcome.changed))
+    view.restart_needed |= set(restart)
+    later = f" (at the next start: {', '.join(restart)})" if restart else ""
     await view.audit(who, f"settings changed: {', '.join(outcome.changed)}{later}")
-    return {"changed": outcome.changed, "restart_needed": outcome.restart_needed, "version": outcome.version}
+    return {"changed": outcome.changed, "restart_needed": restart, "version": outcome.version}
 
 
 @router.get("/settings", response_model=SettingsShown)
@@ -63,12 +62,13 @@ async def get_settings(who: Caller, view: Gateway) -> dict[str, Any]:
     remote = await asyncio.to_thread(read_remote, data_dir)
     return {"settings": view.settings.model_dump(mode="json"), "file": view.settings_file,
             "remote_file": str(remote_file(data_dir)), "remote": remote, "version": version_of(data_dir),
-            "changeable": {key: "now" if live else "at the next start" for key, live in CHANGEABLE.items()},
+            "changeable": list(CHANGEABLE),
             "restart_needed": sorted(view.restart_needed)}
 
 
 @router.patch("/settings", response_model=SettingsChanged, responses=errors(400, 409, 413, 503))
 async def change_settings(request: SettingsChange, who: Caller, view: Gateway) -> dict[str, Any]:
     """Change settings remotely: checked by the configuration's own rules, kept in the data folder's
-    remote-settings.toml (laid over the configuration file at every start), applied now where safe."""
+    remote-settings.toml (laid over the configuration file at every start), applied at once (a push URL
+    for a destination the gateway did not start with: at the next start, listed in restart_needed)."""
     return await apply_change(view, who, request.changes, request.version)

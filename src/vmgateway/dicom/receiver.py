@@ -104,7 +104,7 @@ class DicomReceiver:
         ae.dimse_timeout = cfg.dimse_timeout_s
         ae.network_timeout = cfg.network_timeout_s
         ae.require_called_aet = cfg.require_called_ae
-        ae.require_calling_aet = list(cfg.allowed_calling_aets)
+        self.allow_calling_aets(cfg.allowed_calling_aets)
         ae.add_supported_context(Verification, AllTransferSyntaxes)
         ae.add_supported_context(ModalityWorklistInformationFind)
         ae.add_supported_context(ModalityPerformedProcedureStep)
@@ -131,6 +131,10 @@ class DicomReceiver:
         ae._servers.append(server)  # as ae.start_server() does: server.shutdown() removes it from there
         self._server = server
         log.info("dicom receiver listening", extra={"bind": cfg.bind, "port": cfg.port, "ae_title": cfg.ae_title})
+
+    def allow_calling_aets(self, calling_aets: list[str]) -> None:
+        """Who may associate from now on (pynetdicom asks at each A-ASSOCIATE-RQ); empty: anyone."""
+        self.ae.require_calling_aet = list(calling_aets)
 
     def drain(self, timeout: float) -> int:
         """Refuse new associations, let running ones finish within `timeout`, then stop.

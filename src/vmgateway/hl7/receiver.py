@@ -12,6 +12,7 @@ import logging
 import socket
 import time
 from functools import partial
+from ipaddress import IPv4Network, IPv6Network
 
 from vmgateway.admission import Admission, AdmittingListener
 from vmgateway.config import Hl7Config
@@ -54,13 +55,17 @@ class Hl7Receiver:
         self._background: set[asyncio.Task[None]] = set()
         self._unread: list[tuple[int, bytes | bytearray, Header]] = []
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._admission = Admission("hl7", partial(peer_allowed, allowed=config.allowed_peers),
+                                    config.max_connections_per_peer, config.max_connections)
+
+    def allow_peers(self, peers: list[IPv4Network | IPv6Network]) -> None:
+        """Who may connect from now on (asked at each accept); open connections carry on."""
+        self._admission.allowed = partial(peer_allowed, allowed=peers)
 
     async def start(self) -> None:
         """Listen; raise OSError when the port cannot be bound."""
         cfg = self.config
-        admission = Admission("hl7", partial(peer_allowed, allowed=cfg.allowed_peers), cfg.max_connections_per_peer,
-                              cfg.max_connections)
-        listener = AdmittingListener.bound(cfg.bind, cfg.port, admission)
+        listener = AdmittingListener.bound(cfg.bind, cfg.port, self._admission)
         self._server = await asyncio.start_server(self._serve, sock=listener)
         log.info("hl7 receiver listening", extra={"bind": self.config.bind, "port": self.config.port})
         for item_id, raw in await self.store.hl7_without_details():

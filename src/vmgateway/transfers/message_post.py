@@ -49,6 +49,9 @@ class MessageSink:
         self.store = store
         self.gateway_id = gateway_id
 
+    def retarget(self, url: str) -> None:
+        self.url = url
+
     async def send(self, batch: list[Due]) -> Outcome:
         (due,) = batch
         payload, headers = await self._message(due)

@@ -70,6 +70,9 @@ class StowSink:
         self.pace = pace
         """Shared by every upload of this sink: the line is one (transfers.max_upload_kbit_s)."""
 
+    def retarget(self, url: str) -> None:
+        self.url = f"{url}/studies"
+
     async def send(self, batch: list[Due]) -> Outcome:
         outcome = Outcome()
         present = []

@@ -43,6 +43,8 @@ class Sink(Protocol):
 
     async def send(self, batch: list[Due]) -> Outcome: ...
 
+    def retarget(self, url: str) -> None: ...
+
 
 def _backoff(config: TransfersConfig, failures: int) -> float:
     return backoff(failures, config.backoff_initial_s, config.backoff_max_s, jitter=True)
@@ -120,6 +122,11 @@ class Destination:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def retarget(self, url: str) -> None:
+        """Send to `url` from the next request on (a remote change); requests under way finish where they went."""
+        self.sink.retarget(url)
+        self.state.url = url
 
     async def close(self) -> None:
         """Once the destination's job is stopped: its HTTP connections are closed."""

@@ -48,9 +48,10 @@ RELEASES: dict[str, list[Patch]] = {
 
 def build_wheel(folder: Path, version: str, patches: list[Patch]) -> Path:
     """This source tree as release `version`, with `patches`, as a wheel."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--disable-pip-version-check",
-                    "-w", str(folder), str(patched_tree(folder, version, patches))], check=True, capture_output=True,
-                   timeout=600)
+    # Without build isolation: the venv's own setuptools (a test dependency) builds it in 1 s, not 5.
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                    "--disable-pip-version-check", "-w", str(folder), str(patched_tree(folder, version, patches))],
+                   check=True, capture_output=True, timeout=600)
     return folder / f"vmgateway-{version}-py3-none-any.whl"
 
 

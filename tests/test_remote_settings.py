@@ -66,6 +66,7 @@ def test_remote_changes_are_kept_applied_and_seen_by_every_command(make_gateway:
         refused(api, {"api.allow": ["0.0.0.0/0"]}, 400, "api.allow: may not change remotely")
         refused(api, {"pacs.port": 0}, 400, "pacs.port = 0")
         refused(api, {"site.contact.email": "no at sign"}, 400, "site.contact.email")
+        refused(api, {"pacs.host.name": "x"}, 400, "pacs.host.name: no such setting")
         refused(api, {"pacs.port": 104}, 409, "changed since version 0123", version="0123")
         remote_file(gateway).with_name("remote-settings.toml.bak").unlink()
         remote_file(gateway).with_name("remote-settings.toml.bak").mkdir()  # the file cannot be written

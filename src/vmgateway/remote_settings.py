@@ -111,6 +111,8 @@ def _set(data: dict[str, Any], key: str, value: Any) -> None:
     node = data
     for part in sections:
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise RefusedChange(f"{key}: no such setting ({part} holds a value, not settings)")
     if value is None:
         node.pop(last, None)  # back to what the configuration file says
     else:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import signal
 import socket
 import sqlite3
@@ -25,17 +27,35 @@ START_TIMEOUT_S = 20
 DCMTK_ENV = os.environ | {"TCP_NODELAY": "1"}
 
 
+PORTS = os.environ.get("VMGATEWAY_TEST_PORTS", "20000-29999")
+"""The ports this pytest picks from: below the kernel's ephemeral range (32768–60999), so no
+connection's own port is ever handed out here, and disjoint between the pytests the test command
+runs side by side (scripts/setup.sh), so none can take another's port between choosing and binding."""
+_next_port = itertools.count(random.randrange(10_000))
+
+
 def free_ports(count: int) -> list[int]:
-    """`count` distinct free ports: all held open while chosen, so the kernel cannot hand out
-    the same one twice (three separate calls to a one-port helper once gave DICOM and the API
-    the same port)."""
-    sockets = [socket.socket() for _ in range(count)]
+    """`count` distinct ports that are free now, taken in turn from this pytest's range (PORTS):
+    each is held open while the others are chosen, and none is handed out twice in a run."""
+    low, high = map(int, PORTS.split("-"))
+    chosen: list[socket.socket] = []
     try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
+        for _ in range(high - low + 1):
+            if len(chosen) == count:
+                break
+            port = low + next(_next_port) % (high - low + 1)
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()  # in use (by an earlier test's server, or anything else): the next one
+                continue
+            chosen.append(sock)
+        if len(chosen) < count:
+            raise RuntimeError(f"no {count} free ports in {PORTS}")
+        return [int(sock.getsockname()[1]) for sock in chosen]
     finally:
-        for sock in sockets:
+        for sock in chosen:
             sock.close()
 
 

@@ -69,6 +69,8 @@ class Sink:
 
 
 def _shape(mbit: int) -> None:
+    # An Ethernet MTU: loopback's 64 KiB packets would never fit the bucket's burst.
+    subprocess.run(["ip", "link", "set", "lo", "mtu", "1500"], check=True)
     subprocess.run(["tc", "qdisc", "replace", "dev", "lo", "root", "tbf", "rate", f"{mbit}mbit", "burst", "32kb",
                     "latency", "2s"], check=True)
 

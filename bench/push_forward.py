@@ -123,6 +123,28 @@ def _delivered(journal: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM items WHERE state = 'delivered'").fetchone()[0])
 
 
+def start_gateway(config: Path, api_port: int, timeout_s: float = 60) -> tuple[subprocess.Popen[bytes], httpx.Client]:
+    """`vmgateway run` on `config`, a token of its own, and an API client once the API answers."""
+    vmgateway = [sys.executable, "-m", "vmgateway"]
+    token = subprocess.run([*vmgateway, "token", "create", "bench", "--config", str(config)],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    gateway = subprocess.Popen([*vmgateway, "run", "--config", str(config)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    api = httpx.Client(base_url=f"https://127.0.0.1:{api_port}", verify=False, trust_env=False, timeout=timeout_s,
+                       headers={"Authorization": f"Bearer {token}"})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            api.get("/api/v1/health")
+            return gateway, api
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or gateway.poll() is not None:
+                gateway.terminate()
+                gateway.wait(60)
+                raise
+            time.sleep(0.05)
+
+
 def _gateway_run(files: list[Path], workdir: Path) -> tuple[float, float]:
     orthanc = _orthanc(workdir)
     config = workdir / "gateway.toml"
@@ -134,23 +156,8 @@ def _gateway_run(files: list[Path], workdir: Path) -> tuple[float, float]:
         f'[transfers]\nmode = "push"\ndicomweb_url = "http://127.0.0.1:{HTTP_PORT}/dicom-web"\n'
         f'allow_plain_http = true\nconcurrency = {CONCURRENCY}\n'
     )
-    vmgateway = [sys.executable, "-m", "vmgateway"]
-    token = subprocess.run([*vmgateway, "token", "create", "bench", "--config", str(config)],
-                           capture_output=True, text=True, check=True).stdout.strip()
-    gateway = subprocess.Popen([*vmgateway, "run", "--config", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    gateway, api = start_gateway(config, API_PORT)
     try:
-        api = httpx.Client(base_url=f"https://127.0.0.1:{API_PORT}", verify=False, trust_env=False,
-                           headers={"Authorization": f"Bearer {token}"})
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                api.get("/api/v1/health")
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         sent = subprocess.run(["storescu", "+sd", "-aec", "VM_GATEWAY", "127.0.0.1", str(DICOM_PORT),
                                str(files[0].parent)], env=ENV, capture_output=True, timeout=TIMEOUT_S)
         if sent.returncode != 0:

@@ -29,13 +29,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 from netns import rerun_in_private_network  # noqa: E402
-from push_forward import HTTP_PORT, _orthanc, _stored  # noqa: E402
+from push_forward import HTTP_PORT, _orthanc, _stored, start_gateway  # noqa: E402
 
 from tests.dicomdata import secondary_capture  # noqa: E402
 
@@ -107,23 +105,8 @@ def _gateway_run(instance: Path, workdir: Path, kbit_s: int, link_mbit: int, sin
         f'[transfers]\nmode = "push"\ndicomweb_url = "http://127.0.0.1:{HTTP_PORT}/dicom-web"\n'
         f'hl7_url = "http://127.0.0.1:{SINK_PORT}/hl7"\nallow_plain_http = true\nmax_upload_kbit_s = {kbit_s}\n'
         f'timeout_s = 3600\n')
-    vmgateway = [sys.executable, "-m", "vmgateway"]
-    token = subprocess.run([*vmgateway, "token", "create", "bench", "--config", str(config)],
-                           capture_output=True, text=True, check=True).stdout.strip()
-    gateway = subprocess.Popen([*vmgateway, "run", "--config", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    gateway, api = start_gateway(config, API_PORT)
     try:
-        api = httpx.Client(base_url=f"https://127.0.0.1:{API_PORT}", verify=False, trust_env=False, timeout=60,
-                           headers={"Authorization": f"Bearer {token}"})
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                api.get("/api/v1/health")
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         subprocess.run(["storescu", "-aec", "VM_GATEWAY", "127.0.0.1", str(DICOM_PORT), str(instance)],
                        env=os.environ | {"TCP_NODELAY": "1"}, check=True, capture_output=True, timeout=600)
         _shape(link_mbit)

@@ -103,6 +103,32 @@ def test_sigterm_aborts_associations_that_outlast_the_drain_timeout(make_gateway
     assert not idle.is_established
 
 
+def test_a_drain_starts_no_new_upload_and_rejects_associations_until_the_process_exits(make_gateway: Any) -> None:
+    """A drain only lets what runs finish: with one upload under way and another item waiting, the
+    second is never started; the DICOM port, with no association to wait for, keeps answering
+    A-ASSOCIATE-RJ (transient) instead of closing while the upload finishes."""
+    from tests.test_push import journal_states
+    from tests.test_push_hl7 import pushing_hl7, send
+    from tests.upstream import Step, Upstream
+
+    release = threading.Event()
+    with Upstream(default=Step(200, hold=release)) as upstream:
+        gateway, _ = pushing_hl7(make_gateway, upstream.url, allow_plain_http=True, concurrency=1, timeout_s=60)
+        send(gateway, "DRAIN-1", "DRAIN-2")
+        upstream.wait_for(1)  # the first upload is under way, held by the upstream
+        assert gateway.proc is not None
+        gateway.proc.send_signal(signal.SIGTERM)
+        gateway.wait_for_log('"aborted_associations": 0')
+        try:
+            refused = dcmtk("echoscu", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port))
+        finally:
+            release.set()
+        assert gateway.proc.wait(60) == 0
+        assert len(upstream.received) == 1, "an upload was started during the drain"
+    assert refused.returncode != 0 and "Rejected Transient" in refused.stdout, refused.stdout
+    assert journal_states(gateway) == {"delivered": 1, "received": 1}  # the second waits for the next start
+
+
 def test_kill_9_loses_no_acknowledged_hl7_message(make_gateway: Any) -> None:
     from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa, with_control_id
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -328,3 +329,23 @@ def test_modalities_in_study_read_as_dicom_writes_them() -> None:
     assert _modalities("CT") == "CT"  # one value: a plain string, not C\T
     assert _modalities(MultiValue(str, ["CT", "SR"])) == "CT\\SR"
     assert _modalities("") == _modalities(None) == ""
+
+
+def test_a_drained_poller_starts_no_new_poll_and_returns() -> None:
+    """A drain lets a poll under way finish and starts none after it (the poller once went on
+    polling for the whole power drain)."""
+    from vmgateway.config import Settings
+    from vmgateway.pacs.poller import STOPPING, PacsPoller
+
+    async def scenario() -> None:
+        poller = PacsPoller(Settings(), store=None)  # type: ignore[arg-type]  # no PACS: the store is never asked
+        running = asyncio.create_task(poller.run())
+        answer = await asyncio.wait_for(poller.poll_now(), 10)
+        assert answer == {"ok": False, "error": "no PACS configured (pacs.host, pacs.ae_title)"}
+        polled_at = poller.state["last_poll_at"]
+        poller.stop_starting()
+        await asyncio.wait_for(running, 5)
+        assert await poller.poll_now() == STOPPING
+        assert poller.state["last_poll_at"] == polled_at and poller.state["state"] == "off"
+
+    asyncio.run(scenario())

@@ -24,6 +24,8 @@ class Step:
     delay_s: float = 0
     drop: bool = False
     """Close the connection without an answer."""
+    hold: threading.Event | None = None
+    """Answer only once this is set (at most a minute): an upload that stays under way."""
 
 
 @dataclass
@@ -57,6 +59,8 @@ class Upstream:
                     self.connection.shutdown(2)
                     return
                 time.sleep(step.delay_s)  # a slow upstream, on the server's own thread
+                if step.hold is not None:
+                    step.hold.wait(60)
                 self.send_response(step.status)
                 for name, value in step.headers.items():
                     self.send_header(name, value)

@@ -42,7 +42,7 @@ class JobState:
 class Jobs:
     def __init__(self) -> None:
         self._states: dict[str, JobState] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def every(self, name: str, interval_s: float, step: Callable[[], Awaitable[object]], *,
               first_after_s: float | None = None) -> None:
@@ -58,11 +58,18 @@ class Jobs:
         """Each job by name, as status, the page and metrics show it."""
         return {name: asdict(state) for name, state in self._states.items()}
 
+    async def finish(self, names: list[str], timeout_s: float) -> None:
+        """Wait up to `timeout_s` for the named long-running jobs to return by themselves (a drain
+        told them to start nothing new and finish what runs); `stop()` cancels what is left."""
+        waiting = [self._tasks[name] for name in names if name in self._tasks]
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout_s)
+
     async def stop(self) -> None:
         """Cancel every job and wait for them (a drain has stopped what feeds them)."""
-        for task in self._tasks:
+        for task in self._tasks.values():
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         for state in self._states.values():
             state.state = "stopped"
         self._tasks.clear()
@@ -71,7 +78,7 @@ class Jobs:
         if name in self._states:
             raise ValueError(f"a job named {name!r} runs already")
         self._states[name] = JobState()
-        self._tasks.append(asyncio.create_task(body, name=f"job:{name}"))  # type: ignore[arg-type]
+        self._tasks[name] = asyncio.create_task(body, name=f"job:{name}")  # type: ignore[arg-type]
 
     async def _periodic(self, name: str, interval_s: float, step: Callable[[], Awaitable[object]],
                         first_after_s: float) -> None:

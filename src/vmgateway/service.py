@@ -96,6 +96,24 @@ class Gateway:
             self._running.discard("api")
         return aborted
 
+    async def _drain(self, timeout: float | None) -> int:
+        """Start nothing new, let what runs finish, then stop the jobs; return aborted associations.
+
+        Receivers refuse newcomers; push destinations and the PACS poller start no new request
+        but finish those under way, within the longest of the receivers' drain times (or the
+        power drain's `timeout`): an upload begun in a drain would only be cut off by the stop.
+        """
+        finishing = [f"push:{destination.sink.name}" for destination in self.destinations] + ["pacs_poll"]
+        for destination in self.destinations:
+            destination.stop_starting()
+        self.pacs.stop_starting()
+        settings = self.settings
+        longest = max(settings.dicom.drain_timeout_s, settings.hl7.drain_timeout_s, settings.astm.drain_timeout_s)
+        aborted, _ = await asyncio.gather(self._stop_listeners(timeout),
+                                          self.jobs.finish(finishing, longest if timeout is None else timeout))
+        await self.jobs.stop()
+        return aborted
+
     def _apply_remote_settings(self, changed: Settings, keys: list[str]) -> list[str]:
         """Put remote changes into effect now (remote_settings.CHANGEABLE): the contact person, the
         PACS (the poller reads it every round), who may connect to DICOM and HL7 (asked at each
@@ -248,12 +266,12 @@ class Gateway:
             reason = self._power_failing or "stop requested"
             log.info("gateway stopping", extra={"reason": reason})
             self.notifier.stopping(f"draining: {reason}")
-            aborted = await self._stop_listeners(self.settings.power.drain_timeout_s if self._power_failing else None)
-            await self.jobs.stop()
+            aborted = await self._drain(self.settings.power.drain_timeout_s if self._power_failing else None)
             for destination in self.destinations:
                 await destination.close()
             await self.store.record_event("stop", f"clean ({reason}); {aborted} association(s) aborted")
         finally:
+            self.dicom.close()
             self.store.close()
         log.info("gateway stopped")
         if self._power_failing:

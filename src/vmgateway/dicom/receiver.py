@@ -137,10 +137,12 @@ class DicomReceiver:
         self.ae.require_calling_aet = list(calling_aets)
 
     def drain(self, timeout: float) -> int:
-        """Refuse new associations, let running ones finish within `timeout`, then stop.
+        """Refuse new associations, let running ones finish within `timeout`, abort the rest.
 
         Returns how many associations had to be aborted. An aborted sender gets no answer
-        for the instance in flight and keeps it: nothing acknowledged is lost.
+        for the instance in flight and keeps it: nothing acknowledged is lost. The port stays
+        open, answering every newcomer A-ASSOCIATE-RJ (transient), until `close()`: a modality
+        that finds the port closed instead may report an error rather than retry later.
         """
         self.ae.draining = True
         deadline = time.monotonic() + timeout
@@ -159,12 +161,17 @@ class DicomReceiver:
             if association.is_alive():
                 association.abort()
                 aborted += 1
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
-        self.ae.shutdown()
-        log.info("dicom receiver stopped", extra={"aborted_associations": aborted})
+        log.info("dicom receiver drained", extra={"aborted_associations": aborted})
         return aborted
+
+    def close(self) -> None:
+        """Stop listening (the last thing before the process exits; nothing if never started)."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server = None
+        self.ae.shutdown()
+        log.info("dicom receiver stopped")
 
     # --- event handlers (run in pynetdicom's association threads) ---
 

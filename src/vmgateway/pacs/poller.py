@@ -27,6 +27,7 @@ from vmgateway.store import JournalError, Store
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 1800.0
+STOPPING = {"ok": False, "error": "the gateway is stopping"}
 
 
 @dataclass
@@ -89,18 +90,26 @@ class PacsPoller:
                                       "next_poll_at": None}
         self._asked = asyncio.Event()
         self._waiting: list[asyncio.Future[dict[str, Any]]] = []
+        self._stopping = False
+
+    def stop_starting(self) -> None:
+        """A drain: no new poll; `run` returns once a poll under way has finished."""
+        self._stopping = True
+        self._asked.set()
 
     async def poll_now(self) -> dict[str, Any]:
         """Ask for a poll at once and wait for its outcome (a technician's or Vetmanager's check)."""
+        if self._stopping:
+            return dict(STOPPING)
         outcome: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting.append(outcome)
         self._asked.set()
         return await outcome
 
     async def run(self) -> None:
-        """Poll until cancelled."""
+        """Poll until cancelled or drained."""
         failures = 0
-        while True:
+        while not self._stopping:
             self._asked.clear()  # before the poll: a request that comes during it is served next
             config = self.settings.pacs  # read every round: a remote change applies at once
             wait = config.interval_s
@@ -114,6 +123,10 @@ class PacsPoller:
                     await self._asked.wait()
             except TimeoutError:
                 pass
+        for outcome in self._waiting:  # asked for during the last poll: it will not come
+            outcome.set_result(dict(STOPPING))
+        self._waiting.clear()
+        self.state.update(state="off", next_poll_at=None)
 
     async def _poll(self, config: PacsConfig, failures: int) -> int:
         """Poll once, note the outcome; return the number of failures in a row. Whoever asked

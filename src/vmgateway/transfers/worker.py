@@ -84,10 +84,17 @@ class Destination:
         self._work = asyncio.Event()
         """Set when the store says there may be new work (an item kept, transfers switched on)."""
         self._listening = False
+        self._stopping = False
+
+    def stop_starting(self) -> None:
+        """A drain: start no new request; `run` returns once those under way have finished."""
+        self._stopping = True
+        self._work.set()
 
     async def run(self) -> None:
-        """Deliver until cancelled; running requests are cancelled with it (their items stay due).
-        Run again after a failure (the service's job supervisor does), it carries on where it was."""
+        """Deliver until cancelled, or until a drain's requests have finished; requests still
+        running are cancelled with it (their items stay due). Run again after a failure (the
+        service's job supervisor does), it carries on where it was."""
         tasks: set[asyncio.Task[None]] = set()
         if not self._listening:
             loop = asyncio.get_running_loop()
@@ -96,18 +103,20 @@ class Destination:
         try:
             while True:
                 self._work.clear()
-                while len(tasks) < self.config.concurrency and not self._paused():
+                while len(tasks) < self.config.concurrency and not self._paused() and not self._stopping:
                     batch = await self._next_batch()
                     if not batch:
                         break
                     self._busy.update(due.item_id for due in batch)
                     tasks.add(asyncio.create_task(self._deliver(batch)))
                 self.state.in_flight = len(tasks)
+                if self._stopping and not tasks:
+                    return
                 # Wait for a request to finish, for new work (when there is room for it), or
                 # for the pause to end; look again every IDLE_S in any case.
                 waits: set[asyncio.Future[Any]] = set(tasks)
                 woken = None
-                if len(tasks) < self.config.concurrency and not self._paused():
+                if len(tasks) < self.config.concurrency and not self._paused() and not self._stopping:
                     woken = asyncio.ensure_future(self._work.wait())
                     waits.add(woken)
                 timeout = min(IDLE_S, self._pause_left()) if self._paused() else IDLE_S

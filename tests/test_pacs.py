@@ -17,7 +17,7 @@ import httpx
 import pydicom
 import pytest
 
-from tests.conftest import GatewayProcess, free_ports
+from tests.conftest import GatewayProcess, dcmtk, free_ports
 from tests.dicomdata import PYDICOM_FILES, copies_of_ct_small, dataset_differences, one_file_per_instance
 from tests.netns import loopback_only
 from tests.orthanc import Orthanc
@@ -188,6 +188,38 @@ def test_a_study_that_grows_gets_only_its_new_instances(make_gateway: Any, pacs:
         row = held(gateway)[pydicom.dcmread(path).SOPInstanceUID]
         stored = gateway.data_dir / "spool" / row["spool_path"]
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == row["sha256"]
+
+
+def test_an_instance_only_the_pacs_has_is_found_even_when_the_gateway_holds_more_of_the_study(
+        make_gateway: Any, pacs: Orthanc, ports: tuple[int, int, int], tmp_path: Path) -> None:
+    """The modality sent series 1 to both, and series 2 to the gateway alone; the PACS also has a
+    third image of series 1. The gateway holds 4 instances of the study, the PACS 3: comparing
+    totals (as the poller once did) hides the third image for good."""
+    study = dated_today(copies_of_ct_small(tmp_path / "ct", 5), tmp_path / "today")
+    second_series = pydicom.uid.generate_uid()
+    for path in study[3:]:
+        dataset = pydicom.dcmread(path)
+        dataset.SeriesInstanceUID = second_series
+        dataset.save_as(path)
+    for path in study[:3]:
+        pacs.upload(path)
+    gateway, token = polling(make_gateway, pacs, ports)
+    sent = dcmtk("storescu", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port),
+                 *map(str, study[:2] + study[3:]))
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert len(gateway.instances()) == 4
+
+    found = poll(gateway, token)
+    assert (found["ok"], found["missing"], found["fetched"]) == (True, 1, 1), found
+    only_on_the_pacs = pydicom.dcmread(study[2]).SOPInstanceUID
+    row = held(gateway)[only_on_the_pacs]
+    stored = pydicom.dcmread(gateway.data_dir / "spool" / row["spool_path"])
+    assert dataset_differences(pydicom.dcmread(study[2]), stored) == []
+    assert len(gateway.instances()) == 5
+    for _ in range(2):  # complete now: nothing asked for again, nothing duplicated
+        again = poll(gateway, token)
+        assert (again["ok"], again["missing"], again["fetched"]) == (True, 0, 0), again
+    assert len(gateway.instances()) == 5
 
 
 def test_c_move_brings_them_to_the_storage_scp(make_gateway: Any, pacs: Orthanc, ports: tuple[int, int, int],

@@ -1,10 +1,15 @@
 """The poll loop: every pacs.interval_s (or when asked), find what the PACS has that the
 gateway does not, and fetch exactly that.
 
-A study is looked into only when the PACS counts more instances than the gateway holds; then
-series whose counts differ, then their instances. A failed or partial fetch is simply found
-again by the next poll. A PACS that is down is retried with backoff and shown in status; it
-disturbs nothing else.
+What is missing is decided by SOP Instance UIDs, never by comparing totals: the gateway may also
+hold instances the PACS lacks (a modality sent them straight to it), and a study where the PACS
+counts no more than the gateway could still hide an instance only the PACS has — it once did, for
+good. Cheaply: a study's series are listed with their counts, and instance UIDs are asked for only
+where a series' count differs in either direction. A study found complete this way is not looked
+into again while neither its count on the PACS nor the gateway's holdings change (after a start,
+each study in range is looked into once). Left blind: a series where both sides hold the same
+number of instances but not the same ones. A failed or partial fetch is simply found again by the
+next poll. A PACS that is down is retried with backoff and shown in status; it disturbs nothing else.
 """
 
 from __future__ import annotations
@@ -44,8 +49,14 @@ class PollResult:
                 "problems": self.problems}
 
 
-def poll_once(config: PacsConfig, calling_ae: str, store: Store) -> PollResult:
-    """One poll, blocking (pynetdicom); raises PacsError when the PACS cannot be asked at all."""
+Complete = dict[str, tuple[int, int]]
+"""Study Instance UID → (instances on the PACS, instances held) when a poll found nothing missing."""
+
+
+def poll_once(config: PacsConfig, calling_ae: str, store: Store, complete: Complete | None = None) -> PollResult:
+    """One poll, blocking (pynetdicom); raises PacsError when the PACS cannot be asked at all.
+    `complete` is kept from poll to poll by the caller (and updated here)."""
+    complete = {} if complete is None else complete
     result = PollResult()
     wanted: list[Wanted] = []
     ae = AE(ae_title=calling_ae)
@@ -55,17 +66,17 @@ def poll_once(config: PacsConfig, calling_ae: str, store: Store) -> PollResult:
         studies = find_studies(assoc, config.lookback_days)
         result.studies = len(studies)
         for study in studies:
-            held = store.held_instances(study.study_instance_uid)
-            if study.instances is not None and study.instances <= sum(len(s) for s in held.values()):
+            uid = study.study_instance_uid
+            held = store.held_instances(uid)
+            counts = None if study.instances is None else (study.instances, sum(len(s) for s in held.values()))
+            if counts is not None and complete.get(uid) == counts:
                 continue
-            for series in find_series(assoc, study.study_instance_uid):
-                have = held.get(series.series_instance_uid, set())
-                if series.instances is not None and series.instances <= len(have):
-                    continue
-                missing = [i for i in find_instances(assoc, study.study_instance_uid, series.series_instance_uid)
-                           if i.sop_instance_uid not in have]
-                if missing:
-                    wanted.append((study.study_instance_uid, series.series_instance_uid, missing))
+            missing_here = _missing_in_study(assoc, uid, held)
+            wanted += missing_here
+            if not missing_here and counts is not None:
+                complete[uid] = counts
+        for gone in complete.keys() - {study.study_instance_uid for study in studies}:
+            del complete[gone]  # out of the date range: no longer asked about
     finally:
         assoc.release()
     if not wanted:
@@ -81,6 +92,21 @@ def poll_once(config: PacsConfig, calling_ae: str, store: Store) -> PollResult:
     return result
 
 
+def _missing_in_study(assoc: Any, study_uid: str, held: dict[str, set[str]]) -> list[Wanted]:
+    """The study's instances on the PACS that the gateway lacks, series by series: instance UIDs
+    are asked for only where the series' count differs from what is held (or is not given)."""
+    wanted: list[Wanted] = []
+    for series in find_series(assoc, study_uid):
+        have = held.get(series.series_instance_uid, set())
+        if series.instances is not None and series.instances == len(have):
+            continue
+        missing = [i for i in find_instances(assoc, study_uid, series.series_instance_uid)
+                   if i.sop_instance_uid not in have]
+        if missing:
+            wanted.append((study_uid, series.series_instance_uid, missing))
+    return wanted
+
+
 class PacsPoller:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
@@ -91,6 +117,9 @@ class PacsPoller:
         self._asked = asyncio.Event()
         self._waiting: list[asyncio.Future[dict[str, Any]]] = []
         self._stopping = False
+        self._complete: Complete = {}
+        self._complete_on: tuple[str, int, str] | None = None
+        """The PACS `_complete` speaks of (a remote change may point the poller at another)."""
 
     def stop_starting(self) -> None:
         """A drain: no new poll; `run` returns once a poll under way has finished."""
@@ -138,7 +167,11 @@ class PacsPoller:
         try:
             if not (config.host and config.ae_title):
                 raise PacsError("no PACS configured (pacs.host, pacs.ae_title)")
-            result = await asyncio.to_thread(poll_once, config, self.settings.dicom.ae_title, self.store)
+            if (config.host, config.port, config.ae_title) != self._complete_on:
+                self._complete.clear()
+                self._complete_on = (config.host, config.port, config.ae_title)
+            result = await asyncio.to_thread(poll_once, config, self.settings.dicom.ae_title, self.store,
+                                           self._complete)
         except Exception as exc:
             if not isinstance(exc, PacsError):
                 log.exception("pacs poll failed unexpectedly")

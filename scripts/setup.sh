@@ -10,7 +10,7 @@ case "$what" in
   run) packages="python3 python3-venv python3-pip ca-certificates" ;;
   test) packages="python3 python3-venv python3-pip ca-certificates dcmtk procps iproute2 util-linux chromium
                   libatomic1 nut-server nut-client systemd orthanc orthanc-dicomweb nftables systemd-container
-                  debootstrap prometheus prometheus-alertmanager" ;;
+                  debootstrap prometheus prometheus-alertmanager fuse3" ;;
   *) echo "usage: sh scripts/setup.sh run|test" >&2; exit 2 ;;
 esac
 

@@ -116,6 +116,8 @@ class GatewayProcess:
     proc: subprocess.Popen[str] | None = None
     env: dict[str, str] = field(default_factory=dict)
     """Added to the child's environment (e.g. NOTIFY_SOCKET)."""
+    program: list[str] = field(default_factory=lambda: ["-m", "vmgateway"])
+    """What the Python interpreter runs (tests.mutants: the gateway with one fsync taken out)."""
     log_lines: list[str] = field(default_factory=list)
     _running: threading.Event = field(default_factory=threading.Event)
     _new_line: threading.Condition = field(default_factory=threading.Condition)
@@ -124,7 +126,7 @@ class GatewayProcess:
     def start(self) -> None:
         self._running.clear()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vmgateway", "run", "--config", str(self.config)],
+            [sys.executable, *self.program, "run", "--config", str(self.config)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ | self.env,
         )
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)

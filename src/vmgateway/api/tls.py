@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
-import os
 import ssl
 import sys
 from pathlib import Path
+
+from vmgateway.files import write_atomically
 
 PINNED_NAME = "vmgateway"
 """The DNS name in every self-signed API certificate (the same on every box: it is pinned, not looked up)."""
@@ -84,11 +85,10 @@ def _create(folder: Path, common_name: str) -> None:
     key_bytes = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(key_bytes)
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    os.chmod(cert_path, 0o600)
+    # Durable before the gateway uses them: a power cut soon after the first start once left an
+    # empty certificate, and a box that could never start its API again (tests/test_power_cuts.py).
+    write_atomically(key_path, key_bytes, mode=0o600)
+    write_atomically(cert_path, certificate.public_bytes(serialization.Encoding.PEM), mode=0o600)
 
 
 def fingerprint(cert_path: Path) -> str:

@@ -25,15 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pydicom
 import pytest
 
-from tests.conftest import GatewayProcess
+from tests.astm_instrument import Instrument, result_message
+from tests.conftest import GatewayProcess, free_ports
 from tests.crashfs import CrashFs
 from tests.dicomdata import copies_of_ct_small, dataset_differences, secondary_capture
+from tests.netns import loopback_only
+from tests.orthanc import Orthanc
 from tests.test_api import client, new_token
 from tests.test_durability import _storescu_acknowledged
 from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa, with_control_id
+from tests.test_pacs import dated_today
 from tests.upstream import Upstream
 
 CUTS = int(os.environ.get("VMGATEWAY_POWER_CUTS", "3"))
@@ -55,6 +60,7 @@ class Ledger:
     dicom: dict[str, Path] = field(default_factory=dict)
     """SOP Instance UID → the file sent."""
     hl7: list[bytes] = field(default_factory=list)
+    astm: list[bytes] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_dicom(self, paths: list[Path]) -> None:
@@ -87,11 +93,50 @@ def send_hl7_until_cut(gateway: GatewayProcess, ledger: Ledger, prefix: str) -> 
         pass
 
 
-def cut_under_load(fs: CrashFs, gateway: GatewayProcess, ledger: Ledger, folder: Path, after: int,
-                   large_mb: int) -> None:
-    """Senders on three DICOM associations (one with a large instance) and two HL7 connections;
-    the power goes after `after` instances were acknowledged on the first association."""
+def send_astm_until_cut(port: int, ledger: Ledger, prefix: str) -> None:
+    """An analyzer sending result sets one after another until the gateway goes away."""
+    instrument = Instrument("127.0.0.1", port)
+    try:
+        instrument.connect()
+        for number in range(100_000):
+            instrument.send_message(result_message(f"{prefix}-{number}", "VM-1"))
+    except (OSError, AssertionError):  # the power went (an establishment unanswered included)
+        pass
+    finally:
+        instrument.close()
+        with ledger.lock:
+            ledger.astm += instrument.acknowledged_messages
+
+
+def poll_pacs_until_cut(gateway: GatewayProcess, token: str) -> None:
+    """Vetmanager asking for PACS polls, one after another, until the gateway goes away."""
+    try:
+        with client(gateway, token) as api:
+            for _ in range(10_000):
+                api.post("/api/v1/pacs/poll", timeout=120)
+    except httpx.HTTPError:
+        pass
+
+
+@dataclass
+class Load:
+    """The gateway under load: its peers, and what each sender was told."""
+
+    gateway: GatewayProcess
+    token: str
+    astm_port: int
+    orthanc: Orthanc
+    upstream: Upstream
+    ledger: Ledger = field(default_factory=Ledger)
+
+
+def cut_under_load(fs: CrashFs, load: Load, folder: Path, after: int, large_mb: int) -> None:
+    """Three DICOM associations (one with a large instance), two HL7 connections, an ASTM analyzer,
+    pushes to Orthanc (DICOMweb) and to an HL7 endpoint, PACS polls fetching a new study from
+    Orthanc; the power goes after `after` instances were acknowledged on the first association."""
+    gateway, ledger = load.gateway, load.ledger
     folder.mkdir(parents=True)
+    load.orthanc.upload_all(dated_today(copies_of_ct_small(folder / "pacs", 20), folder / "pacs-today"))
     large = [secondary_capture(folder / "large.dcm", frames=large_mb, rows=1024, columns=1024)] if large_mb else []
     batches = [copies_of_ct_small(folder / "a", 400), copies_of_ct_small(folder / "b", 200) + large,
                copies_of_ct_small(folder / "c", 200)]
@@ -105,7 +150,9 @@ def cut_under_load(fs: CrashFs, gateway: GatewayProcess, ledger: Ledger, folder:
 
     senders = [threading.Thread(target=store, args=(batches[0], power_cut, after)),
                threading.Thread(target=store, args=(batches[1], lambda: None, 0)),
-               threading.Thread(target=store, args=(batches[2], lambda: None, 0))]
+               threading.Thread(target=store, args=(batches[2], lambda: None, 0)),
+               threading.Thread(target=send_astm_until_cut, args=(load.astm_port, ledger, folder.name)),
+               threading.Thread(target=poll_pacs_until_cut, args=(gateway, load.token))]
     senders += [threading.Thread(target=send_hl7_until_cut, args=(gateway, ledger, f"{folder.name}-{n}"))
                 for n in range(2)]
     for sender in senders:
@@ -116,9 +163,9 @@ def cut_under_load(fs: CrashFs, gateway: GatewayProcess, ledger: Ledger, folder:
     assert gateway.proc is not None and gateway.proc.poll() is not None, "the first association never got that far"
 
 
-def check_after_restart(gateway: GatewayProcess, ledger: Ledger, upstream: Upstream | None = None) -> Check:
+def check_after_restart(gateway: GatewayProcess, ledger: Ledger, load: Load | None = None) -> Check:
     """Start the gateway again on what the disk kept; compare with what senders were told (and,
-    with `upstream`, what it confirmed with what the journal says was delivered)."""
+    under `load`, what the journal calls delivered with what the upstreams confirmed)."""
     problems = []
     with contextlib.closing(sqlite3.connect(gateway.data_dir / "journal.sqlite")) as conn:
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
@@ -132,48 +179,93 @@ def check_after_restart(gateway: GatewayProcess, ledger: Ledger, upstream: Upstr
         stored = gateway.data_dir / "spool" / row["spool_path"] if row else None
         if row is None or stored is None or not stored.is_file():
             lost.append(f"DICOM {uid}: {'no journal row' if row is None else 'no file'}")
-        elif hashlib.sha256(stored.read_bytes()).hexdigest() != row["sha256"]:
-            lost.append(f"DICOM {uid}: the file's bytes are not those received")
         elif differences := dataset_differences(pydicom.dcmread(path), pydicom.dcmread(stored)):
             lost.append(f"DICOM {uid}: {differences[:3]}")
-    kept_hl7 = {bytes(row["data"]) for row in gateway.hl7_messages()}
-    lost += [f"HL7 {m.split(b'|')[9].decode()}: missing" for m in ledger.hl7 if m not in kept_hl7]
+    for uid, row in rows.items():  # those fetched from the PACS included
+        stored = gateway.data_dir / "spool" / row["spool_path"]
+        if stored.is_file() and hashlib.sha256(stored.read_bytes()).hexdigest() != row["sha256"]:
+            lost.append(f"DICOM {uid}: the file's bytes are not those received")
+    with contextlib.closing(gateway.journal()) as conn:
+        payloads = {bytes(row[0]) for row in conn.execute("SELECT data FROM payloads")}
+    lost += [f"HL7 {m.split(b'|')[9].decode()}: missing" for m in ledger.hl7 if m not in payloads]
+    lost += [f"ASTM {m[:60]!r}: missing" for m in ledger.astm if m not in payloads]
     spool = {str(p.relative_to(gateway.data_dir / "spool")) for p in gateway.spool_files()}
     recorded = {row["spool_path"] for row in gateway.instances()}
     if spool != recorded:
         problems.append(f"spool and journal differ: {sorted(spool ^ recorded)[:5]}")
     if gateway.incoming_files():
         problems.append(f"partial files left: {gateway.incoming_files()[:5]}")
-    if upstream is not None:
-        with contextlib.closing(gateway.journal()) as conn:
-            delivered = {bytes(row[0]) for row in conn.execute(
-                "SELECT p.data FROM items i JOIN payloads p ON p.item_id = i.id WHERE i.state = 'delivered'")}
-        with upstream.changed:  # read after the journal: whatever it calls delivered was answered before
-            confirmed = {request.body for request in upstream.received}
-        if unconfirmed := delivered - confirmed:
-            problems.append(f"{len(unconfirmed)} item(s) delivered that the upstream never answered")
-    acknowledged = len(ledger.dicom) + len(ledger.hl7)
+    if load is not None:
+        problems += unconfirmed_deliveries(gateway, load)
+    acknowledged = len(ledger.dicom) + len(ledger.hl7) + len(ledger.astm)
     return Check(acknowledged, acknowledged - len(lost), lost, problems)
 
 
-def test_power_cuts_under_load_lose_nothing_acknowledged(crashfs: CrashFs, make_gateway: Any, tmp_path: Path) -> None:
+def unconfirmed_deliveries(gateway: GatewayProcess, load: Load) -> list[str]:
+    """What the journal calls delivered must be what the upstreams have: read after the journal,
+    so that whatever it calls delivered was confirmed before."""
+    with contextlib.closing(gateway.journal()) as conn:
+        messages = {bytes(row[0]) for row in conn.execute(
+            "SELECT p.data FROM items i JOIN payloads p ON p.item_id = i.id WHERE i.state = 'delivered'")}
+        instances = {row[0] for row in conn.execute(
+            "SELECT d.sop_instance_uid FROM items i JOIN dicom_instances d ON d.item_id = i.id"
+            " WHERE i.state = 'delivered'")}
+    with load.upstream.changed:
+        confirmed = {request.body for request in load.upstream.received}
+    with load.orthanc.rest() as rest:
+        found = rest.post("/tools/find", json={"Level": "Instance", "Query": {}, "Expand": True}).json()
+    archived = {instance["MainDicomTags"]["SOPInstanceUID"] for instance in found}
+    problems = []
+    if messages - confirmed:
+        problems.append(f"{len(messages - confirmed)} message(s) delivered that the upstream never answered")
+    if instances - archived:
+        problems.append(f"{len(instances - archived)} instance(s) delivered that Orthanc does not hold")
+    return problems
+
+
+@pytest.fixture
+def network() -> Iterator[None]:
+    with loopback_only():
+        yield
+
+
+def test_power_cuts_under_load_lose_nothing_acknowledged(crashfs: CrashFs, network: None, make_gateway: Any,
+                                                         tmp_path: Path) -> None:
     rng = random.Random(SEED)
-    ledger = Ledger()
-    with Upstream() as upstream:
-        gateway: GatewayProcess = make_gateway(
-            storage={"data_dir": str(crashfs.mountpoint)},
-            transfers={"mode": "push", "hl7_url": upstream.url, "allow_plain_http": True})
-        with client(gateway, new_token(gateway, "vetmanager")) as api:
-            assert api.post("/api/v1/transfers/activate").status_code == 200
-        for cut in range(CUTS):
-            cut_under_load(crashfs, gateway, ledger, tmp_path / f"round{cut}", rng.randrange(5, 120), LARGE_MB)
-            crashfs.mount()
-            check = check_after_restart(gateway, ledger, upstream)
-            print(f"cut {cut + 1}/{CUTS}: acknowledged {check.acknowledged}, kept {check.kept}, "
-                  f"lost {len(check.lost)}")
-            assert (check.lost, check.problems) == ([], []), f"after cut {cut + 1}"
-        assert gateway.stop() == 0
-    assert len(ledger.dicom) > CUTS * 5 and ledger.hl7, "the load did not reach the gateway"
+    dicom_port, hl7_port, api_port, astm_port, *orthanc_ports = free_ports(6)
+    orthanc = Orthanc(tmp_path / "orthanc", modalities={"gateway": ["VM_GATEWAY", "127.0.0.1", dicom_port]},
+                      ports=orthanc_ports).start()
+    try:
+        with Upstream() as upstream:
+            gateway: GatewayProcess = make_gateway(
+                storage={"data_dir": str(crashfs.mountpoint)}, dicom={"port": dicom_port}, hl7={"port": hl7_port},
+                api={"port": api_port},
+                astm={"listeners": [{"name": "vetscan", "bind": "127.0.0.1", "port": astm_port}]},
+                transfers={"mode": "push", "dicomweb_url": orthanc.dicomweb_url, "hl7_url": upstream.url,
+                           "astm_url": upstream.url, "allow_plain_http": True},
+                pacs={"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": "ORTHANC", "lookback_days": 1})
+            token = new_token(gateway, "vetmanager")
+            with client(gateway, token) as api:
+                assert api.post("/api/v1/transfers/activate").status_code == 200
+            load = Load(gateway, token, astm_port, orthanc, upstream)
+            for cut in range(CUTS):
+                cut_under_load(crashfs, load, tmp_path / f"round{cut}", rng.randrange(5, 120), LARGE_MB)
+                crashfs.mount()
+                check = check_after_restart(gateway, load.ledger, load)
+                print(f"cut {cut + 1}/{CUTS}: acknowledged {check.acknowledged}, kept {check.kept}, "
+                      f"lost {len(check.lost)}")
+                assert (check.lost, check.problems) == ([], []), f"after cut {cut + 1}"
+            assert gateway.stop() == 0
+            with contextlib.closing(gateway.journal()) as conn:
+                delivered = conn.execute("SELECT count(*) FROM items WHERE state = 'delivered'").fetchone()[0]
+                fetched = conn.execute("SELECT coalesce(sum(items), 0) FROM senders WHERE protocol = 'pacs'").fetchone()[0]
+            assert delivered and fetched, "pushes and PACS polls were part of the load"
+    finally:
+        orthanc.remove()
+    ledger = load.ledger
+    assert len(ledger.dicom) > CUTS * 5 and ledger.hl7 and ledger.astm, "the load did not reach the gateway"
+    print(f"{CUTS} power cuts: {len(ledger.dicom)} DICOM instances, {len(ledger.hl7)} HL7 and {len(ledger.astm)} "
+          f"ASTM messages acknowledged; lost 0")
 
 
 @pytest.mark.parametrize("mutant", ["spool_directory_fsync", "spool_file_fsync", "journal_synchronous_normal"])

@@ -138,7 +138,7 @@ def cut_under_load(fs: CrashFs, load: Load, folder: Path, after: int, large_mb: 
     folder.mkdir(parents=True)
     load.orthanc.upload_all(dated_today(copies_of_ct_small(folder / "pacs", 20), folder / "pacs-today"))
     large = [secondary_capture(folder / "large.dcm", frames=large_mb, rows=1024, columns=1024)] if large_mb else []
-    batches = [copies_of_ct_small(folder / "a", 400), copies_of_ct_small(folder / "b", 200) + large,
+    batches = [copies_of_ct_small(folder / "a", 400), large + copies_of_ct_small(folder / "b", 200),
                copies_of_ct_small(folder / "c", 200)]
 
     def store(files: list[Path], on_ack: Callable[[], None], after: int) -> None:

@@ -236,3 +236,14 @@ def make_gateway(tmp_path: Path) -> Iterator[Any]:
 def gateway(make_gateway: Any) -> GatewayProcess:
     started: GatewayProcess = make_gateway()
     return started
+
+
+@pytest.fixture
+def crashfs(tmp_path: Path) -> Iterator[Any]:
+    """A file system that forgets what was not fsync'ed (tests/crashfs.py), mounted at tmp_path/data.
+    Request it before make_gateway: it is then taken down after the gateways are stopped."""
+    from tests.crashfs import CrashFs
+
+    fs = CrashFs(tmp_path / "data", tmp_path / "disk").mount()
+    yield fs
+    fs.unmount()

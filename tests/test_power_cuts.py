@@ -46,13 +46,6 @@ LARGE_MB = int(os.environ.get("VMGATEWAY_LARGE_MB", "12"))
 SEED = int(os.environ.get("VMGATEWAY_POWER_CUT_SEED", "20261203"))
 
 
-@pytest.fixture
-def crashfs(tmp_path: Path) -> Iterator[CrashFs]:
-    fs = CrashFs(tmp_path / "data", tmp_path / "disk").mount()
-    yield fs
-    fs.unmount()
-
-
 @dataclass
 class Ledger:
     """What the senders were told was kept, over all cuts."""

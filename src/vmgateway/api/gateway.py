@@ -67,6 +67,7 @@ async def gateway_status(view: GatewayView, counts: dict[str, Any] | None = None
         "transfers": {key: value for key, value in transfers.items() if key != "active"},
         "disk": {"state": "full" if disk_low else "ok",
                  "free_mb": disk.free // 2**20, "min_free_mb": view.settings.storage.min_free_mb},
+        "journal": view.store.journal_state(),
     }
     now = time.time()
     facts = Facts(

@@ -184,6 +184,13 @@ class Disk(Answer):
     min_free_mb: int
 
 
+class Journal(Answer):
+    state: Literal["ok", "failing"] = Field(
+        description="failing: its commits fail (a disk error, a full disk); nothing is acknowledged until one succeeds.")
+    last_error: str | None
+    failing_since: float | None
+
+
 class Components(Answer):
     """Every part of the gateway by name; background jobs as `job:NAME` (e.g. `job:push:dicomweb`)."""
 
@@ -197,6 +204,7 @@ class Components(Answer):
     pacs: Pacs
     transfers: TransfersSummary
     disk: Disk
+    journal: Journal
 
 
 class Queue(Answer):

@@ -84,6 +84,14 @@ class Store:
         """Journal transactions committed so far (fewer than writes: group commit)."""
         return self._journal.commits
 
+    def journal_state(self) -> dict[str, object]:
+        """`failing` (with the error and since when) while the journal's commits fail: nothing is
+        acknowledged then; `ok` once one succeeds again."""
+        failing = self._journal.failing
+        if failing is None:
+            return {"state": "ok", "last_error": None, "failing_since": None}
+        return {"state": "failing", "last_error": failing[0], "failing_since": failing[1]}
+
     def open_journal(self) -> None:
         """Open (create or migrate) the journal alone, for a command beside a running gateway:
         the spool, which the gateway owns, is left as it is."""

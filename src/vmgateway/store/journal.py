@@ -15,6 +15,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
@@ -65,6 +66,8 @@ class Journal:
         self._closing = threading.Event()
         self.commits = 0
         """Transactions committed; fewer than writes when group commit shares fsyncs."""
+        self.failing: tuple[str, float] | None = None
+        """(error, since when) while commits fail (a disk error, SQLITE_FULL); None once one succeeds."""
 
     def open(self) -> None:
         """Start the writer; migrate the schema first, so a failed migration stops the start."""
@@ -176,7 +179,15 @@ class Journal:
                 conn.execute("RELEASE write")
             conn.execute("COMMIT")
             self.commits += 1
+            if self.failing is not None:
+                log.warning("journal commits again", extra={"failing_since": self.failing[1]})
+                self.failing = None
         except sqlite3.Error as exc:
+            # Nothing of the batch is acknowledged: each waiter hears JournalError and answers its
+            # sender with a failure. The next commit is tried afresh and says nothing about this
+            # one (no retry-then-believe); until one succeeds, status names the error.
+            if self.failing is None:
+                self.failing = (str(exc), time.time())
             log.error("journal commit failed", extra={"error": str(exc), "writes": len(batch)})
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -1,0 +1,111 @@
+"""Disk faults on the data folder (tests/crashfs.py): an fsync that fails, a disk that fills.
+
+An fsync that fails is a failure the sender hears (C-STORE 0xA700, HL7 `AE`, ASTM NAK), never a
+success; the data is not trusted afterwards — the test file system drops what it held, as Linux
+does, so a gateway that retried the fsync and believed it would lose the item at the next power
+cut, which each test ends with. A journal whose commits fail shows in status until one succeeds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+from tests.astm_instrument import Instrument, result_message
+from tests.conftest import GatewayProcess, free_ports
+from tests.crashfs import CrashFs
+from tests.dicomdata import copies_of_ct_small
+from tests.test_api import client, new_token
+from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa, with_control_id
+from tests.test_power_cuts import Ledger, check_after_restart
+
+
+def store_one(gateway: GatewayProcess, path: Path) -> int:
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", gateway.port, ae_title=gateway.ae_title)
+    assert assoc.is_established
+    try:
+        return int(assoc.send_c_store(path).Status)
+    finally:
+        assoc.release()
+
+
+def hl7_answer(gateway: GatewayProcess, message: bytes) -> str:
+    peer = Peer(gateway.hl7_port)
+    try:
+        peer.send(frame(message))
+        return msa(peer.ack())[1]
+    finally:
+        peer.close()
+
+
+def test_a_failed_fsync_of_a_received_file_answers_out_of_resources_and_keeps_nothing(
+        crashfs: CrashFs, make_gateway: Any, tmp_path: Path) -> None:
+    gateway: GatewayProcess = make_gateway(storage={"data_dir": str(crashfs.mountpoint)})
+    (path,) = copies_of_ct_small(tmp_path / "ct", 1)
+    crashfs.ask("fail_fsync", after=0, path="/spool/incoming/")
+    assert store_one(gateway, path) == 0xA700
+    assert crashfs.ask("stats")["failed"][0].startswith("/spool/incoming/")
+    assert gateway.instances() == [] and gateway.incoming_files() == []  # nothing of it trusted, nothing left
+
+    assert store_one(gateway, path) == 0x0000  # the modality sends it again: written afresh
+    ledger = Ledger()
+    ledger.add_dicom([path])
+    crashfs.cut()
+    gateway.kill()
+    crashfs.mount()
+    check = check_after_restart(gateway, ledger)
+    assert (check.lost, check.problems) == ([], [])
+
+
+def test_a_journal_that_fails_its_fsync_acknowledges_nothing_and_says_so_until_it_commits_again(
+        crashfs: CrashFs, make_gateway: Any) -> None:
+    (astm_port,) = free_ports(1)
+    gateway: GatewayProcess = make_gateway(
+        storage={"data_dir": str(crashfs.mountpoint)},
+        astm={"listeners": [{"name": "vetscan", "bind": "127.0.0.1", "port": astm_port}]})
+    token = new_token(gateway, "vetmanager")
+    ledger = Ledger()
+
+    crashfs.ask("fail_fsync", after=0, path="/journal.sqlite-wal")
+    assert hl7_answer(gateway, with_control_id(HEMATOLOGY, "EIO-1")) == "AE"
+    with client(gateway, token) as api:
+        status = api.get("/api/v1/status").json()
+    journal = status["components"]["journal"]
+    assert journal["state"] == "failing" and "disk I/O error" in journal["last_error"], journal
+    reasons = [(reason["code"], reason["text"]) for reason in status["overall"]["reasons"]]
+    assert ("component", "journal is failing") in reasons and status["overall"]["state"] == "attention"
+    assert "vmgateway_component_up{component=\"journal\"} 0.0" in api_metrics(gateway, token)
+
+    accepted = with_control_id(HEMATOLOGY, "EIO-2")
+    assert hl7_answer(gateway, accepted) == "AA"  # the next commit succeeds: acknowledged again
+    ledger.add_hl7(accepted)
+    with client(gateway, token) as api:
+        assert api.get("/api/v1/status").json()["components"]["journal"]["state"] == "ok"
+
+    crashfs.ask("fail_fsync", after=0, path="/journal.sqlite-wal")
+    instrument = Instrument("127.0.0.1", astm_port).connect()
+    try:  # the final frame is NAKed while the commit fails; sent again, it is kept
+        assert instrument.send_message(result_message("EIO-3", "VM-1"))
+    finally:
+        instrument.close()
+    assert instrument.naks == 1
+    ledger.astm += instrument.acknowledged_messages
+
+    crashfs.cut()
+    gateway.kill()
+    crashfs.mount()
+    check = check_after_restart(gateway, ledger)
+    assert (check.lost, check.problems) == ([], [])
+    with gateway.journal() as conn:
+        assert conn.execute("SELECT count(*) FROM astm_messages").fetchone()[0] == 1  # kept once
+
+
+def api_metrics(gateway: GatewayProcess, token: str) -> str:
+    with client(gateway, token) as api:
+        return api.get("/api/v1/metrics").text

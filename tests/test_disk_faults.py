@@ -13,20 +13,20 @@ from typing import Any
 
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+from pynetdicom.sop_class import CTImageStorage, SecondaryCaptureImageStorage  # type: ignore[attr-defined]
 
 from tests.astm_instrument import Instrument, result_message
 from tests.conftest import GatewayProcess, free_ports
 from tests.crashfs import CrashFs
-from tests.dicomdata import copies_of_ct_small
+from tests.dicomdata import copies_of_ct_small, secondary_capture
 from tests.test_api import client, new_token
 from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa, with_control_id
 from tests.test_power_cuts import Ledger, check_after_restart
 
 
-def store_one(gateway: GatewayProcess, path: Path) -> int:
+def store_one(gateway: GatewayProcess, path: Path, sop_class: str = CTImageStorage) -> int:
     ae = AE(ae_title="MODALITY")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", gateway.port, ae_title=gateway.ae_title)
     assert assoc.is_established
     try:
@@ -109,3 +109,39 @@ def test_a_journal_that_fails_its_fsync_acknowledges_nothing_and_says_so_until_i
 def api_metrics(gateway: GatewayProcess, token: str) -> str:
     with client(gateway, token) as api:
         return api.get("/api/v1/metrics").text
+
+
+def test_a_full_disk_refuses_with_failure_statuses_and_accepts_again_once_space_is_back(
+        crashfs: CrashFs, make_gateway: Any, tmp_path: Path) -> None:
+    """No watermark here (storage.min_free_mb = 0): the writes themselves find the disk full, the
+    spool's (ENOSPC) and the journal's own (SQLITE_FULL)."""
+    gateway: GatewayProcess = make_gateway(storage={"data_dir": str(crashfs.mountpoint), "min_free_mb": 0})
+    token = new_token(gateway, "vetmanager")
+    ledger = Ledger()
+    small, = copies_of_ct_small(tmp_path / "ct", 1)
+    large = secondary_capture(tmp_path / "large.dcm", frames=4, rows=512, columns=512)
+    assert store_one(gateway, small) == 0x0000
+    ledger.add_dicom([small])
+
+    crashfs.ask("quota", bytes=crashfs.ask("stats")["used"] + 1024)
+    assert store_one(gateway, large, SecondaryCaptureImageStorage) == 0xA700
+    assert hl7_answer(gateway, with_control_id(HEMATOLOGY, "FULL-1")) == "AE"
+    assert gateway.incoming_files() == [] and len(gateway.instances()) == 1  # nothing partial kept
+    with client(gateway, token) as api:
+        journal = api.get("/api/v1/status").json()["components"]["journal"]
+    assert journal["state"] == "failing" and "full" in journal["last_error"], journal
+
+    crashfs.ask("quota", bytes=None)  # space comes back: accepted again, no restart
+    refilled = with_control_id(HEMATOLOGY, "FULL-2")
+    assert hl7_answer(gateway, refilled) == "AA"
+    assert store_one(gateway, large, SecondaryCaptureImageStorage) == 0x0000
+    ledger.add_hl7(refilled)
+    ledger.add_dicom([large])
+    with client(gateway, token) as api:
+        assert api.get("/api/v1/status").json()["components"]["journal"]["state"] == "ok"
+
+    crashfs.cut()
+    gateway.kill()
+    crashfs.mount()
+    check = check_after_restart(gateway, ledger)
+    assert (check.lost, check.problems) == ([], [])

@@ -56,6 +56,8 @@ class _Node:
     """Byte ranges written since the last fsync (offset, end)."""
     shared: bool = False
     """`content` is a hard link to the live file, unchanged since the mount (copied before a change)."""
+    link: str | None = None
+    """A symbolic link's target (made with it: durable with its folder's entry)."""
 
 
 class CrashOperations:
@@ -90,7 +92,9 @@ class CrashOperations:
         def adopt(path: Path) -> int:
             info = path.lstat()
             node_id = self._new_id(info.st_ino)
-            if stat.S_ISDIR(info.st_mode):
+            if stat.S_ISLNK(info.st_mode):
+                self.nodes[node_id] = _Node(False, link=os.readlink(path))
+            elif stat.S_ISDIR(info.st_mode):
                 node = self.nodes[node_id] = _Node(True)
                 for child in sorted(os.listdir(path)):
                     node.entries[child] = adopt(path / child)
@@ -183,7 +187,9 @@ class CrashOperations:
                     write(child, path / name)
                 return
             counts["files"] += 1
-            if node.content is None:
+            if node.link is not None:
+                os.symlink(node.link, path)
+            elif node.content is None:
                 path.touch()  # its name was made durable, its bytes never were
             else:
                 os.link(node.content, path)  # nothing writes to it any more: shared, not copied
@@ -219,6 +225,16 @@ class CrashOperations:
         with self._op():
             os.mkdir(self._live(path), mode)
             self.nodes[self._new_id(os.lstat(self._live(path)).st_ino)] = _Node(True)
+
+    def symlink(self, target: str, source: str) -> None:
+        """`target` (a path in this file system) made a symbolic link to `source`."""
+        with self._op():
+            os.symlink(source, self._live(target))
+            self.nodes[self._new_id(os.lstat(self._live(target)).st_ino)] = _Node(False, link=source)
+
+    def readlink(self, path: str) -> str:
+        with self._op():
+            return os.readlink(self._live(path))
 
     def rmdir(self, path: str) -> None:
         with self._op():

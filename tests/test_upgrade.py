@@ -28,8 +28,10 @@ from tests.releases import BROKEN_HEALTH, CANNOT_START, REPO, Patch, add_migrati
 from tests.test_api import vmgateway
 from tests.test_doctor import doctor
 from vmgateway.dicom.echo import echo
+from vmgateway.files import fsync_directory
 from vmgateway.store.schema import SCHEMA_VERSION
-from vmgateway.upgrade.install import InstallError, wheel_version
+from vmgateway.upgrade.install import InstallError, install_release, wheel_version
+from vmgateway.upgrade.layout import Layout
 from vmgateway.upgrade.state import UpgradeState
 
 OTHER_CHECKS = ("site", "listeners", "disk", "clock", "ups", "pacs", "upstream", "transfers", "certificates",
@@ -348,3 +350,22 @@ def test_a_restored_journal_is_the_snapshot_and_keeps_its_owner(tmp_path: Path) 
     assert (journal.stat().st_uid, journal.stat().st_gid) == (65534, 65534)
     assert not journal.with_name("journal.sqlite-wal").exists() or journal.with_name(
         "journal.sqlite-wal").stat().st_size == 0
+
+
+def test_an_installed_release_is_whole_after_a_power_cut_right_after(crashfs: Any, wheels: dict[str, Path],
+                                                                     wheelhouse: Path) -> None:
+    """pip fsyncs nothing it writes: once install_release returns, the release must be durable."""
+    layout = Layout(crashfs.mountpoint / "vmgateway")
+    layout.root.mkdir()
+    fsync_directory(crashfs.mountpoint)  # the box's installer made it long ago
+    version = install_release(layout, wheels["1.0.0"], wheelhouse)
+
+    def files() -> dict[str, int]:
+        release = layout.release(version)
+        return {str(p.relative_to(release)): p.lstat().st_size for p in release.rglob("*") if not p.is_dir()}
+
+    installed = files()
+    crashfs.cut()
+    crashfs.mount()
+    assert files() == installed
+    assert layout.half_installed() == []

@@ -18,6 +18,23 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(root: Path) -> None:
+    """Make every file and folder under `root` durable, the deepest first (each folder once its
+    entries' files are). For what another program wrote there (pip writes a release's venv and
+    fsyncs nothing); sync(2) would not do: a file system need not have written anything when it
+    returns."""
+    for folder, _, names in os.walk(root, topdown=False):
+        for name in names:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):  # its own entry is the folder's; its target is not ours
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        fsync_directory(Path(folder))
+
+
 def write_atomically(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     """Write beside `path`, fsync, rename over it, fsync the folder: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -63,8 +63,8 @@ class _GatewayCollector(Collector):
         if status["api_certificate_expires_at"] is not None:
             yield GaugeMetricFamily("vmgateway_api_certificate_expiry_timestamp_seconds",
                                     "When the API's TLS certificate ends", value=status["api_certificate_expires_at"])
-        up = GaugeMetricFamily("vmgateway_component_up", "1 when a component works (listeners, API, PACS poller, journal)",
-                               labels=["component"])
+        up = GaugeMetricFamily("vmgateway_component_up",
+                               "1 when a component works (listeners, API, PACS poller, journal)", labels=["component"])
         for name in ("dicom", "hl7", "astm"):
             up.add_metric([name], 1 if components[name].get("state") == "running" else 0)
         up.add_metric(["api"], 1)  # it is answering this request

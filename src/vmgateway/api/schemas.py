@@ -186,7 +186,8 @@ class Disk(Answer):
 
 class Journal(Answer):
     state: Literal["ok", "failing"] = Field(
-        description="failing: its commits fail (a disk error, a full disk); nothing is acknowledged until one succeeds.")
+        description="failing: its commits fail (a disk error, a full disk); nothing is acknowledged until one "
+                    "succeeds.")
     last_error: str | None
     failing_since: float | None
 

@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 from vmgateway.bundle.manifest import Bundle
-from vmgateway.files import fsync_directory
+from vmgateway.files import fsync_directory, fsync_tree
 from vmgateway.upgrade.layout import INSTALLING, VERSION, Layout
 
 PIP_TIMEOUT_S = 1800
@@ -47,6 +47,7 @@ def install_release(layout: Layout, wheel: Path, wheelhouse: Path | None, requir
     target.mkdir(parents=True)
     (target / INSTALLING).write_text(str(wheel) + "\n")
     fsync_directory(target.parent)
+    fsync_directory(layout.root)  # releases/ itself may be new
     venv = target / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], "making the venv")
     sources = ["--no-index", "--find-links", str(wheelhouse)] if wheelhouse else []
@@ -57,6 +58,7 @@ def install_release(layout: Layout, wheel: Path, wheelhouse: Path | None, requir
     reported = _run([str(venv / "bin" / "vmgateway"), "--version"], "asking the new release its version").strip()
     if reported != f"vmgateway {version}":
         raise InstallError(f"the installed release says {reported!r}, not vmgateway {version}")
+    fsync_tree(target)  # before the marker goes: a power cut soon after must not find a release of empty files
     (target / INSTALLING).unlink()
     fsync_directory(target)
     return version

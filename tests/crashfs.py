@@ -125,7 +125,9 @@ class CrashOperations:
             info = os.lstat(live_path)
         except FileNotFoundError:
             return
-        if info.st_nlink <= 1 or stat.S_ISDIR(info.st_mode):
+        node_id = self.ids.get(info.st_ino)
+        ours = 1 if node_id is not None and self.nodes[node_id].shared else 0  # the hard link kept at mount
+        if info.st_nlink - ours <= 1 or stat.S_ISDIR(info.st_mode):
             self.ids.pop(info.st_ino, None)
             if not stat.S_ISDIR(info.st_mode):
                 self.used -= info.st_size

@@ -297,3 +297,11 @@ def test_with_one_fsync_taken_out_a_power_cut_loses_an_acknowledged_item(
     crashfs.mount()
     check = check_after_restart(gateway, ledger)
     assert check.lost, f"{mutant}: nothing lost of {check.acknowledged} acknowledged — the test would prove nothing"
+    missing = [row["item_id"] for row in gateway.instances()
+               if not (gateway.data_dir / "spool" / row["spool_path"]).is_file()]
+    assert bool(missing) == (mutant == "spool_directory_fsync")
+    with client(gateway, new_token(gateway, "vetmanager")) as api:
+        assert api.post("/api/v1/transfers/activate").status_code == 200
+        for item_id in missing[:3]:  # the journal names a file the disk lost: a clear answer, never a 500
+            answer = api.get(f"/api/v1/items/{item_id}/content")
+            assert answer.status_code == 410 and f"item {item_id}:" in answer.json()["detail"], answer.text

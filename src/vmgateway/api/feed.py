@@ -78,6 +78,9 @@ async def get_item_content(item_id: ItemId, who: Caller, view: Gateway) -> FileR
         if path is None:
             raise HTTPException(410, f"item {item_id} was delivered and its file removed"
                                      " (storage.keep_delivered_days)")
+        if not path.is_file():  # the journal names it, the disk lost it (the start's check logged it)
+            raise HTTPException(410, f"item {item_id}: its file is missing from the spool, lost on the disk;"
+                                     " the sender may still have it")
         return FileResponse(path, media_type="application/dicom", filename=_file_name(record))
     if record["kind"] == "astm":
         media_type = ASTM_MEDIA_TYPE

@@ -35,7 +35,7 @@ _ERRORS = {
     403: "A monitoring token: it reads /api/v1/status and /api/v1/metrics only.",
     404: "Nothing by that ID.",
     409: "Not now, or not like this: the detail says why (e.g. transfers not active yet).",
-    410: "Gone: the item's file was removed after delivery (storage.keep_delivered_days).",
+    410: "Gone: the item's file was removed after delivery (storage.keep_delivered_days), or lost on the disk.",
     413: "The body is larger than api.max_body_bytes.",
     429: "Too many wrong tokens from this address: wait a minute.",
     503: "The journal did not take a write.",

@@ -7,6 +7,7 @@ serves port 4006: the attacks are raw bytes, the legitimate senders are dcmtk an
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import socket
@@ -384,6 +385,34 @@ def test_a_disk_filled_by_someone_else_answers_a700_and_the_association_goes_on(
     assert gateway.incoming_files() == []
     assert [row["sop_instance_uid"] for row in gateway.instances()] == [pydicom.dcmread(small).SOPInstanceUID]
     assert "No space left on device" in gateway.wait_for_log("refused: disk below watermark")
+
+
+def test_the_journal_meeting_a_full_disk_answers_ae_and_commits_again_once_there_is_room(
+        make_gateway: Any, small_disk: Path) -> None:
+    """No watermark (storage.min_free_mb = 0) and a disk filled to the last byte by someone else:
+    the journal's own SQLITE_FULL is an `AE`, shown in status, and gone once there is room."""
+    from tests.test_api import client, new_token
+    from tests.test_disk_faults import hl7_answer
+
+    gateway = make_gateway(storage={"data_dir": str(small_disk / "var"), "min_free_mb": 0})
+    token = new_token(gateway, "vetmanager")
+    filler = small_disk / "someone-else"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, shutil.disk_usage(small_disk).free)  # to the last block
+    finally:
+        os.close(fd)
+    assert shutil.disk_usage(small_disk).free == 0
+    assert hl7_answer(gateway, with_control_id(HEMATOLOGY, "FULL-1")) == "AE"
+    with client(gateway, token) as api:
+        journal = api.get("/api/v1/status").json()["components"]["journal"]
+    assert journal["state"] == "failing" and "full" in journal["last_error"], journal
+
+    filler.unlink()
+    assert hl7_answer(gateway, with_control_id(HEMATOLOGY, "FULL-2")) == "AA"
+    with client(gateway, token) as api:
+        assert api.get("/api/v1/status").json()["components"]["journal"]["state"] == "ok"
+    assert [bytes(row["data"]).split(b"|")[9] for row in gateway.hl7_messages()] == [b"FULL-2"]
 
 
 def test_astm_shares_and_a_trickled_frame(make_gateway: Any) -> None:

@@ -53,10 +53,9 @@ Complete = dict[str, tuple[int, int]]
 """Study Instance UID → (instances on the PACS, instances held) when a poll found nothing missing."""
 
 
-def poll_once(config: PacsConfig, calling_ae: str, store: Store, complete: Complete | None = None) -> PollResult:
+def poll_once(config: PacsConfig, calling_ae: str, store: Store, complete: Complete) -> PollResult:
     """One poll, blocking (pynetdicom); raises PacsError when the PACS cannot be asked at all.
     `complete` is kept from poll to poll by the caller (and updated here)."""
-    complete = {} if complete is None else complete
     result = PollResult()
     wanted: list[Wanted] = []
     ae = AE(ae_title=calling_ae)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from playwright.sync_api import Page, ViewportSize, expect, sync_playwright
 from tests.conftest import GatewayProcess, dcmtk
 from tests.dicomdata import copies_of_ct_small
 from tests.test_api import new_token
+from vmgateway import __version__
 from vmgateway.clock import clock_synchronised
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -63,6 +65,11 @@ def test_sign_in_see_devices_activate_transfers(gateway: GatewayProcess, tmp_pat
             if not clock_ok:
                 expect(page.locator("#reasons")).to_contain_text("the clock is not synchronised")
             expect(page.locator("#devices")).to_contain_text("XRAY_ROOM1")
+            with gateway.journal() as conn:
+                (gateway_id,) = conn.execute("SELECT value FROM settings WHERE key = 'gateway_id'").fetchone()
+            identity = page.locator("#identity")
+            for shown in (gateway_id, socket.gethostname(), __version__):  # which box, quoted on the phone
+                expect(identity).to_contain_text(shown)
             expect(page.locator("#transfers")).to_contain_text("off")
             pull = page.locator("#destinations tr", has_text="pull feed")
             expect(pull).to_contain_text("off")

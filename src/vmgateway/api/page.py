@@ -104,6 +104,7 @@ def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_rece
 <h2>Devices seen / Enheter som hörts av</h2>
 <div class="wide"><table id="devices"><tr><th>Protocol</th><th>Name (AE / application^facility)</th><th>Address</th>
 <th>First seen</th><th>Last seen</th><th>Items</th></tr>{device_rows}</table></div>
+{_identity(status["identity"])}
 <h2>Echo a PACS or modality / Testa anslutningen</h2>
 <form method="post" action="/ui/echo"><input name="host" placeholder="host" required>
 <input name="port" placeholder="port" size="6" required><input name="called_ae" placeholder="AE title" value="ANY-SCP">
@@ -111,6 +112,22 @@ def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_rece
 <form method="post" action="/signout"><button type="submit">Sign out / Logga ut</button></form>
 """
     return _page("vmgateway – status", body, refresh=not echo_result)
+
+
+def _identity(identity: dict[str, Any]) -> str:
+    """Which box this is and what runs on it: what Vetmanager's staff quote when they call about one."""
+    releases = identity["releases"]
+    rows = [("Gateway id", identity["gateway_id"] or "–"), ("Host / Värd", identity["hostname"]),
+            ("Site / Klinik", identity["site"] or "–"), ("Version", identity["version"]),
+            ("Started / Startad", when(identity["started_at"])),
+            ("Release committed / Fastställd", releases["committed"] or "–"),
+            ("Previous / Föregående", releases["previous"] or "–"),
+            ("On trial / Provas", releases["on_trial"] or "–"),
+            ("Failed / Misslyckade", ", ".join(releases["failed"]) or "–"),
+            ("Last upgrade / Senaste uppgradering", when(releases["last_upgrade_at"])),
+            ("Last rollback / Senaste återgång", when(releases["last_rollback_at"]))]
+    cells = "".join(f"<tr><th>{label}</th><td>{escape(str(value))}</td></tr>" for label, value in rows)
+    return f'<h2>This box / Den här enheten</h2><div class="wide"><table id="identity">{cells}</table></div>'
 
 
 def _destinations(transfers: dict[str, Any], active: bool) -> str:

@@ -405,6 +405,47 @@ class WorklistConfig(_Section):
     """An entry is forgotten this long after its scheduled time."""
 
 
+Hl7Text = Annotated[str, Field(max_length=180, pattern=r"^[^|^~\\&\r\n]*$")]
+"""A value that goes into an HL7 field as it is: no delimiters, no line breaks."""
+
+
+class LabInstrument(_Section):
+    """An analyzer in the clinic that takes orders over HL7 (MLLP over TCP), e.g. IDEXX VetLab Station."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    """What orders name (`instrument`) and status shows."""
+    host: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$")]
+    port: Port
+    protocol: Literal["hl7"] = "hl7"
+    """How orders reach it (HL7 ORM^O01). ASTM order download is not built yet."""
+    hl7_version: Literal["2.3", "2.3.1", "2.4", "2.5", "2.5.1"] = "2.3.1"
+    charset: Annotated[str, AfterValidator(_charset)] = "8859/1"
+    """MSH-18: the characters the instrument reads (HL7 table 0211, e.g. 8859/1, UNICODE UTF-8)."""
+    sending_application: Hl7Text = "VMGATEWAY"
+    sending_facility: Hl7Text = ""
+    receiving_application: Hl7Text = ""
+    receiving_facility: Hl7Text = ""
+    answer_timeout_s: Seconds = 30
+    """How long to wait for the instrument's ACK before trying again later."""
+
+
+class LabConfig(_Section):
+    """Lab orders out to the clinic's analyzers."""
+
+    instruments: list[LabInstrument] = []
+    max_attempts: Annotated[int, Field(ge=1, le=10000)] = 100
+    """Sends of one message (no connection, no answer) before it is dead: kept, shown, retryable."""
+    backoff_initial_s: Seconds = 5
+    backoff_max_s: Seconds = 300
+
+    @model_validator(mode="after")
+    def _distinct(self) -> LabConfig:
+        names = [instrument.name for instrument in self.instruments]
+        if len(names) != len(set(names)):
+            raise ValueError("lab.instruments: each instrument needs its own name")
+        return self
+
+
 class UpgradeConfig(_Section):
     """How `vmgateway upgrade` installs releases and restarts the service."""
 
@@ -446,6 +487,7 @@ class Settings(_Section):
     transfers: TransfersConfig = TransfersConfig()
     worklist: WorklistConfig = WorklistConfig()
     astm: AstmConfig = AstmConfig()
+    lab: LabConfig = LabConfig()
     upgrade: UpgradeConfig = UpgradeConfig()
 
     @property

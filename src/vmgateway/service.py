@@ -26,6 +26,7 @@ from vmgateway.dicom.studies import complete_quiet_studies, completion_interval,
 from vmgateway.hl7.receiver import Hl7Receiver
 from vmgateway.host.systemd import Notifier
 from vmgateway.jobs import Jobs
+from vmgateway.lab.sender import InstrumentSender
 from vmgateway.logs import LastProblems
 from vmgateway.pacs.poller import PacsPoller
 from vmgateway.power.monitor import PowerMonitor
@@ -57,10 +58,13 @@ class Gateway:
         self.power = PowerMonitor(settings.power, self.store, self._drain_for_power) if settings.power.enabled else None
         self.destinations: list[Destination] = []
         self.pacs = PacsPoller(settings, self.store)
+        self.instruments = [InstrumentSender(instrument, settings.lab, self.store)
+                            for instrument in settings.lab.instruments]
         self.jobs = Jobs()
         self.api = ApiServer(GatewayView(settings, self.store, time.time(), self._components, self.jobs.states,
                                          self._power, self._destinations, lambda: self.pacs.state,
-                                         self.pacs.poll_now, settings_file, self._apply_remote_settings))
+                                         self.pacs.poll_now, settings_file, self._apply_remote_settings,
+                                         lambda: {s.instrument.name: dict(s.state) for s in self.instruments}))
         self.notifier = Notifier()
         self._running: set[str] = set()
         self._problems = LastProblems()
@@ -99,14 +103,16 @@ class Gateway:
     async def _drain(self, timeout: float | None) -> int:
         """Start nothing new, let what runs finish, then stop the jobs; return aborted associations.
 
-        Receivers refuse newcomers; push destinations and the PACS poller start no new request
+        Receivers refuse newcomers; push destinations, the PACS poller and the lab senders start no new request
         but finish those under way, within the longest of the receivers' drain times (or the
         power drain's `timeout`): an upload begun in a drain would only be cut off by the stop.
         """
         finishing = [f"push:{destination.sink.name}" for destination in self.destinations] + ["pacs_poll"]
-        for destination in self.destinations:
-            destination.stop_starting()
-        self.pacs.stop_starting()
+        finishing += [f"lab:{sender.instrument.name}" for sender in self.instruments]
+        stoppable: list[Destination | PacsPoller | InstrumentSender] = [*self.destinations, self.pacs,
+                                                                          *self.instruments]
+        for job in stoppable:
+            job.stop_starting()
         settings = self.settings
         longest = max(settings.dicom.drain_timeout_s, settings.hl7.drain_timeout_s, settings.astm.drain_timeout_s)
         aborted, _ = await asyncio.gather(self._stop_listeners(timeout),
@@ -235,6 +241,8 @@ class Gateway:
         self.jobs.run("pacs_poll", self.pacs.run)
         for destination in self.destinations:
             self.jobs.run(f"push:{destination.sink.name}", destination.run)
+        for sender in self.instruments:
+            self.jobs.run(f"lab:{sender.instrument.name}", sender.run)
         if self.power is not None:
             self.jobs.run("ups_watch", self.power.run)
 

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from vmgateway import __version__
-from vmgateway.api import checks, feed, gateway, settings, site, transfers, ui, worklist
+from vmgateway.api import checks, feed, gateway, lab, settings, site, transfers, ui, worklist
 from vmgateway.api.deps import GatewayView
 from vmgateway.api.security import BodyLimitMiddleware
 
@@ -32,7 +32,7 @@ def create_app(view: GatewayView) -> Any:
     api = FastAPI(title="vmgateway management API", version=__version__, openapi_url="/api/v1/openapi.json",
                   docs_url=None, redoc_url=None, generate_unique_id_function=_operation_id)
     api.state.view = view
-    for module in (gateway, site, settings, checks, worklist, transfers, feed, ui):
+    for module in (gateway, site, settings, checks, worklist, lab, transfers, feed, ui):
         api.include_router(module.router)
     app: Any = BodyLimitMiddleware(api, view.settings.api.max_body_bytes)
     app.fastapi = api  # for the OpenAPI document

@@ -52,6 +52,8 @@ class GatewayView:
     """The configuration file the gateway was started with (None: the embedded defaults)."""
     apply_settings: Callable[[Settings, list[str]], list[str]] = lambda changed, keys: list(keys)
     """Put remote changes into effect, on the gateway's loop; returns the keys that need a restart."""
+    instruments: Callable[[], dict[str, dict[str, Any]]] = lambda: {}
+    """The lab instruments' senders by name: idle, sending, connected or unreachable; last error."""
     restart_needed: set[str] = field(default_factory=set, init=False)
     """Keys changed remotely since the start that take effect at the next one."""
     changing: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -83,9 +85,9 @@ class GatewayView:
         return await asyncio.wrap_future(answer)
 
     def running(self) -> dict[str, Any]:
-        """Listeners, jobs, power, PACS poller and push destinations as they are now (copies)."""
+        """Listeners, jobs, power, PACS poller, push destinations and lab instruments as they are now (copies)."""
         return {"components": self.components(), "jobs": self.jobs(), "power": self.power(),
-                "pacs": dict(self.pacs()), "destinations": self.destinations()}
+                "pacs": dict(self.pacs()), "destinations": self.destinations(), "instruments": self.instruments()}
 
     async def poll_pacs_now(self) -> dict[str, Any]:
         """Poll the PACS now, on the gateway's loop (where the poller runs), and wait for the outcome."""

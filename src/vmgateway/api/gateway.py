@@ -90,7 +90,15 @@ async def gateway_status(view: GatewayView, counts: dict[str, Any] | None = None
         "last_received_at": counts["last_received_at"],
         "clock_synchronised": facts.clock_synchronised,
         "api_certificate_expires_at": view.certificate_expires_at,
+        "lab": await _instruments(view, running["instruments"]),
     }
+
+
+async def _instruments(view: GatewayView, senders: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each configured analyzer: its sender's state beside what its queue holds."""
+    queues = await view.store.lab.summary()
+    empty = {"waiting": 0, "failed": 0, "dead": 0, "last_answer": None, "last_answer_at": None}
+    return {name: sender | queues.get(name, empty) for name, sender in senders.items()}
 
 
 @router.get("/status", response_model=Status, responses=_TOKEN)

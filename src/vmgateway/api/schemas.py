@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from vmgateway.config import PacsConfig, Settings, SiteConfig
+from vmgateway.lab.order import LabOrder
 from vmgateway.model import SenderProtocol
 from vmgateway.worklist.entry import WorklistEntry
 
@@ -240,6 +241,54 @@ class Identity(Answer):
     releases: Releases
 
 
+# -- lab orders ---------------------------------------------------------------------------------
+
+LabState = Literal["queued", "sent", "acknowledged", "failed", "dead"]
+
+
+class LabMessage(Answer):
+    control: Literal["NW", "XO", "CA"] = Field(description="ORC-1: new order, change, cancellation.")
+    control_id: str = Field(description="MSH-10, the same on every resend.")
+    state: LabState
+    attempts: int
+    last_error: str | None = Field(description="Why the last send got no answer.")
+    answer: str | None = Field(description="MSA-1 and what the instrument said (MSA-3, ERR).")
+    created_at: UnixTime
+    answered_at: UnixTime | None
+
+
+class LabOrderRecord(Answer):
+    order_id: str
+    instrument: str
+    state: LabState = Field(description="Its latest message's: queued → sent → acknowledged, or failed (the"
+                                        " instrument refused it), or dead (no answer after lab.max_attempts).")
+    cancelled: bool
+    last_answer: str | None
+    created_at: UnixTime
+    updated_at: UnixTime
+    order: LabOrder
+    messages: list[LabMessage] = Field(description="What went to the instrument for it, oldest first.")
+
+
+class LabRetried(Answer):
+    order_id: str
+    requeued: int = Field(description="Dead or failed messages queued again.")
+
+
+class LabInstrumentState(Answer):
+    state: Literal["idle", "sending", "connected", "unreachable"]
+    host: str
+    port: int
+    waiting: int = Field(description="Messages not yet answered.")
+    failed: int
+    dead: int
+    last_answer: str | None
+    last_answer_at: UnixTime | None
+    last_sent_at: UnixTime | None
+    last_error: str | None
+    last_error_at: UnixTime | None
+
+
 class Status(Answer):
     version: str
     site: str
@@ -254,6 +303,7 @@ class Status(Answer):
     clock_synchronised: bool | None = Field(description="null when the kernel cannot say.")
     api_certificate_expires_at: UnixTime | None = Field(description="When the API's TLS certificate ends (null"
                                                                     " without TLS).")
+    lab: dict[str, LabInstrumentState] = Field(description="Each analyzer lab orders go to ([[lab.instruments]]).")
 
 
 class Event(Answer):

@@ -10,7 +10,7 @@ package; what it raises is its own (JournalError, SpoolFull, …), never sqlite3
 
 Its parts, each with one concern: `feed` (what was received, for the API and the push sinks),
 `deliveries` (push transfers' queue), `worklist` (entries and procedure steps), `tokens` and
-`settings` (what the API set).
+`settings` (what the API set), `lab` (lab orders and their queue to the analyzers).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from vmgateway.store.deliveries import Deliveries
 from vmgateway.store.feed import Feed
 from vmgateway.store.holdings import held_instances
 from vmgateway.store.journal import Journal, JournalClosed, JournalError, Write
+from vmgateway.store.lab import LabOrders
 from vmgateway.store.lock import DataFolderBusy, DataFolderLock
 from vmgateway.store.records import (
     complete_quiet_studies,
@@ -73,6 +74,7 @@ class Store:
         self.worklist = Worklist(self._journal)
         self.tokens = Tokens(self._journal)
         self.settings = KeptSettings(self._journal, self._tell_listeners)
+        self.lab = LabOrders(self._journal, self._tell_listeners)
 
     @property
     def incoming_dir(self) -> Path:

@@ -193,6 +193,36 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE api_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'all';
     """,
+    # 9: lab orders out: each order, and the queue of HL7 messages for its instrument (in order)
+    """
+    CREATE TABLE lab_orders (
+        order_id    TEXT PRIMARY KEY,
+        instrument  TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        cancelled   INTEGER NOT NULL DEFAULT 0,
+        last_answer TEXT,
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    CREATE INDEX lab_orders_state ON lab_orders (state);
+    CREATE TABLE lab_messages (
+        id              INTEGER PRIMARY KEY,
+        order_id        TEXT NOT NULL REFERENCES lab_orders (order_id),
+        instrument      TEXT NOT NULL,
+        control         TEXT NOT NULL,
+        control_id      TEXT NOT NULL,
+        message         BLOB NOT NULL,
+        state           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error      TEXT,
+        answer          TEXT,
+        created_at      REAL NOT NULL,
+        answered_at     REAL
+    );
+    CREATE INDEX lab_messages_queue ON lab_messages (instrument, state, id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,222 @@
+"""Lab orders out: the gateway against an analyzer's HL7 port that is not ours — python-hl7's own
+asyncio MLLP server, answering AA, AE or nothing, up or down."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import hl7
+import hl7.mllp
+import pytest
+
+from tests.conftest import GatewayProcess, free_ports
+from tests.test_api import client, new_token
+
+ORDER: dict[str, Any] = {
+    "order_id": "VM-1001", "instrument": "vetlab", "priority": "stat",
+    "animal": {"name": "Öskar", "patient_id": "P-77", "species": "Canine", "breed": "Labrador", "sex": "M",
+               "birth_date": "2019-04-01", "weight_kg": 31.5},
+    "owner": {"family_name": "Åberg", "given_name": "Märta"},
+    "tests": [{"code": "CHEM17", "text": "Chem 17"}, {"code": "CBC", "text": "Hematologi"}],
+}
+
+
+class Analyzer:
+    """An analyzer's HL7 port: python-hl7's asyncio MLLP server on 127.0.0.1, in a thread of its
+    own, answering each message with `answer` ("AA", "AE" or "silent") and keeping what came."""
+
+    def __init__(self, port: int, answer: str = "AA") -> None:
+        self.port = port
+        self.answer = answer
+        self.received: list[bytes] = []
+        self.changed = threading.Condition()
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.Server | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> Analyzer:
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            hl7.mllp.start_hl7_server(self._client, "127.0.0.1", self.port), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def close() -> None:
+            assert self._server is not None
+            self._server.close()
+            await self._server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _client(self, reader: Any, writer: Any) -> None:
+        try:
+            while True:
+                block: bytes = await reader.readblock()
+                with self.changed:
+                    self.received.append(block)
+                    self.changed.notify_all()
+                if self.answer == "silent":
+                    continue
+                ack = str(hl7.parse(block.decode("latin-1")).create_ack(self.answer))
+                if self.answer != "AA":  # MSA-3, what the analyzer says about it
+                    ack = ack.rstrip("\r") + "|Unknown test code CHEM17\r"
+                writer.writeblock(ack.encode("latin-1"))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def wait_for(self, count: int, timeout: float = 30) -> list[bytes]:
+        with self.changed:
+            if not self.changed.wait_for(lambda: len(self.received) >= count, timeout):
+                raise AssertionError(f"{len(self.received)} message(s), not {count}, within {timeout} s")
+            return list(self.received)
+
+
+def fields(message: bytes, segment: str, charset: str = "latin-1") -> list[list[str]]:
+    """Each `segment` of the message as its fields (index = field number)."""
+    return [line.split("|") for line in message.decode(charset).split("\r") if line.startswith(segment + "|")]
+
+
+@pytest.fixture
+def analyzer_port() -> int:
+    (port,) = free_ports(1)
+    return port
+
+
+def ordering(make_gateway: Any, port: int, **instrument: Any) -> tuple[GatewayProcess, str]:
+    gateway: GatewayProcess = make_gateway(lab={
+        "instruments": [{"name": "vetlab", "host": "127.0.0.1", "port": port, "hl7_version": "2.5.1",
+                         "receiving_application": "VetLab", "answer_timeout_s": 2} | instrument],
+        "backoff_initial_s": 0.2, "backoff_max_s": 0.5})
+    return gateway, new_token(gateway, "vetmanager")
+
+
+def answered(gateway: GatewayProcess, count: int) -> None:
+    gateway.wait_until(lambda lines: sum('"lab order answered"' in line for line in lines) >= count,
+                       f"{count} lab message(s) answered")
+
+
+def test_an_order_reaches_the_analyzer_as_orm_o01_with_its_swedish_letters(make_gateway: Any,
+                                                                           analyzer_port: int) -> None:
+    gateway, token = ordering(make_gateway, analyzer_port)
+    with Analyzer(analyzer_port) as analyzer, client(gateway, token) as api:
+        placed = api.post("/api/v1/lab/orders", json=ORDER)
+        assert placed.status_code == 201, placed.text
+        (message,) = analyzer.wait_for(1)
+        answered(gateway, 1)
+        record = api.get("/api/v1/lab/orders/VM-1001").json()
+    (msh,) = fields(message, "MSH")
+    assert (msh[4], msh[8], msh[11], msh[17]) == ("VetLab", "ORM^O01^ORM_O01", "2.5.1", "8859/1")
+    assert msh[9] == record["messages"][0]["control_id"]
+    (pid,) = fields(message, "PID")
+    assert (pid[3], pid[5], pid[7], pid[8], pid[35], pid[36]) == (
+        "P-77", "Åberg^Öskar", "20190401", "M", "^Canine", "^Labrador")
+    assert fields(message, "NK1")[0][2] == "Åberg^Märta"
+    orcs, obrs = fields(message, "ORC"), fields(message, "OBR")
+    assert [(o[1], o[2], o[7]) for o in orcs] == [("NW", "VM-1001", "^^^^^S")] * 2
+    assert [(o[2], o[4]) for o in obrs] == [("VM-1001", "CHEM17^Chem 17"), ("VM-1001", "CBC^Hematologi")]
+    assert fields(message, "OBX")[0][5:7] == ["31.5", "kg"]
+    assert (record["state"], record["cancelled"], record["last_answer"]) == ("acknowledged", False, "AA")
+
+
+def test_an_analyzer_that_was_down_gets_the_same_message_once_it_is_back(make_gateway: Any,
+                                                                        analyzer_port: int) -> None:
+    gateway, token = ordering(make_gateway, analyzer_port)
+    with client(gateway, token) as api:
+        assert api.post("/api/v1/lab/orders", json=ORDER).status_code == 201
+        gateway.wait_until(lambda lines: sum('"lab order not delivered"' in line for line in lines) >= 2,
+                           "two sends refused by a closed port")
+        down = api.get("/api/v1/lab/orders/VM-1001").json()
+        assert down["state"] == "sent" and "refused" in down["messages"][0]["last_error"].lower(), down
+        status = api.get("/api/v1/status").json()["lab"]["vetlab"]
+        assert (status["state"], status["waiting"]) == ("unreachable", 1)
+        with Analyzer(analyzer_port, answer="silent") as analyzer:  # up, but says nothing: sent again
+            first, again = analyzer.wait_for(2)
+        with Analyzer(analyzer_port) as analyzer:
+            (last,) = analyzer.wait_for(1)
+            answered(gateway, 1)
+        record = api.get("/api/v1/lab/orders/VM-1001").json()
+    assert first == again == last  # one message, the same MSH-10 each time
+    assert record["state"] == "acknowledged" and record["messages"][0]["attempts"] >= 4
+
+
+def test_a_refusal_is_recorded_with_its_text_and_the_next_order_still_goes(make_gateway: Any,
+                                                                          analyzer_port: int) -> None:
+    gateway, token = ordering(make_gateway, analyzer_port)
+    with Analyzer(analyzer_port, answer="AE") as analyzer, client(gateway, token) as api:
+        assert api.post("/api/v1/lab/orders", json=ORDER).status_code == 201
+        analyzer.wait_for(1)
+        answered(gateway, 1)
+        analyzer.answer = "AA"
+        assert api.post("/api/v1/lab/orders", json=ORDER | {"order_id": "VM-1002"}).status_code == 201
+        analyzer.wait_for(2)
+        answered(gateway, 2)
+        refused = api.get("/api/v1/lab/orders/VM-1001").json()
+        assert api.get("/api/v1/lab/orders/VM-1002").json()["state"] == "acknowledged"
+        assert [o["order_id"] for o in api.get("/api/v1/lab/orders", params={"state": "failed"}).json()] == [
+            "VM-1001"]
+        assert api.get("/api/v1/status").json()["lab"]["vetlab"]["failed"] == 1
+        assert api.post("/api/v1/lab/orders/VM-1001/retry").json()["requeued"] == 1  # fixed on the analyzer
+        analyzer.wait_for(3)
+        answered(gateway, 3)
+        retried = api.get("/api/v1/lab/orders/VM-1001").json()
+    assert refused["state"] == "failed" and refused["last_answer"] == "AE Unknown test code CHEM17"
+    assert retried["state"] == "acknowledged"
+
+
+def test_a_cancellation_follows_its_order_and_ends_it(make_gateway: Any, analyzer_port: int) -> None:
+    gateway, token = ordering(make_gateway, analyzer_port)
+    with Analyzer(analyzer_port) as analyzer, client(gateway, token) as api:
+        assert api.post("/api/v1/lab/orders", json=ORDER).status_code == 201
+        changed = api.put("/api/v1/lab/orders/VM-1001", json=ORDER | {"priority": "routine"})
+        assert changed.status_code == 200, changed.text
+        assert api.delete("/api/v1/lab/orders/VM-1001").json()["cancelled"] is True
+        new, change, cancel = analyzer.wait_for(3)
+        answered(gateway, 3)
+        assert api.put("/api/v1/lab/orders/VM-1001", json=ORDER).status_code == 409
+        assert api.delete("/api/v1/lab/orders/VM-1001").status_code == 409
+        record = api.get("/api/v1/lab/orders/VM-1001").json()
+    assert [fields(m, "ORC")[0][1] for m in (new, change, cancel)] == ["NW", "XO", "CA"]
+    assert fields(change, "ORC")[0][7] == "^^^^^R" and {fields(m, "ORC")[0][2] for m in (new, change, cancel)} == {
+        "VM-1001"}
+    assert [m["control"] for m in record["messages"]] == ["NW", "XO", "CA"]
+    assert (record["state"], record["cancelled"]) == ("acknowledged", True)
+
+
+def test_orders_queued_when_the_gateway_is_killed_reach_the_analyzer_after_the_restart(make_gateway: Any,
+                                                                                     analyzer_port: int) -> None:
+    gateway, token = ordering(make_gateway, analyzer_port)
+    with client(gateway, token) as api:
+        for number in range(3):
+            assert api.post("/api/v1/lab/orders", json=ORDER | {"order_id": f"VM-{number}"}).status_code == 201
+    gateway.kill()
+    with Analyzer(analyzer_port) as analyzer:
+        gateway.start()
+        received = analyzer.wait_for(3)
+        answered(gateway, 3)
+    assert [fields(m, "ORC")[0][2] for m in received] == ["VM-0", "VM-1", "VM-2"]  # in order, each once
+    with client(gateway, token) as api:
+        assert {o["state"] for o in api.get("/api/v1/lab/orders").json()} == {"acknowledged"}
+
+
+def test_an_order_the_instrument_could_not_read_is_refused_with_what_is_wrong(make_gateway: Any,
+                                                                             analyzer_port: int) -> None:
+    gateway, token = ordering(make_gateway, analyzer_port)
+    with client(gateway, token) as api:
+        unknown = api.post("/api/v1/lab/orders", json=ORDER | {"instrument": "catalyst"})
+        assert unknown.status_code == 422 and "'catalyst' is not configured (configured: vetlab)" in unknown.text
+        greek = api.post("/api/v1/lab/orders", json=ORDER | {"owner": {"family_name": "Ωmega"}})
+        assert greek.status_code == 422 and "'Ω' cannot be sent in vetlab's charset 8859/1" in greek.text
+        delimiter = api.post("/api/v1/lab/orders", json=ORDER | {"animal": ORDER["animal"] | {"name": "Fi|do"}})
+        assert delimiter.status_code == 422 and "animal" in delimiter.text
+        assert api.post("/api/v1/lab/orders", json=ORDER).status_code == 201
+        again = api.post("/api/v1/lab/orders", json=ORDER)
+        assert again.status_code == 409 and "exists already" in again.text
+        assert api.get("/api/v1/lab/orders/VM-404").status_code == 404
+        assert [o["order_id"] for o in api.get("/api/v1/lab/orders").json()] == ["VM-1001"]

@@ -96,7 +96,7 @@ def test_every_command_follows_the_environment_and_says_what_it_used(tmp_path: P
         ({"dicom": {"bind": "localhost"}}, "dicom.bind = 'localhost': a bind address is an IP address"),
         ({"storage": {"min_free_mb": -1}}, "storage.min_free_mb = -1: Input should be greater than or equal to 0"),
         ({"dicom": {"prot": 1}}, "dicom.prot: unknown key (allowed here: bind, port, ae_title,"),
-        ({"dicmo": {}}, "dicmo: unknown key (allowed here: site, pacs, storage, dicom, hl7, api, power, transfers, worklist, astm, upgrade)"),
+        ({"dicmo": {}}, "dicmo: unknown key (allowed here: site, pacs, storage, dicom, hl7, api, power, transfers, worklist, astm, lab, upgrade)"),
         ({"transfers": {"mode": "push"}}, 'transfers: transfers.mode = "push" needs dicomweb_url, hl7_url or astm_url'),
         ({"transfers": {"mode": "both"}}, "transfers.mode = 'both': Input should be 'pull' or 'push'"),
         ({"transfers": {"dicomweb_url": "http://archive.example/dicom-web"}},

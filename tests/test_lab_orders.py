@@ -210,9 +210,9 @@ def test_an_order_the_instrument_could_not_read_is_refused_with_what_is_wrong(ma
     gateway, token = ordering(make_gateway, analyzer_port)
     with client(gateway, token) as api:
         unknown = api.post("/api/v1/lab/orders", json=ORDER | {"instrument": "catalyst"})
-        assert unknown.status_code == 422 and "'catalyst' is not configured (configured: vetlab)" in unknown.text
+        assert unknown.status_code == 409 and "'catalyst' is not configured (configured: vetlab)" in unknown.text
         greek = api.post("/api/v1/lab/orders", json=ORDER | {"owner": {"family_name": "Ωmega"}})
-        assert greek.status_code == 422 and "'Ω' cannot be sent in vetlab's charset 8859/1" in greek.text
+        assert greek.status_code == 409 and "'Ω' cannot be sent in vetlab's charset 8859/1" in greek.text
         delimiter = api.post("/api/v1/lab/orders", json=ORDER | {"animal": ORDER["animal"] | {"name": "Fi|do"}})
         assert delimiter.status_code == 422 and "animal" in delimiter.text
         assert api.post("/api/v1/lab/orders", json=ORDER).status_code == 201
@@ -220,3 +220,42 @@ def test_an_order_the_instrument_could_not_read_is_refused_with_what_is_wrong(ma
         assert again.status_code == 409 and "exists already" in again.text
         assert api.get("/api/v1/lab/orders/VM-404").status_code == 404
         assert [o["order_id"] for o in api.get("/api/v1/lab/orders").json()] == ["VM-1001"]
+
+
+def test_a_result_that_names_its_order_is_linked_to_it(make_gateway: Any, analyzer_port: int) -> None:
+    """The analyzer's ORU^R01 carries the placer order number in OBR-2; an ASTM analyzer's sample id
+    is the order id (printed on the tube's label)."""
+    from tests.astm_instrument import Instrument, result_message
+    from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa
+
+    (astm_port,) = free_ports(1)
+    gateway, token = ordering(make_gateway, analyzer_port)
+    gateway.stop()
+    gateway.config.write_text(gateway.config.read_text() + f'\n[[astm.listeners]]\nname = "vetscan"\n'
+                              f'bind = "127.0.0.1"\nport = {astm_port}\n')
+    gateway.start()
+    with Analyzer(analyzer_port) as analyzer, client(gateway, token) as api:
+        for order_id in ("VM-1001", "VM-2002"):
+            assert api.post("/api/v1/lab/orders", json=ORDER | {"order_id": order_id}).status_code == 201
+        analyzer.wait_for(2)
+        answered(gateway, 2)
+        peer = Peer(gateway.hl7_port)
+        try:
+            peer.send(frame(HEMATOLOGY.replace(b"OBR|1|REQ-9912|", b"OBR|1|VM-1001|")))
+            assert msa(peer.ack())[1] == "AA"
+        finally:
+            peer.close()
+        instrument = Instrument("127.0.0.1", astm_port).connect()
+        try:
+            assert instrument.send_message(result_message("VM-2002", "P-77"))
+        finally:
+            instrument.close()
+    assert gateway.stop() == 0  # an HL7 message is read in full after its ACK: done before the gateway stops
+    gateway.start()
+    with client(gateway, token) as api:
+        assert api.post("/api/v1/transfers/activate").status_code == 200
+        items = api.get("/api/v1/feed", params={"after": 0}).json()["items"]
+        orders = {o["order_id"]: o["state"] for o in api.get("/api/v1/lab/orders").json()}
+    assert {item["kind"]: item["lab"] for item in items} == {"hl7": {"order_id": "VM-1001"},
+                                                             "astm": {"order_id": "VM-2002"}}
+    assert orders == {"VM-1001": "resulted", "VM-2002": "resulted"}

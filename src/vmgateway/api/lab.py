@@ -14,26 +14,26 @@ from vmgateway.lab.orm import CannotEncode, Control, orm_o01
 
 router = APIRouter(prefix="/api/v1/lab/orders", tags=["lab"], responses=errors(401, 403, 429))
 
-ORDER_STATES = "^(queued|sent|acknowledged|failed|dead)$"
+ORDER_STATES = "^(queued|sent|acknowledged|failed|dead|resulted)$"
 
 
 def _instrument(view: GatewayView, order: LabOrder) -> LabInstrument:
-    """The instrument the order names; 422 when none of that name is configured."""
+    """The instrument the order names; 409 when none of that name is configured."""
     for instrument in view.settings.lab.instruments:
         if instrument.name == order.instrument:
             return instrument
     known = ", ".join(i.name for i in view.settings.lab.instruments) or "none: [[lab.instruments]] is empty"
-    raise HTTPException(422, f"instrument {order.instrument!r} is not configured (configured: {known})")
+    raise HTTPException(409, f"instrument {order.instrument!r} is not configured (configured: {known})")
 
 
 def _builder(view: GatewayView, order: LabOrder, control: Control) -> Any:
     """The message as it will be queued, tried once here: a value its charset cannot carry is a
-    422 now, not a message that can never be written."""
+    409 now, not a message that can never be written."""
     instrument = _instrument(view, order)
     try:
         orm_o01(order, instrument, control, "VMG0", datetime.now())
     except CannotEncode as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise HTTPException(409, str(exc)) from None
     return lambda control_id: orm_o01(order, instrument, control, control_id, datetime.now())
 
 

@@ -243,13 +243,14 @@ class Identity(Answer):
 
 # -- lab orders ---------------------------------------------------------------------------------
 
-LabState = Literal["queued", "sent", "acknowledged", "failed", "dead"]
+LabMessageState = Literal["queued", "sent", "acknowledged", "failed", "dead"]
+LabState = Literal["queued", "sent", "acknowledged", "failed", "dead", "resulted"]
 
 
 class LabMessage(Answer):
     control: Literal["NW", "XO", "CA"] = Field(description="ORC-1: new order, change, cancellation.")
     control_id: str = Field(description="MSH-10, the same on every resend.")
-    state: LabState
+    state: LabMessageState
     attempts: int
     last_error: str | None = Field(description="Why the last send got no answer.")
     answer: str | None = Field(description="MSA-1 and what the instrument said (MSA-3, ERR).")
@@ -261,7 +262,8 @@ class LabOrderRecord(Answer):
     order_id: str
     instrument: str
     state: LabState = Field(description="Its latest message's: queued → sent → acknowledged, or failed (the"
-                                        " instrument refused it), or dead (no answer after lab.max_attempts).")
+                                        " instrument refused it), or dead (no answer after lab.max_attempts);"
+                                        " resulted once a result for it arrived.")
     cancelled: bool
     last_answer: str | None
     created_at: UnixTime
@@ -363,6 +365,10 @@ class AstmDetails(Answer):
     result_count: int
 
 
+class LabLink(Answer):
+    order_id: str
+
+
 class Item(Answer):
     """One thing received: a DICOM instance, an HL7 message or an ASTM message."""
 
@@ -378,6 +384,8 @@ class Item(Answer):
     dicom: DicomDetails | None = None
     hl7: Hl7Details | None = None
     astm: AstmDetails | None = None
+    lab: LabLink | None = Field(default=None, description="The lab order this result answers (HL7 OBR-2, an ASTM"
+                                                         " sample id), when it is one of Vetmanager's.")
 
 
 class FeedPage(Answer):

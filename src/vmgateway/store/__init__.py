@@ -192,7 +192,7 @@ class Store:
     def add_hl7_details(self, details: list[tuple[int, Hl7Details]]) -> None:
         """Record what full parses found, many messages in one commit (nothing is promised
         on it: a lost batch is read again at the next start). Blocks: called in a worker thread."""
-        self._journal.write(record_hl7_details(details))
+        self._journal.write(record_hl7_details(details, time.time()))
 
     def held_instances(self, study_uid: str) -> dict[str, set[str]]:
         """SOP Instance UIDs held per Series Instance UID of the study (every version counts once)."""

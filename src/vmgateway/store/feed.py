@@ -25,7 +25,8 @@ _ITEM_COLUMNS = """
     h.version AS hl7_version,
     h.charset, h.charset_used, h.patient_id AS hl7_patient_id, h.patient_name AS hl7_patient_name,
     h.placer_order_number, h.filler_order_number, h.observation_count, wl.order_id,
-    a.listener, a.instrument, a.sample_ids, a.patient_ids AS astm_patient_ids, a.test_codes, a.result_count
+    a.listener, a.instrument, a.sample_ids, a.patient_ids AS astm_patient_ids, a.test_codes, a.result_count,
+    ll.order_id AS lab_order_id
 """
 _FROM = """
     FROM items i
@@ -33,6 +34,7 @@ _FROM = """
     LEFT JOIN hl7_messages h ON h.item_id = i.id
     LEFT JOIN worklist_links wl ON wl.item_id = i.id
     LEFT JOIN astm_messages a ON a.item_id = i.id
+    LEFT JOIN lab_links ll ON ll.item_id = i.id
 """
 _DICOM = ("sop_instance_uid", "version", "sop_class_uid", "transfer_syntax_uid", "study_instance_uid",
           "series_instance_uid", "accession_number", "modality", "study_date", "species", "breed",
@@ -56,6 +58,7 @@ def _item(row: sqlite3.Row) -> dict[str, Any]:
         item["hl7"] = {key: row[key] for key in _HL7} | {
             "version": row["hl7_version"], "patient_id": row["hl7_patient_id"],
             "patient_name": row["hl7_patient_name"]}
+    item["lab"] = {"order_id": row["lab_order_id"]} if row["lab_order_id"] else None
     return item
 
 

@@ -6,7 +6,7 @@ instrument one at a time, oldest first, each with the MSH-10 it was given when q
 the same message, so an instrument can tell). A message is *queued*, *sent* (written to the
 instrument, no answer yet), *acknowledged* (AA/CA) or *failed* (AE/AR/CE/CR, with the instrument's
 text); after `lab.max_attempts` sends without an answer it is *dead*: kept, shown, retryable. The
-order's state is its latest message's.
+order's state is its latest message's, until a result comes back for it: then *resulted*.
 """
 
 from __future__ import annotations
@@ -87,6 +87,17 @@ def follow_up(order_id: str, control: str, body: str | None, build: Build, at: f
     return write
 
 
+def link_result(conn: sqlite3.Connection, item_id: int, order_numbers: list[str], at: float) -> str | None:
+    """Within a result's own write: the first of `order_numbers` (an HL7 placer order number, ASTM
+    sample ids) that is a lab order gets the result linked and becomes *resulted*; its id."""
+    for order_id in order_numbers:
+        if conn.execute("SELECT 1 FROM lab_orders WHERE order_id = ?", (order_id,)).fetchone():
+            conn.execute("INSERT OR IGNORE INTO lab_links (item_id, order_id) VALUES (?, ?)", (item_id, order_id))
+            conn.execute("UPDATE lab_orders SET state = 'resulted', updated_at = ? WHERE order_id = ?", (at, order_id))
+            return order_id
+    return None
+
+
 def next_message(instrument: str) -> Callable[[sqlite3.Connection], OutgoingMessage | None]:
     """The oldest message the instrument has not answered."""
 
@@ -107,8 +118,10 @@ def _set_state(conn: sqlite3.Connection, message_id: int, state: str, at: float,
     order_id = conn.execute("SELECT order_id FROM lab_messages WHERE id = ?", (message_id,)).fetchone()[0]
     latest = conn.execute("SELECT state, answer FROM lab_messages WHERE order_id = ? ORDER BY id DESC LIMIT 1",
                           (order_id,)).fetchone()
-    conn.execute("UPDATE lab_orders SET state = ?, last_answer = coalesce(?, last_answer), updated_at = ?"
-                 " WHERE order_id = ?", (latest[0], latest[1], at, order_id))
+    # A result may come before the ACK of its order: resulted stays, unless the instrument refused something.
+    conn.execute("UPDATE lab_orders SET state = CASE WHEN state = 'resulted' AND ? IN ('sent', 'acknowledged')"
+                 " THEN state ELSE ? END, last_answer = coalesce(?, last_answer), updated_at = ? WHERE order_id = ?",
+                 (latest[0], latest[0], latest[1], at, order_id))
 
 
 def sending(message_id: int, at: float) -> Write[None]:

@@ -12,6 +12,7 @@ from dataclasses import asdict, fields
 
 from vmgateway.model import AstmSummary, DicomInstance, Hl7Details, Hl7Message, ItemKind, Kept, Receipt, Sender
 from vmgateway.store.journal import Write
+from vmgateway.store.lab import link_result
 from vmgateway.store.spool import SpooledFile
 from vmgateway.store.worklist import link_to_order
 
@@ -94,6 +95,7 @@ def record_astm_message(raw: bytes, summary: AstmSummary, sha256: str, sender: S
             " result_count) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (item_id, sender.name, summary.instrument, summary.sample_ids, summary.patient_ids, summary.test_codes,
              summary.result_count))
+        link_result(conn, item_id, summary.sample_ids.split(), received_at)
         return Receipt(item_id, Kept.STORED, 1)
 
     return write
@@ -123,7 +125,7 @@ def _insert_payload(conn: sqlite3.Connection, item_id: int, data: bytes | bytear
             blob.write(view[start : start + _BLOB_CHUNK])
 
 
-def record_hl7_details(details: list[tuple[int, Hl7Details]]) -> Write[None]:
+def record_hl7_details(details: list[tuple[int, Hl7Details]], at: float) -> Write[None]:
     def write(conn: sqlite3.Connection) -> None:
         for item_id, found in details:
             columns = asdict(found)
@@ -131,6 +133,8 @@ def record_hl7_details(details: list[tuple[int, Hl7Details]]) -> Write[None]:
                 f"UPDATE hl7_messages SET {', '.join(f'{c} = ?' for c in columns)}, details_read = 1 WHERE item_id = ?",
                 (*columns.values(), item_id),
             )
+            if found.placer_order_number:
+                link_result(conn, item_id, [found.placer_order_number], at)
 
     return write
 

@@ -193,7 +193,7 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE api_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'all';
     """,
-    # 9: lab orders out: each order, and the queue of HL7 messages for its instrument (in order)
+    # 9: lab orders out: each order, the queue of HL7 messages for its instrument (in order), results linked
     """
     CREATE TABLE lab_orders (
         order_id    TEXT PRIMARY KEY,
@@ -222,6 +222,10 @@ MIGRATIONS: list[str] = [
         answered_at     REAL
     );
     CREATE INDEX lab_messages_queue ON lab_messages (instrument, state, id);
+    CREATE TABLE lab_links (
+        item_id  INTEGER PRIMARY KEY REFERENCES items (id),
+        order_id TEXT NOT NULL REFERENCES lab_orders (order_id)
+    );
     """,
 ]
 

@@ -162,6 +162,10 @@ def test_a_refusal_is_recorded_with_its_text_and_the_next_order_still_goes(make_
         assert [o["order_id"] for o in api.get("/api/v1/lab/orders", params={"state": "failed"}).json()] == [
             "VM-1001"]
         assert api.get("/api/v1/status").json()["lab"]["vetlab"]["failed"] == 1
+        page = api.post("/signin", data={"token": token}, follow_redirects=True).text  # the technician's view
+        table = page[page.index('<table id="instruments">'):]
+        row = table[table.index("<td>vetlab</td>"):table.index("</table>")]
+        assert "<td>0</td><td>1</td><td>0</td>" in row  # waiting, refused, dead
         assert api.post("/api/v1/lab/orders/VM-1001/retry").json()["requeued"] == 1  # fixed on the analyzer
         analyzer.wait_for(3)
         answered(gateway, 3)

@@ -100,6 +100,7 @@ def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_rece
 {_destinations(components["transfers"], active)}
 {_dead_items(dead or [], components["transfers"]["dead"])}
 {_newest_items(newest or [])}
+{_instruments(status["lab"])}
 <h2>Components / Komponenter</h2><div class="wide"><table id="components">{rows}</table></div>
 <h2>Devices seen / Enheter som hörts av</h2>
 <div class="wide"><table id="devices"><tr><th>Protocol</th><th>Name (AE / application^facility)</th><th>Address</th>
@@ -112,6 +113,23 @@ def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_rece
 <form method="post" action="/signout"><button type="submit">Sign out / Logga ut</button></form>
 """
     return _page("vmgateway – status", body, refresh=not echo_result)
+
+
+def _instruments(instruments: dict[str, dict[str, Any]]) -> str:
+    """Each analyzer lab orders go to: reachable or not, what waits, what it refused, its last word."""
+    if not instruments:
+        return ""
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td>{escape(i['host'])}:{i['port']}</td>"
+        f"<td><span class='state {'warn' if i['state'] == 'unreachable' or i['failed'] or i['dead'] else 'ok'}'>"
+        f"{escape(i['state'])}</span></td><td>{i['waiting']}</td><td>{i['failed']}</td><td>{i['dead']}</td>"
+        f"<td>{escape(str(i['last_answer'] or '–'))} {when(i['last_answer_at'], '')}</td>"
+        f"<td>{escape(str(i['last_error'] or '–'))}</td></tr>"
+        for name, i in instruments.items())
+    return f"""<h2>Lab orders out / Labbremisser</h2>
+<div class="wide"><table id="instruments"><tr><th>Instrument</th><th>Address</th><th>State / Läge</th>
+<th>Waiting / Väntar</th><th>Refused / Avvisade</th><th>Dead / Uppgivna</th><th>Last answer / Senaste svar</th>
+<th>Last error / Senaste fel</th></tr>{rows}</table></div>"""
 
 
 def _identity(identity: dict[str, Any]) -> str:

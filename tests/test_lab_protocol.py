@@ -1,0 +1,94 @@
+"""The lab order's protocol parts, without I/O: the ORM^O01 built (python-hl7 reads back every
+value it was given) and the ACK read (any bytes give an answer or NotAnAnswer, nothing else)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import hl7
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vmgateway.config import LabInstrument
+from vmgateway.lab.answers import Answer, NotAnAnswer, read_answer
+from vmgateway.lab.order import LabOrder
+from vmgateway.lab.orm import CannotEncode, orm_o01
+
+LATIN1_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="|^~\\&"),
+                      min_size=1, max_size=40).map(str.strip).filter(bool)
+CODES = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-", min_size=1, max_size=20)
+INSTRUMENT = LabInstrument(name="vetlab", host="127.0.0.1", port=9100, hl7_version="2.5.1")
+
+
+@st.composite
+def orders(draw: st.DrawFn) -> LabOrder:
+    return LabOrder.model_validate({
+        "order_id": draw(st.from_regex(r"[A-Za-z0-9._:-]{1,22}", fullmatch=True)), "instrument": "vetlab",
+        "animal": {"name": draw(LATIN1_TEXT), "patient_id": draw(CODES), "species": draw(LATIN1_TEXT),
+                   "breed": draw(LATIN1_TEXT), "sex": draw(st.sampled_from(["M", "F", "O", "U", ""])),
+                   "birth_date": draw(st.none() | st.dates(date(1990, 1, 1), date(2030, 1, 1))),
+                   "weight_kg": draw(st.none() | st.floats(0.01, 2000))},
+        "owner": {"family_name": draw(LATIN1_TEXT), "given_name": draw(st.just("") | LATIN1_TEXT)},
+        "tests": [{"code": code, "text": text} for code, text in draw(st.lists(st.tuples(CODES, LATIN1_TEXT),
+                                                                                 min_size=1, max_size=5))],
+        "priority": draw(st.sampled_from(["routine", "stat"]))})
+
+
+@settings(max_examples=200, deadline=None)
+@given(orders(), st.sampled_from(["NW", "XO", "CA"]))
+def test_every_value_of_an_order_is_read_back_from_its_message(order: LabOrder, control: str) -> None:
+    raw = orm_o01(order, INSTRUMENT, control, "VMG42", datetime(2026, 12, 3, 10, 0))  # type: ignore[arg-type]
+    message = hl7.parse(raw.decode("latin-1"))
+    assert str(message.segment("MSH")[10]) == "VMG42"
+    pid = message.segment("PID")
+    assert (str(pid[3]), str(pid[5][0][0]), str(pid[5][0][1])) == (
+        order.animal.patient_id, order.owner.family_name, order.animal.name)
+    assert (str(pid[35][0][1]), str(pid[36][0][1])) == (order.animal.species, order.animal.breed)
+    orcs, obrs = message.segments("ORC"), message.segments("OBR")
+    assert [(str(orc[1]), str(orc[2])) for orc in orcs] == [(control, order.order_id)] * len(order.tests)
+    assert [(str(obr[2]), str(obr[4][0][0]), str(obr[4][0][1])) for obr in obrs] == [
+        (order.order_id, test.code, test.text) for test in order.tests]
+
+
+def test_a_value_the_charset_cannot_carry_is_named() -> None:
+    order = LabOrder.model_validate({"order_id": "VM-1", "instrument": "vetlab",
+                                     "animal": {"name": "Ωmega", "patient_id": "P1"},
+                                     "owner": {"family_name": "Berg"}, "tests": [{"code": "CBC"}]})
+    try:
+        orm_o01(order, INSTRUMENT, "NW", "VMG1", datetime(2026, 12, 3))
+    except CannotEncode as exc:
+        assert str(exc) == "'Ω' cannot be sent in vetlab's charset 8859/1"
+    else:
+        raise AssertionError("Ω went out in Latin-1")
+    utf8 = INSTRUMENT.model_copy(update={"charset": "UNICODE UTF-8"})
+    assert "Ωmega".encode() in orm_o01(order, utf8, "NW", "VMG1", datetime(2026, 12, 3))
+
+
+def test_before_2_4_species_and_breed_have_no_field() -> None:
+    order = LabOrder.model_validate({"order_id": "VM-1", "instrument": "vetlab",
+                                     "animal": {"name": "Fido", "patient_id": "P1", "species": "Canine"},
+                                     "owner": {"family_name": "Berg"}, "tests": [{"code": "CBC"}]})
+    old = INSTRUMENT.model_copy(update={"hl7_version": "2.3.1"})
+    raw = orm_o01(order, old, "NW", "VMG1", datetime(2026, 12, 3))
+    assert b"Canine" not in raw and b"|ORM^O01|" in raw
+
+
+def test_an_ack_says_its_code_and_text_and_must_answer_the_message_sent() -> None:
+    ack = b"MSH|^~\\&|VetLab||VMGATEWAY||20261203||ACK^O01|A1|P|2.5.1\rMSA|AE|VMG7|Unknown test\rERR|^^^207\r"
+    assert read_answer(ack, "VMG7", "8859/1") == Answer("AE", "Unknown test; ERR|^^^207")
+    try:
+        read_answer(ack, "VMG8", "8859/1")
+    except NotAnAnswer as exc:
+        assert "not to VMG8" in str(exc)
+    else:
+        raise AssertionError("an answer to another message was taken")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300) | st.builds(lambda tail: b"MSH|^~\\&|" + tail, st.binary(max_size=200)))
+def test_any_bytes_are_an_answer_or_not_an_answer(raw: bytes) -> None:
+    try:
+        answer = read_answer(raw, "VMG1", "8859/1")
+    except NotAnAnswer:
+        return
+    assert answer.code in ("AA", "AE", "AR", "CA", "CE", "CR")

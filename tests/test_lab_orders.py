@@ -263,3 +263,23 @@ def test_a_result_that_names_its_order_is_linked_to_it(make_gateway: Any, analyz
     assert {item["kind"]: item["lab"] for item in items} == {"hl7": {"order_id": "VM-1001"},
                                                              "astm": {"order_id": "VM-2002"}}
     assert orders == {"VM-1001": "resulted", "VM-2002": "resulted"}
+
+
+def test_an_order_nobody_answers_is_dead_after_its_attempts_and_retried_by_hand(make_gateway: Any,
+                                                                              analyzer_port: int) -> None:
+    gateway: GatewayProcess = make_gateway(lab={
+        "instruments": [{"name": "vetlab", "host": "127.0.0.1", "port": analyzer_port}],
+        "max_attempts": 2, "backoff_initial_s": 0.1, "backoff_max_s": 0.2})
+    token = new_token(gateway, "vetmanager")
+    with client(gateway, token) as api:
+        assert api.post("/api/v1/lab/orders", json=ORDER).status_code == 201
+        gateway.wait_for_log('"dead": true')
+        dead = api.get("/api/v1/lab/orders/VM-1001").json()
+        assert api.get("/api/v1/status").json()["lab"]["vetlab"]["dead"] == 1
+        with Analyzer(analyzer_port) as analyzer:
+            assert api.post("/api/v1/lab/orders/VM-1001/retry").json()["requeued"] == 1
+            analyzer.wait_for(1)
+            answered(gateway, 1)
+        record = api.get("/api/v1/lab/orders/VM-1001").json()
+    assert (dead["state"], dead["messages"][0]["attempts"]) == ("dead", 2)
+    assert (record["state"], record["messages"][0]["attempts"]) == ("acknowledged", 1)

@@ -83,6 +83,24 @@ class Instrument:
             self.naks += 1
         return answer
 
+    def receive_message(self) -> list[bytes]:
+        """The receiving side, for the host's answer to a query: ACK its ENQ and each frame (checked)
+        until EOT; the records it sent."""
+        assert self.sock is not None
+        assert self.reply() == ENQ, "the host did not establish"
+        self.sock.sendall(ACK)
+        text = b""
+        while (first := self.reply()) != EOT:
+            assert first == STX, f"{first!r} where a frame starts"
+            rest = b""
+            while not rest.endswith(b"\r\n"):
+                rest += self.reply()
+            body, total = rest[:-4], rest[-4:-2]
+            assert b"%02X" % (sum(body) % 256) == total, "a frame with a wrong checksum"
+            text += body[1:-1]
+            self.sock.sendall(ACK)
+        return [record for record in text.split(b"\r") if record]
+
     def send_message(self, records: list[bytes], misbehave: Callable[[int], dict[str, bool]] | None = None,
                      stop_after: int | None = None) -> bool:
         """One message in one transmission; True when its final frame was ACKed. `misbehave(n)`
@@ -103,6 +121,13 @@ class Instrument:
         if done:
             self.acknowledged_messages.append(b"".join(record + b"\r" for record in records))
         return done
+
+
+def query_message(*samples: str) -> list[bytes]:
+    """A host query: the orders for these samples, please (Q-3 `^SAMPLE`, Q-13 `O`)."""
+    records = [b"H|\\^&|||VetScan^VS2^3.1.35|||||||P|LIS2-A2|20261127101500"]
+    records += [f"Q|{n}|^{sample}||^^^ALL||||||||O".encode() for n, sample in enumerate(samples, start=1)]
+    return records + [b"L|1|N"]
 
 
 def result_message(sample: str, patient: str, results: int = 3, comment_length: int = 0) -> list[bytes]:

@@ -283,3 +283,33 @@ def test_an_order_nobody_answers_is_dead_after_its_attempts_and_retried_by_hand(
         record = api.get("/api/v1/lab/orders/VM-1001").json()
     assert (dead["state"], dead["messages"][0]["attempts"]) == ("dead", 2)
     assert (record["state"], record["messages"][0]["attempts"]) == ("acknowledged", 1)
+
+
+def test_an_astm_analyzer_asking_for_a_samples_orders_gets_them_or_no_information(make_gateway: Any) -> None:
+    """E1394 host query on the same link: the sample id is the order id on the tube's label."""
+    from tests.astm_instrument import Instrument, query_message
+
+    (astm_port,) = free_ports(1)
+    gateway: GatewayProcess = make_gateway(
+        astm={"listeners": [{"name": "vetscan", "bind": "127.0.0.1", "port": astm_port}]},
+        lab={"instruments": [{"name": "vetlab", "host": "127.0.0.1", "port": free_ports(1)[0]}]})
+    token = new_token(gateway, "vetmanager")
+    with client(gateway, token) as api:
+        assert api.post("/api/v1/lab/orders", json=ORDER).status_code == 201
+        assert api.post("/api/v1/lab/orders", json=ORDER | {"order_id": "VM-GONE"}).status_code == 201
+        assert api.delete("/api/v1/lab/orders/VM-GONE").status_code == 200
+    instrument = Instrument("127.0.0.1", astm_port).connect()
+    try:
+        assert instrument.send_message(query_message("VM-1001"))
+        found = instrument.receive_message()
+        assert instrument.send_message(query_message("VM-UNKNOWN", "VM-GONE"))
+        nothing = instrument.receive_message()
+    finally:
+        instrument.close()
+    assert [record[:1] for record in found] == [b"H", b"P", b"O", b"L"]
+    assert found[1].split(b"|")[3] == b"P-77" and found[1].split(b"|")[5] == "Åberg^Öskar".encode("latin-1")
+    assert found[2].split(b"|")[2:6] == [b"VM-1001", b"", b"^^^CHEM17\\^^^CBC", b"S"]
+    assert found[3] == b"L|1|N"
+    assert [record[:1] for record in nothing] == [b"H", b"L"] and nothing[1] == b"L|1|I"  # no information
+    with gateway.journal() as conn:
+        assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 0  # a query is not a result

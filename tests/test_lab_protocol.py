@@ -1,5 +1,6 @@
 """The lab order's protocol parts, without I/O: the ORM^O01 built (python-hl7 reads back every
-value it was given) and the ACK read (any bytes give an answer or NotAnAnswer, nothing else)."""
+value it was given), the ACK read (any bytes give an answer or NotAnAnswer, nothing else), and the
+E1381 frames a host query's answer goes out in (the receiving link reads them back)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import hl7
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vmgateway.astm.link import ACK, ENQ, LinkReceiver, Message, Reply, frames
 from vmgateway.config import LabInstrument
 from vmgateway.lab.answers import Answer, NotAnAnswer, read_answer
 from vmgateway.lab.order import LabOrder
@@ -92,3 +94,19 @@ def test_any_bytes_are_an_answer_or_not_an_answer(raw: bytes) -> None:
     except NotAnAnswer:
         return
     assert answer.code in ("AA", "AE", "AR", "CA", "CE", "CR")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=600).map(lambda b: b"R" + b.replace(b"\r", b"").replace(b"\n", b""))
+                .filter(lambda r: not any(c in r for c in b"\x02\x03\x04\x05\x17")), min_size=0, max_size=12))
+def test_the_frames_the_gateway_sends_are_read_back_by_the_link_that_receives(middle: list[bytes]) -> None:
+    """astm.link.frames against astm.link.LinkReceiver: every record whole, in order, long ones
+    split over ETB frames and joined again, frame numbers wrapping 7 → 0."""
+    records = [b"H|\\^&", *middle, b"L|1|N"]
+    link = LinkReceiver()
+    assert link.feed(ENQ) == [Reply(ACK)]
+    events = []
+    for frame in frames(records):
+        events += link.feed(frame)
+    *acks, message = events
+    assert set(acks) <= {Reply(ACK)} and message == Message(b"".join(record + b"\r" for record in records))

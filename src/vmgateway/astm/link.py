@@ -1,4 +1,5 @@
-"""The E1381 (LIS1-A) low-level protocol, receiving side, without I/O: bytes in, replies out.
+"""The E1381 (LIS1-A) low-level protocol without I/O: the receiving side (bytes in, replies out),
+and the frames the gateway sends when it answers a host query.
 
     idle --ENQ--> ACK --> transfer: frames  STX FN text ETB|ETX C1 C2 CR LF, each ACKed or NAKed
     transfer --EOT--> idle
@@ -49,6 +50,23 @@ Event = Reply | Message | Problem
 def checksum(body: bytes) -> bytes:
     """Of FN … ETB/ETX: the sum modulo 256 as two upper-case hex digits."""
     return b"%02X" % (sum(body) % 256)
+
+
+MAX_TEXT = 240
+"""Text per frame when the gateway sends (E1381: a frame holds at most 247 bytes)."""
+
+
+def frames(records: list[bytes]) -> list[bytes]:
+    """The sending side: records (without their CR) as frames numbered 1..7, 0, 1.., a record over
+    MAX_TEXT characters split over frames ending in ETB, its last frame in ETX."""
+    out: list[bytes] = []
+    for record in records:
+        text = record + CR
+        parts = [text[i:i + MAX_TEXT] for i in range(0, len(text), MAX_TEXT)]
+        for index, part in enumerate(parts):
+            body = str((len(out) + 1) % 8).encode() + part + (ETX if index == len(parts) - 1 else ETB)
+            out.append(STX + body + checksum(body) + CR + LF)
+    return out
 
 
 @dataclass

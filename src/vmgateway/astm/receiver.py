@@ -11,16 +11,20 @@ from functools import partial
 import serial
 
 from vmgateway.admission import Admission, AdmittingListener
+from vmgateway.astm.host_query import answer_records, queried_samples
 from vmgateway.astm.lines import Line, SerialLine, TcpLine
-from vmgateway.astm.link import LinkReceiver, Message, Problem, Reply
+from vmgateway.astm.link import ACK, ENQ, EOT, NAK, LinkReceiver, Message, Problem, Reply, frames
 from vmgateway.astm.records import parse, summarise
 from vmgateway.config import AstmConfig, AstmListener, AstmSerialPort
 from vmgateway.connections import Connections, peer_allowed
+from vmgateway.lab.order import LabOrder
 from vmgateway.model import Sender
 from vmgateway.store import JournalError, SpoolFull, Store
 
 log = logging.getLogger(__name__)
 SERIAL_RETRY_S = 5
+ANSWER_TIMEOUT_S = 15
+"""E1381: how long the gateway, sending, waits for each reply of the analyzer."""
 
 class AstmReceiver:
     def __init__(self, config: AstmConfig, store: Store) -> None:
@@ -104,7 +108,13 @@ class AstmReceiver:
         thing the link did (a frame, an ENQ, an EOT), not from the last byte: a trickle is silence."""
         link = LinkReceiver()
         progress_at = time.monotonic()
+        due: list[list[bytes]] = []
+        """Answers to host queries, sent once the analyzer has ended its transmission (EOT)."""
         while True:
+            if due and not link.in_transfer:
+                await self._transmit(line, due.pop(0), sender)
+                progress_at = time.monotonic()
+                continue
             limit = self.config.frame_timeout_s if link.in_transfer else idle_s
             waiting = None if limit is None else progress_at + limit - time.monotonic()
             try:
@@ -114,18 +124,18 @@ class AstmReceiver:
                 if not link.in_transfer:
                     log.info("astm connection idle, closed", extra={"listener": name})
                     return
-                await self._handle(link.end_of_transmission(), link, line, sender)
+                await self._handle(link.end_of_transmission(), link, line, sender, due)
                 log.warning("astm sender silent mid-transfer", extra={"listener": name, "address": sender.address})
                 progress_at = time.monotonic()
                 continue
             if not data:
-                await self._handle(link.end_of_transmission(), link, line, sender)
+                await self._handle(link.end_of_transmission(), link, line, sender, due)
                 return
             link.busy = not self._room()
             events = link.feed(data)
             if events:
                 progress_at = time.monotonic()
-            await self._handle(events, link, line, sender)
+            await self._handle(events, link, line, sender, due)
 
     def _room(self) -> bool:
         try:
@@ -135,7 +145,7 @@ class AstmReceiver:
         return True
 
     async def _handle(self, events: list[Reply | Message | Problem], link: LinkReceiver, line: Line,
-                      sender: Sender) -> None:
+                      sender: Sender, due: list[list[bytes]]) -> None:
         for event in events:
             if isinstance(event, Reply):
                 await line.write(event.data)
@@ -143,8 +153,57 @@ class AstmReceiver:
                 log.warning("astm link problem", extra={"listener": sender.name, "address": sender.address,
                                                          "problem": event.text})
             else:
-                stored = await self._keep(event.raw, sender)
-                await self._handle(link.answered(stored), link, line, sender)
+                samples = queried_samples(parse(event.raw))
+                if samples is None:
+                    stored = await self._keep(event.raw, sender)
+                else:  # a host query: nothing to keep; answered once the analyzer's transmission ends
+                    due.append(await self._answer(samples, sender))
+                    stored = True
+                await self._handle(link.answered(stored), link, line, sender, due)
+
+    async def _answer(self, samples: list[str], sender: Sender) -> list[bytes]:
+        """The records that answer a host query: each sample's pending lab order (the order id is the
+        sample id), or no information."""
+        found: list[tuple[str, LabOrder | None]] = []
+        for sample in samples:
+            record = await self.store.lab.order(sample)
+            pending = record is not None and not record["cancelled"]
+            found.append((sample, LabOrder.model_validate(record["order"]) if record and pending else None))
+        log.info("astm host query", extra={"listener": sender.name, "samples": samples,
+                                           "found": [sample for sample, order in found if order]})
+        return answer_records(found, time.strftime("%Y%m%d%H%M%S"))
+
+    async def _transmit(self, line: Line, records: list[bytes], sender: Sender) -> None:
+        """E1381's sending side, for a host query's answer: ENQ, each frame until ACKed (a NAK: the
+        same frame again, at most six times), EOT. Refused, interrupted or unanswered within
+        ANSWER_TIMEOUT_S: given up (the analyzer asks again)."""
+        await line.write(ENQ)
+        if await self._reply(line) != ACK:
+            log.warning("astm host query answer not taken", extra={"listener": sender.name, "step": "establishment"})
+            return
+        for frame in frames(records):
+            for _ in range(6):
+                await line.write(frame)
+                reply = await self._reply(line)
+                if reply != NAK:
+                    break
+            if reply != ACK:
+                log.warning("astm host query answer not taken", extra={"listener": sender.name, "step": "frame"})
+                break
+        await line.write(EOT)
+
+    @staticmethod
+    async def _reply(line: Line) -> bytes | None:
+        """The analyzer's next ACK, NAK, EOT or ENQ; None when none came in time."""
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                while data := await line.read():
+                    for byte in data:
+                        if bytes([byte]) in (ACK, NAK, EOT, ENQ):
+                            return bytes([byte])
+        except TimeoutError:
+            return None
+        return None
 
     async def _keep(self, raw: bytes, sender: Sender) -> bool:
         """True once the message is committed; False (its final frame NAKed, the instrument

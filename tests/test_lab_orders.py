@@ -1,5 +1,7 @@
 """Lab orders out: the gateway against an analyzer's HL7 port that is not ours — python-hl7's own
-asyncio MLLP server, answering AA, AE or nothing, up or down."""
+asyncio MLLP server, answering AA, AE or nothing, up or down. (Everything imported here at the top:
+CPython 3.11 can fail to compile a module imported while another thread runs — "AST constructor
+recursion depth mismatch" — and the analyzer runs in a thread.)"""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ import hl7
 import hl7.mllp
 import pytest
 
+from tests.astm_instrument import Instrument, query_message, result_message
 from tests.conftest import GatewayProcess, free_ports
 from tests.test_api import client, new_token
+from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa
 
 ORDER: dict[str, Any] = {
     "order_id": "VM-1001", "instrument": "vetlab", "priority": "stat",
@@ -43,9 +47,13 @@ class Analyzer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        async def close() -> None:
+        async def close() -> None:  # the port, and every connection still open (a silent analyzer's)
             assert self._server is not None
             self._server.close()
+            connections = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in connections:
+                task.cancel()
+            await asyncio.gather(*connections, return_exceptions=True)
             await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
@@ -229,9 +237,6 @@ def test_an_order_the_instrument_could_not_read_is_refused_with_what_is_wrong(ma
 def test_a_result_that_names_its_order_is_linked_to_it(make_gateway: Any, analyzer_port: int) -> None:
     """The analyzer's ORU^R01 carries the placer order number in OBR-2; an ASTM analyzer's sample id
     is the order id (printed on the tube's label)."""
-    from tests.astm_instrument import Instrument, result_message
-    from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa
-
     (astm_port,) = free_ports(1)
     gateway, token = ordering(make_gateway, analyzer_port)
     gateway.stop()
@@ -287,8 +292,6 @@ def test_an_order_nobody_answers_is_dead_after_its_attempts_and_retried_by_hand(
 
 def test_an_astm_analyzer_asking_for_a_samples_orders_gets_them_or_no_information(make_gateway: Any) -> None:
     """E1394 host query on the same link: the sample id is the order id on the tube's label."""
-    from tests.astm_instrument import Instrument, query_message
-
     (astm_port,) = free_ports(1)
     gateway: GatewayProcess = make_gateway(
         astm={"listeners": [{"name": "vetscan", "bind": "127.0.0.1", "port": astm_port}]},
@@ -313,3 +316,13 @@ def test_an_astm_analyzer_asking_for_a_samples_orders_gets_them_or_no_informatio
     assert [record[:1] for record in nothing] == [b"H", b"L"] and nothing[1] == b"L|1|I"  # no information
     with gateway.journal() as conn:
         assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 0  # a query is not a result
+
+
+def test_the_metrics_say_what_waits_for_each_analyzer(make_gateway: Any, analyzer_port: int) -> None:
+    gateway, token = ordering(make_gateway, analyzer_port)
+    with client(gateway, token) as api:
+        assert api.post("/api/v1/lab/orders", json=ORDER).status_code == 201
+        gateway.wait_for_log('"lab order not delivered"')
+        metrics = api.get("/api/v1/metrics").text
+    assert 'vmgateway_lab_messages{instrument="vetlab",state="waiting"} 1.0' in metrics
+    assert 'vmgateway_lab_instrument_reachable{instrument="vetlab"} 0.0' in metrics

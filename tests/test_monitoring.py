@@ -49,7 +49,7 @@ def test_the_rules_are_valid_and_every_alert_is_tested_at_its_threshold() -> Non
               if not case["exp_alerts"]}
     names = {rule["alert"] for rule in alert_rules()}
     assert names == firing == silent, "every alert is seen firing and seen silent"
-    assert len(names) == 13
+    assert len(names) == 14
 
 
 def test_the_example_configurations_are_valid(tmp_path: Path) -> None:

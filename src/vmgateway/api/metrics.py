@@ -54,6 +54,7 @@ class _GatewayCollector(Collector):
             queue.add_metric([state], count)
         yield queue
         yield from _transfer_metrics(status)
+        yield from _lab_metrics(status["lab"])
         disk = components["disk"]
         yield GaugeMetricFamily("vmgateway_disk_free_bytes", "Free space on the data file system",
                                 value=disk["free_mb"] * 2**20)
@@ -117,6 +118,20 @@ def _transfer_metrics(status: dict[str, Any]) -> Iterator[Metric]:
             delivered.add_metric([name], destination["last_delivered_at"])
     yield paused
     yield delivered
+
+
+def _lab_metrics(instruments: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    """Per lab instrument: its order messages by state (0 included), and whether it answers."""
+    messages = GaugeMetricFamily("vmgateway_lab_messages", "Lab order messages not yet through, by state",
+                                 labels=["instrument", "state"])
+    reachable = GaugeMetricFamily("vmgateway_lab_instrument_reachable", "0 while the last send found no answer",
+                                  labels=["instrument"])
+    for name, instrument in instruments.items():
+        for state in ("waiting", "failed", "dead"):
+            messages.add_metric([name, state], instrument[state])
+        reachable.add_metric([name], 0 if instrument["state"] == "unreachable" else 1)
+    yield messages
+    yield reachable
 
 
 def _job_metrics(jobs: dict[str, dict[str, Any]]) -> Iterator[Metric]:

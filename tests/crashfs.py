@@ -466,7 +466,10 @@ def main(live: str, mountpoint: str, control: str, state: str) -> None:
 
     operations = CrashOperations(Path(live), Path(state))
     threading.Thread(target=_serve_control, args=(operations, Path(control), Path(mountpoint)), daemon=True).start()
-    mfusepy.FUSE(operations, mountpoint, foreground=True, fsname="crashfs", max_threads=16)
+    # kernel_cache: nothing changes the files underneath while mounted, so the kernel need not drop a
+    # file's pages at every open — which would pull SQLite's shared memory-mapped index out from
+    # under the process that has it mapped while another opens it.
+    mfusepy.FUSE(operations, mountpoint, foreground=True, fsname="crashfs", kernel_cache=True)
 
 
 if __name__ == "__main__":

@@ -223,9 +223,13 @@ def test_low_battery_drains_under_load_and_loses_nothing(make_gateway: Any, nut:
     sender = threading.Thread(target=hl7_sender)
     sender.start()
     seen = len(gateway.log_lines)
-    dicom_acknowledged = _storescu_acknowledged(
-        gateway, files, after=40, on_ack=lambda: nut.set("ups.status", "OB DISCHRG LB"))
-    gateway.wait_for_log("dicom receiver draining", after=seen)
+    dicom_acknowledged: list[Path] = []
+    # storescu goes on during the drain (a running association may finish, or is aborted when the drain
+    # time is up): in a thread of its own, so that what is checked during the drain does not wait for it.
+    storing = threading.Thread(target=lambda: dicom_acknowledged.extend(_storescu_acknowledged(
+        gateway, files, after=40, on_ack=lambda: nut.set("ups.status", "OB DISCHRG LB"))))
+    storing.start()
+    gateway.wait_for_log("dicom receiver draining", after=seen, timeout=60)
 
     refused = dcmtk("echoscu", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port))
     assert "Rejected Transient" in refused.stdout, refused.stdout  # come back later, not "gone"
@@ -234,6 +238,7 @@ def test_low_battery_drains_under_load_and_loses_nothing(make_gateway: Any, nut:
     last = copies_of_ct_small(tmp_path / "last", 1)[0]
     assert held.send_c_store(last).Status == 0x0000  # the running association may finish
     held.release()
+    storing.join(120)
     assert gateway.proc is not None and gateway.proc.wait(30) == 0  # exits by itself, cleanly, within the drain
     wal = gateway.data_dir / "journal.sqlite-wal"
     assert not wal.exists() or wal.stat().st_size == 0  # the journal was checkpointed

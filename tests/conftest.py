@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -182,13 +183,13 @@ class GatewayProcess:
         return conn
 
     def instances(self) -> list[sqlite3.Row]:
-        with self.journal() as conn:
+        with contextlib.closing(self.journal()) as conn:  # closed now, not at a garbage collection
             return conn.execute(
                 "SELECT * FROM items i JOIN dicom_instances d ON d.item_id = i.id ORDER BY i.id"
             ).fetchall()
 
     def hl7_messages(self) -> list[sqlite3.Row]:
-        with self.journal() as conn:
+        with contextlib.closing(self.journal()) as conn:  # closed now, not at a garbage collection
             return conn.execute(
                 "SELECT * FROM items i JOIN hl7_messages h ON h.item_id = i.id JOIN payloads p ON p.item_id = i.id"
                 " ORDER BY i.id"

@@ -8,6 +8,7 @@ cut, which each test ends with. A journal whose commits fail shows in status unt
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ def test_a_journal_that_fails_its_fsync_acknowledges_nothing_and_says_so_until_i
     crashfs.mount()
     check = check_after_restart(gateway, ledger)
     assert (check.lost, check.problems) == ([], [])
-    with gateway.journal() as conn:
+    with contextlib.closing(gateway.journal()) as conn:
         assert conn.execute("SELECT count(*) FROM astm_messages").fetchone()[0] == 1  # kept once
 
 

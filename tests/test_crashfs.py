@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from vmgateway.files import fsync_directory
+
 
 def write(path: Path, data: bytes, *, sync: bool) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -17,14 +19,6 @@ def write(path: Path, data: bytes, *, sync: bool) -> None:
         os.write(fd, data)
         if sync:
             os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sync_folder(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -39,8 +33,8 @@ def test_only_what_was_fsynced_survives_a_cut(crashfs: Any) -> None:
     (root / "spool").mkdir()
     write(root / "spool" / "synced", b"kept", sync=True)
     write(root / "spool" / "named-only", b"its bytes never synced", sync=False)
-    sync_folder(root / "spool")
-    sync_folder(root)
+    fsync_directory(root / "spool")
+    fsync_directory(root)
     write(root / "spool" / "unnamed", b"synced, but its folder was not", sync=True)
     write(root / "late", b"its folder was synced before it", sync=True)
     os.rename(root / "spool" / "synced", root / "moved")  # neither folder synced: not moved
@@ -51,7 +45,7 @@ def test_only_what_was_fsynced_survives_a_cut(crashfs: Any) -> None:
     # What survived is durable as it is: changed in place without an fsync, it stays as it was.
     write(root / "spool" / "synced", b"changed", sync=False)
     os.rename(root / "spool" / "named-only", root / "spool" / "renamed")
-    sync_folder(root / "spool")  # the rename is durable now, the change of bytes is not
+    fsync_directory(root / "spool")  # the rename is durable now, the change of bytes is not
     crashfs.cut()
     crashfs.mount()
     assert disk(root) == {"spool": None, "spool/renamed": b"", "spool/synced": b"kept"}
@@ -72,7 +66,7 @@ def test_a_failed_fsync_drops_the_data_and_a_second_fsync_does_not_bring_it_back
         os.fsync(fd)  # succeeds: nothing is dirty any more
     finally:
         os.close(fd)
-    sync_folder(root)
+    fsync_directory(root)
     crashfs.cut()
     crashfs.mount()
     kept = (root / "file").read_bytes()  # the size was saved by the second fsync, the bytes were not

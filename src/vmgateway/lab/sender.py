@@ -23,8 +23,9 @@ from vmgateway.store import Store
 
 log = logging.getLogger(__name__)
 
-IDLE_S = 1.0
-"""How often an instrument with nothing to send looks again (new orders also wake it)."""
+IDLE_S = 60.0
+"""How often an instrument with nothing to send looks again anyway: a queued order wakes it at once
+(the store tells its listeners), so an idle box does not read the journal every second for it."""
 MAX_ANSWER_BYTES = 1 << 20
 
 
@@ -60,7 +61,7 @@ class InstrumentSender:
                     await self._send(message.id, message.control_id, message.message)
                     continue
             try:
-                async with asyncio.timeout(min(wait, IDLE_S * 60)):
+                async with asyncio.timeout(min(wait, IDLE_S)):
                     await self._work.wait()
             except TimeoutError:
                 pass

@@ -142,6 +142,9 @@ class StorageConfig(_Section):
 
 
 class DicomConfig(_Section):
+    engine: Literal["asyncio", "pynetdicom"] = "asyncio"
+    """What serves the port: the gateway's own acceptor in its event loop, or pynetdicom's
+    threads (the engine up to 0.1.0, kept for one release as the way back)."""
     bind: BindAddress = "0.0.0.0"
     port: Port = 4006
     ae_title: AETitle = "VM_GATEWAY"

@@ -1,7 +1,8 @@
 """Composes the gateway: store, receivers, background tasks; start, drain, stop.
 
-One process, one asyncio event loop. pynetdicom runs associations in its own threads;
-blocking calls into it or the store are made with `asyncio.to_thread`.
+One process, one asyncio event loop, which serves every port (DICOM too, unless
+`dicom.engine = "pynetdicom"`: then pynetdicom runs associations in its own threads). Blocking
+calls into pynetdicom or the store are made with `asyncio.to_thread`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from vmgateway.api.app import GatewayView
 from vmgateway.api.server import ApiServer
 from vmgateway.astm.receiver import AstmReceiver
 from vmgateway.config import ConfigError, Settings
-from vmgateway.dicom.receiver import DicomReceiver
+from vmgateway.dicom.acceptor import AsyncioDicomReceiver
+from vmgateway.dicom.receiver import PynetdicomReceiver
 from vmgateway.dicom.studies import complete_quiet_studies, completion_interval, remove_abandoned_transfers
 from vmgateway.hl7.receiver import Hl7Receiver
 from vmgateway.host.systemd import Notifier
@@ -52,7 +54,8 @@ class Gateway:
         self.settings = settings
         self.settings_file = settings_file
         self.store = Store(settings.storage.data_dir, settings.storage.min_free_mb)
-        self.dicom = DicomReceiver(settings.dicom, self.store)
+        self.dicom = (AsyncioDicomReceiver if settings.dicom.engine == "asyncio" else PynetdicomReceiver)(
+            settings.dicom, self.store)
         self.hl7 = Hl7Receiver(settings.hl7, self.store)
         self.astm = AstmReceiver(settings.astm, self.store)
         self.power = PowerMonitor(settings.power, self.store, self._drain_for_power) if settings.power.enabled else None
@@ -87,7 +90,7 @@ class Gateway:
         aborted = 0
         waits: list[Any] = []
         if "dicom" in self._running:
-            waits.append(asyncio.to_thread(self.dicom.drain, dicom_timeout))
+            waits.append(self.dicom.drain(dicom_timeout))
         if "hl7" in self._running:
             waits.append(self.hl7.drain(hl7_timeout))
         if "astm" in self._running:
@@ -210,7 +213,7 @@ class Gateway:
         (those already listening are closed again) with a message naming it and its address."""
         dicom, hl7, api = self.settings.dicom, self.settings.hl7, self.settings.api
         listeners: list[tuple[str, str, Callable[[], Awaitable[None]]]] = [
-            ("dicom", f"DICOM on {dicom.bind}:{dicom.port}", self._start_dicom),
+            ("dicom", f"DICOM on {dicom.bind}:{dicom.port}", self.dicom.start),
             ("hl7", f"HL7 on {hl7.bind}:{hl7.port}", self.hl7.start),
             ("api", f"API on {api.bind}:{api.port}", self.api.start),
             ("astm", "ASTM", self.astm.start),
@@ -222,9 +225,6 @@ class Gateway:
                 await self._stop_listeners(0)
                 raise StartupError(f"cannot listen for {what}: {exc.strerror or exc}") from exc
             self._running.add(name)
-
-    async def _start_dicom(self) -> None:
-        self.dicom.start()  # pynetdicom's server threads: starting them does not block
 
     def _start_jobs(self) -> None:
         """Every piece of background work, under the one supervisor (vmgateway.jobs)."""
@@ -279,7 +279,7 @@ class Gateway:
                 await destination.close()
             await self.store.record_event("stop", f"clean ({reason}); {aborted} association(s) aborted")
         finally:
-            self.dicom.close()
+            await self.dicom.close()
             self.store.close()
         log.info("gateway stopped")
         if self._power_failing:

@@ -11,13 +11,15 @@ import logging
 import socket
 from pathlib import Path
 
+from pydicom.dataset import Dataset
 from pynetdicom import evt
 
+from vmgateway.counters import DICOM_STORE_RESPONSES
 from vmgateway.dicom import receiving
 from vmgateway.dicom.metadata import read_instance
-from vmgateway.dicom.statuses import SUCCESS
+from vmgateway.dicom.statuses import SUCCESS, Service, answering
 from vmgateway.model import Kept, Sender
-from vmgateway.store import Store
+from vmgateway.store import JournalError, Store
 
 log = logging.getLogger(__name__)
 
@@ -46,3 +48,26 @@ def keep_instance(store: Store, path: Path | str, sender: Sender) -> int:
                  extra={"sop_instance_uid": instance.sop_instance_uid, "outcome": receipt.kept.value,
                         "version": receipt.version, "calling_ae": sender.name})
     return SUCCESS
+
+
+def note_echo(store: Store, sender: Sender) -> None:
+    """A C-ECHO is answered Success whatever happens here; its caller is noted as seen, so that
+    Vetmanager can watch a clinic's modality send its test echo."""
+    try:
+        store.record_contact(sender)
+    except (JournalError, TimeoutError) as exc:
+        log.warning("could not note the echo's caller", extra={"error": str(exc)})
+
+
+def answer_store(store: Store, sender: Sender, path: Path | str) -> int | Dataset:
+    """The C-STORE response for the instance at `path`, sent to us on port 4006 (either engine):
+    Success once it is kept, else the status the seam chose; counted by status."""
+    answer = _keep(store, sender, path)
+    status = answer if isinstance(answer, int) else int(answer.Status)
+    DICOM_STORE_RESPONSES.labels(f"0x{status:04X}").inc()
+    return answer
+
+
+@answering(Service.STORE)
+def _keep(store: Store, sender: Sender, path: Path | str) -> int:
+    return keep_instance(store, path, sender)

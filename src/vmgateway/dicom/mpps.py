@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 
 from pydicom.dataset import Dataset
-from pynetdicom import evt
 
 from vmgateway.dicom.statuses import (
     INVALID_ATTRIBUTE_VALUE,
@@ -22,6 +21,7 @@ from vmgateway.dicom.statuses import (
     Service,
     answering_pair,
 )
+from vmgateway.model import Sender
 from vmgateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -44,23 +44,21 @@ class ProcedureStepProvider:
         self.store = store
 
     @answering_pair(Service.PROCEDURE_STEP)
-    def on_create(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
-        uid = getattr(event.request, "AffectedSOPInstanceUID", None)  # an N-CREATE request
-        attributes = event.attribute_list
+    def create(self, sender: Sender, uid: str, attributes: Dataset) -> tuple[int | Dataset, Dataset | None]:
+        """N-CREATE of the step `uid` (the request's Affected SOP Instance UID)."""
         if not uid:
             return MISSING_ATTRIBUTE, None  # we do not make UIDs for modalities: they must name the step
         if attributes.get("PerformedProcedureStepStatus") != "IN PROGRESS":
             return INVALID_ATTRIBUTE_VALUE, None  # PS3.4 F.7.2.1: a step is created IN PROGRESS
         accession, study = _scheduled(attributes)
         order_id = self.store.worklist.create_step(str(uid), accession, study, attributes.to_json(),
-                                                   event.assoc.requestor.ae_title, WRITE_TIMEOUT_S)
+                                                   sender.name, WRITE_TIMEOUT_S)
         log.info("procedure step in progress", extra={"sop_instance_uid": str(uid), "order_id": order_id})
         return SUCCESS, attributes
 
     @answering_pair(Service.PROCEDURE_STEP)
-    def on_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
-        uid = str(getattr(event.request, "RequestedSOPInstanceUID", "") or "")  # an N-SET request
-        changes = event.attribute_list
+    def update(self, sender: Sender, uid: str, changes: Dataset) -> tuple[int | Dataset, Dataset | None]:
+        """N-SET of the step `uid` (the request's Requested SOP Instance UID)."""
         status = changes.get("PerformedProcedureStepStatus")
         if status is not None and status not in STATUSES:
             return INVALID_ATTRIBUTE_VALUE, None

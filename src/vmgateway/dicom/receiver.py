@@ -1,4 +1,6 @@
-"""The DICOM receiver: Verification, Storage, Modality Worklist and MPPS SCP on the gateway's port (4006).
+"""The pynetdicom engine of the DICOM receiver (`dicom.engine = "pynetdicom"`): Verification,
+Storage, Modality Worklist and MPPS SCP on the gateway's port (4006). Kept beside the asyncio
+engine (vmgateway.dicom.acceptor) for one release, as the way back should it misbehave.
 
 Built on pynetdicom's event handlers. Each association runs in its own pynetdicom thread
 and calls the store directly; the C-STORE response is sent when the handler returns, so
@@ -10,40 +12,36 @@ memory; that file is created in the store's `incoming/` folder so that keeping i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import AllTransferSyntaxes
-from pynetdicom import AE, _config, evt
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    ModalityPerformedProcedureStep,
-    ModalityWorklistInformationFind,
-    Verification,
-)
+from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from vmgateway.admission import Admission
 from vmgateway.config import DicomConfig
-from vmgateway.counters import DICOM_STORE_RESPONSES
-from vmgateway.dicom import receiving
 from vmgateway.dicom.guard import GuardedServer
-from vmgateway.dicom.keeping import keep_instance, no_delay
+from vmgateway.dicom.keeping import answer_store, no_delay, note_echo
 from vmgateway.dicom.mpps import ProcedureStepProvider
+from vmgateway.dicom.negotiation import supported_contexts
+from vmgateway.dicom.pynetdicom_setup import configure
 from vmgateway.dicom.rejection import describe_rejection
-from vmgateway.dicom.statuses import SUCCESS, Service, answering
+from vmgateway.dicom.statuses import SUCCESS
 from vmgateway.dicom.worklist import WorklistProvider
 from vmgateway.model import Sender
-from vmgateway.store import JournalError, Store
+from vmgateway.store import Store
 
 log = logging.getLogger(__name__)
 
 
-
-def _any_uid(value: object) -> tuple[bool, str]:
-    return True, ""
+def _sender(event: evt.Event) -> Sender:
+    requestor = event.assoc.requestor
+    return Sender("dicom", requestor.ae_title, requestor.address)
 
 
 class GatewayAE(AE):
@@ -75,27 +73,17 @@ class GatewayAE(AE):
         self._maximum_associations = value
 
 
-class DicomReceiver:
+class PynetdicomReceiver:
     def __init__(self, config: DicomConfig, store: Store) -> None:
         self.config = config
         self.store = store
         self.ae = GatewayAE(ae_title=config.ae_title)
         self._server: ThreadedAssociationServer | None = None
 
-    def start(self) -> None:
-        """Listen; raise OSError when the port cannot be bound."""
-        # pynetdicom streams each dataset to a file, in the spool's incoming folder (receiving.py).
-        _config.STORE_RECV_CHUNKED_DATASET = True
-        receiving.install(self.store)
-        # Accept every storage SOP class, private ones (common on ultrasound) included, in the
-        # transfer syntax the sender prefers, and send any C-STORE to our handler; otherwise
-        # pynetdicom aborts the whole association on an unexpected SOP Class UID.
-        _config.UNRESTRICTED_STORAGE_SERVICE = True
-        _config.LOG_HANDLER_LEVEL = "none"  # per-message logging costs; we log ourselves
-        # pynetdicom aborts the association when a C-STORE's own UIDs break the rules (a
-        # 200-character SOP Instance UID): let it through to the handler, which refuses the
-        # instance with 0xC000 and the reason (vmgateway.dicom.metadata checks every UID kept).
-        _config.VALIDATORS["UI"] = _any_uid
+    async def start(self) -> None:
+        """Listen; raise OSError when the port cannot be bound. pynetdicom's server threads:
+        starting them does not block."""
+        configure(self.store)
 
         ae, cfg = self.ae, self.config
         ae.maximum_associations = cfg.max_associations
@@ -105,15 +93,25 @@ class DicomReceiver:
         ae.network_timeout = cfg.network_timeout_s
         ae.require_called_aet = cfg.require_called_ae
         self.allow_calling_aets(cfg.allowed_calling_aets)
-        ae.add_supported_context(Verification, AllTransferSyntaxes)
-        ae.add_supported_context(ModalityWorklistInformationFind)
-        ae.add_supported_context(ModalityPerformedProcedureStep)
+        ae.supported_contexts = supported_contexts()
         worklist = WorklistProvider(self.store, cfg.worklist_charset)
         steps = ProcedureStepProvider(self.store)
+
+        def on_find(event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+            return worklist.find(_sender(event), event.identifier, lambda: bool(event.is_cancelled))
+
+        def on_create(event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+            uid = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
+            return steps.create(_sender(event), uid, event.attribute_list)
+
+        def on_set(event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+            uid = str(getattr(event.request, "RequestedSOPInstanceUID", "") or "")
+            return steps.update(_sender(event), uid, event.attribute_list)
+
         handlers: list[Any] = [
-            (evt.EVT_C_FIND, worklist.on_find),
-            (evt.EVT_N_CREATE, steps.on_create),
-            (evt.EVT_N_SET, steps.on_set),
+            (evt.EVT_C_FIND, on_find),
+            (evt.EVT_N_CREATE, on_create),
+            (evt.EVT_N_SET, on_set),
             (evt.EVT_CONN_OPEN, no_delay),
             (evt.EVT_C_ECHO, self._on_c_echo),
             (evt.EVT_C_STORE, self._on_c_store),
@@ -136,7 +134,11 @@ class DicomReceiver:
         """Who may associate from now on (pynetdicom asks at each A-ASSOCIATE-RQ); empty: anyone."""
         self.ae.require_calling_aet = list(calling_aets)
 
-    def drain(self, timeout: float) -> int:
+    async def drain(self, timeout: float) -> int:
+        """As `drain_now`, in a worker thread (it waits for pynetdicom's threads)."""
+        return await asyncio.to_thread(self.drain_now, timeout)
+
+    def drain_now(self, timeout: float) -> int:
         """Refuse new associations, let running ones finish within `timeout`, abort the rest.
 
         Returns how many associations had to be aborted. An aborted sender gets no answer
@@ -164,7 +166,7 @@ class DicomReceiver:
         log.info("dicom receiver drained", extra={"aborted_associations": aborted})
         return aborted
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Stop listening (the last thing before the process exits; nothing if never started)."""
         if self._server is None:
             return
@@ -176,25 +178,11 @@ class DicomReceiver:
     # --- event handlers (run in pynetdicom's association threads) ---
 
     def _on_c_echo(self, event: evt.Event) -> int:
-        """Answered Success; the caller is noted as seen, so Vetmanager can watch a clinic's
-        modality send its test echo."""
-        requestor = event.assoc.requestor
-        try:
-            self.store.record_contact(Sender("dicom", requestor.ae_title, requestor.address))
-        except (JournalError, TimeoutError) as exc:
-            log.warning("could not note the echo's caller", extra={"error": str(exc)})
+        note_echo(self.store, _sender(event))
         return SUCCESS
 
     def _on_c_store(self, event: evt.Event) -> int | Dataset:
-        answer = self._store(event)
-        status = answer if isinstance(answer, int) else int(answer.Status)
-        DICOM_STORE_RESPONSES.labels(f"0x{status:04X}").inc()
-        return answer
-
-    @answering(Service.STORE)
-    def _store(self, event: evt.Event) -> int | Dataset:
-        requestor = event.assoc.requestor
-        return keep_instance(self.store, event.dataset_path, Sender("dicom", requestor.ae_title, requestor.address))
+        return answer_store(self.store, _sender(event), event.dataset_path)
 
     @staticmethod
     def _on_established(event: evt.Event) -> None:

@@ -17,9 +17,9 @@ from enum import Enum
 from typing import TypeVar
 
 from pydicom.dataset import Dataset
-from pynetdicom import evt
 
 from vmgateway.dicom.metadata import UnreadableInstance
+from vmgateway.model import Sender
 from vmgateway.store import JournalError, SpoolFull, StepExists
 
 log = logging.getLogger(__name__)
@@ -27,11 +27,15 @@ log = logging.getLogger(__name__)
 SUCCESS = 0x0000
 PENDING = 0xFF00
 CANCELLED = 0xFE00
+# Any service (PS3.7 C)
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+UNRECOGNIZED_OPERATION = 0x0211
 # C-STORE (PS3.4 B.2.3)
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 # C-FIND (PS3.4 C.4.1.1.4)
 UNABLE_TO_PROCESS = 0xC001
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
 # N-CREATE, N-SET (PS3.7 C)
 INVALID_ATTRIBUTE_VALUE = 0x0106
 PROCESSING_FAILURE = 0x0110
@@ -51,6 +55,10 @@ class Service(Enum):
     PROCEDURE_STEP = "N-CREATE/N-SET"
 
 
+class UndecodableDataset(ValueError):
+    """A query or attribute list that cannot be decoded in its presentation context's transfer syntax."""
+
+
 _TRANSIENT = (SpoolFull, JournalError, OSError, TimeoutError)
 """The gateway cannot keep its promise now: the sender should try again later."""
 
@@ -68,6 +76,8 @@ def failure(service: Service, exc: Exception) -> Dataset:
     """The status that says what `exc` means for `service`."""
     if isinstance(exc, UnreadableInstance) and service is Service.STORE:
         return status(CANNOT_UNDERSTAND, str(exc))
+    if isinstance(exc, UndecodableDataset):
+        return status(IDENTIFIER_DOES_NOT_MATCH if service is Service.FIND else PROCESSING_FAILURE, str(exc))
     if isinstance(exc, StepExists) and service is Service.PROCEDURE_STEP:
         return status(DUPLICATE_INSTANCE, "procedure step exists already")
     if service is Service.STORE:
@@ -79,12 +89,14 @@ def failure(service: Service, exc: Exception) -> Dataset:
     return status(PROCESSING_FAILURE, "gateway could not record the step, retry later")
 
 
-def _report(service: Service, event: evt.Event, exc: Exception) -> None:
-    remote = event.assoc.remote
-    where = {"service": service.value, "calling_ae": remote.get("ae_title"), "address": remote.get("address"),
-             "error": str(exc)}
+def _report(service: Service, args: tuple[object, ...], exc: Exception) -> None:
+    sender = next((arg for arg in args if isinstance(arg, Sender)), None)
+    where = {"service": service.value, "calling_ae": sender.name if sender else None,
+             "address": sender.address if sender else None, "error": str(exc)}
     if isinstance(exc, UnreadableInstance):
         log.warning("refused unreadable instance", extra=where)
+    elif isinstance(exc, UndecodableDataset):
+        log.warning("refused undecodable request", extra=where)
     elif isinstance(exc, StepExists):
         log.warning("refused procedure step: it exists already", extra=where)
     elif isinstance(exc, SpoolFull):
@@ -100,17 +112,18 @@ Answer = int | Dataset
 
 
 def answering(service: Service) -> Callable[[Callable[..., R]], Callable[..., R | Dataset]]:
-    """Decorate a single-answer handler (C-STORE): an exception becomes the failure status."""
+    """Decorate a single-answer handler (C-STORE): an exception becomes the failure status.
+
+    Handlers take the `Sender` (the calling AE and its address) among their arguments, whichever
+    engine runs them: it names the sender in the log."""
 
     def decorate(handler: Callable[..., R]) -> Callable[..., R | Dataset]:
         @functools.wraps(handler)
         def run(*args: object) -> R | Dataset:
-            event = args[-1]
-            assert isinstance(event, evt.Event)
             try:
                 return handler(*args)
             except Exception as exc:  # the seam: every error is said in the protocol
-                _report(service, event, exc)
+                _report(service, args, exc)
                 return failure(service, exc)
 
         return run
@@ -125,12 +138,10 @@ def answering_pair(service: Service) -> Callable[[Callable[..., tuple[Answer, Da
     def decorate(handler: Callable[..., tuple[Answer, Dataset | None]]) -> Callable[..., tuple[Answer, Dataset | None]]:
         @functools.wraps(handler)
         def run(*args: object) -> tuple[Answer, Dataset | None]:
-            event = args[-1]
-            assert isinstance(event, evt.Event)
             try:
                 return handler(*args)
             except Exception as exc:  # the seam
-                _report(service, event, exc)
+                _report(service, args, exc)
                 return failure(service, exc), None
 
         return run
@@ -147,12 +158,10 @@ def answering_each(service: Service) -> Callable[[Callable[..., Iterator[tuple[A
                  ) -> Callable[..., Iterator[tuple[Answer, Dataset | None]]]:
         @functools.wraps(handler)
         def run(*args: object) -> Iterator[tuple[Answer, Dataset | None]]:
-            event = args[-1]
-            assert isinstance(event, evt.Event)
             try:
                 yield from handler(*args)
             except Exception as exc:  # the seam
-                _report(service, event, exc)
+                _report(service, args, exc)
                 yield failure(service, exc), None
 
         return run

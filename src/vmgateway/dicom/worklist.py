@@ -4,12 +4,12 @@ gateway's own AE and port, answered from the entries Vetmanager scheduled."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from pydicom.dataset import Dataset
-from pynetdicom import evt
 
 from vmgateway.dicom.statuses import CANCELLED, PENDING, SUCCESS, Service, answering_each
+from vmgateway.model import Sender
 from vmgateway.store import Store
 from vmgateway.worklist.entry import WorklistEntry, worklist_item
 from vmgateway.worklist.matching import answer, matches
@@ -23,21 +23,20 @@ class WorklistProvider:
         self.charset = charset
 
     @answering_each(Service.FIND)
-    def on_find(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-        """pynetdicom's C-FIND handler: one pending answer per matching entry, then success.
-        A query that cannot be read, or a journal that cannot be, ends in 0xC001 (the seam)."""
-        query = event.identifier
+    def find(self, sender: Sender, query: Dataset, cancelled: Callable[[], bool],
+             ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        """C-FIND: one pending answer per matching entry, then success; `cancelled` tells of a
+        C-CANCEL. A query that cannot be read, or a journal that cannot be, ends in 0xC001 (the
+        seam)."""
         stored = self.store.worklist.scheduled()
         found = 0
         for text in stored:
-            if event.is_cancelled:
+            if cancelled():
                 yield CANCELLED, None
                 return
             item = worklist_item(WorklistEntry.model_validate_json(text), self.charset)
             if matches(query, item):
                 found += 1
                 yield PENDING, answer(query, item)
-        requestor = event.assoc.requestor
-        log.info("worklist query", extra={"calling_ae": requestor.ae_title, "address": requestor.address,
-                                          "matches": found})
+        log.info("worklist query", extra={"calling_ae": sender.name, "address": sender.address, "matches": found})
         yield SUCCESS, None

@@ -25,6 +25,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # t
 
 from vmgateway.backoff import backoff
 from vmgateway.config import PacsConfig, Settings
+from vmgateway.dicom.pynetdicom_setup import configure
 from vmgateway.pacs.query import PacsError, associate, find_instances, find_series, find_studies
 from vmgateway.pacs.retrieve import Wanted, fetch_by_get, fetch_by_move
 from vmgateway.store import JournalError, Store
@@ -110,6 +111,7 @@ class PacsPoller:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
+        configure(store)  # C-GET receives through pynetdicom, whichever engine listens on port 4006
         self.state: dict[str, Any] = {"state": "off", "last_poll_at": None, "last_success_at": None,
                                       "last_error": None, "last_result": None, "failures_in_a_row": 0,
                                       "next_poll_at": None}

@@ -105,11 +105,11 @@ def fetch_by_get(config: PacsConfig, calling_ae: str, store: Store, wanted: list
     sender = Sender("pacs", config.ae_title, config.host)
 
     @answering(Service.STORE)
-    def keep(event: evt.Event) -> int | Dataset:
-        return keep_instance(store, event.dataset_path, sender)
+    def keep(sender: Sender, path: str) -> int | Dataset:
+        return keep_instance(store, path, sender)
 
     def on_store(event: evt.Event) -> int | Dataset:
-        answer = keep(event)
+        answer = keep(sender, event.dataset_path)
         if answer == SUCCESS:
             fetched.kept.append(str(getattr(event.request, "AffectedSOPInstanceUID", "")))
         return answer

@@ -120,6 +120,11 @@ class Acceptor:
         return self._command_context is not None or self._data_context is not None
 
     @property
+    def buffered(self) -> int:
+        """Bytes held of PDUs not yet whole."""
+        return len(self._buffer)
+
+    @property
     def in_pdu(self) -> bool:
         """Whether part of a PDU has arrived and the rest has not."""
         return bool(self._buffer)

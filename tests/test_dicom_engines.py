@@ -174,7 +174,7 @@ def test_each_engine_serves_echo_store_worklist_and_procedure_steps(make_gateway
         done = Dataset()
         done.PerformedProcedureStepStatus = "COMPLETED"
         status, answer = assoc.send_n_set(done, ModalityPerformedProcedureStep, "1.2.826.0.1.3680043.10.543.77")
-        assert status.Status == 0x0000 and answer.PerformedProcedureStepStatus == "COMPLETED"
+        assert status.Status == 0x0000 and answer is not None and answer.PerformedProcedureStepStatus == "COMPLETED"
         status, _ = assoc.send_n_set(done, ModalityPerformedProcedureStep, "1.2.826.0.1.3680043.10.543.78")
         assert status.Status == 0x0112  # no such step
     finally:

@@ -32,6 +32,7 @@ def on_c_store(event: evt.Event) -> int:
 
 ae = AE()
 ae.maximum_pdu_size = 0
+ae.maximum_associations = 50  # room for the idle associations of `--idle`
 ae.require_called_aet = False
 ae.add_supported_context(Verification, AllTransferSyntaxes)
 ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, on_c_store)])

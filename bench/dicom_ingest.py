@@ -1,10 +1,13 @@
 """C-STORE ingest: vmgateway beside dcmtk's storescp and Orthanc, in one run. Run by hand, as root:
 
     apt-get install -y dcmtk orthanc iproute2 util-linux
-    .venv/bin/python bench/dicom_ingest.py [--repeat 3] [--only vmgateway]
+    .venv/bin/python bench/dicom_ingest.py [--repeat 3] [--only vmgateway] [--associations 4] [--idle 20]
 
-The client is `storescu +sd` (one association, TCP_NODELAY=1). Datasets: (a) 500 copies of
-pydicom's CT_small.dcm with fresh UIDs, (b) 50 synthetic multi-frame instances of ~8 MB.
+The client is `storescu` (TCP_NODELAY=1) on one association, or the files split over
+`--associations` storescu processes at once. Datasets: (a) 500 copies of pydicom's CT_small.dcm
+with fresh UIDs, (b) 50 synthetic multi-frame instances of ~8 MB. The disk's own limits
+(bench/disk_limit.py) are measured at the start of the same run. With `--idle N`, each
+receiver also holds N open, idle associations for 10 s and its CPU time is reported.
 A bare pynetdicom receiver (bench/bare_scp.py: chunked receive, fsync, nothing else) runs
 as a reference: the ceiling for any receiver built on pynetdicom. Each receiver starts
 fresh for every run (an empty folder), so nothing is a duplicate.
@@ -37,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from tests.dicomdata import copies_of_ct_small, secondary_capture  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
+from disk_limit import dd_mb_s, fdatasync_ms  # noqa: E402
 from netns import rerun_in_private_network  # noqa: E402
 
 DATA = ROOT / "bench" / "out" / "data"
@@ -53,15 +57,16 @@ class Receiver:
     """How many instances the receiver holds after a run (a run that lost some is void)."""
 
 
-def _vmgateway(max_pdu: int | None) -> Callable[[Path], subprocess.Popen[bytes]]:
-    """The gateway with its defaults but for `max_pdu` (None: its default, 1 MiB)."""
+def _vmgateway(**dicom: str | int) -> Callable[[Path], subprocess.Popen[bytes]]:
+    """The gateway with its defaults but for `dicom` settings (room for the idle associations)."""
 
     def start(workdir: Path) -> subprocess.Popen[bytes]:
         config = workdir / "gateway.toml"
+        settings = {"bind": "127.0.0.1", "port": PORT, "require_called_ae": False, "max_associations": 40,
+                    "max_associations_per_peer": 40} | dicom
         config.write_text(
-            f'[storage]\ndata_dir = "{workdir / "var"}"\nmin_free_mb = 64\n'
-            f'[dicom]\nbind = "127.0.0.1"\nport = {PORT}\nrequire_called_ae = false\n'
-            + (f"max_pdu = {max_pdu}\n" if max_pdu is not None else "")
+            f'[storage]\ndata_dir = "{workdir / "var"}"\nmin_free_mb = 64\n[dicom]\n'
+            + "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
         )
         return subprocess.Popen(
             [sys.executable, "-m", "vmgateway", "run", "--config", str(config)],
@@ -117,8 +122,8 @@ def _files_in_out(workdir: Path) -> int:
 
 
 RECEIVERS = [
-    Receiver("vmgateway", _vmgateway(None), _vmgateway_stored),
-    Receiver("vmgateway, max_pdu = 16382", _vmgateway(16382), _vmgateway_stored),
+    Receiver("vmgateway, asyncio engine", _vmgateway(engine="asyncio"), _vmgateway_stored),
+    Receiver("vmgateway, pynetdicom engine", _vmgateway(engine="pynetdicom"), _vmgateway_stored),
     Receiver("pynetdicom alone (reference)", _bare_pynetdicom, _files_in_out),
     Receiver("dcmtk storescp", _storescp, _files_in_out),
     Receiver("Orthanc", _orthanc, _orthanc_stored),
@@ -160,23 +165,57 @@ def _datasets() -> dict[str, list[Path]]:
     }
 
 
-def _one_run(receiver: Receiver, files: list[Path]) -> tuple[float, float]:
-    """Seconds for storescu to send `files`, and the receiver's peak RSS in MB."""
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _idle_cpu_percent(receiver: Receiver, associations: int, seconds: float = 10) -> str:
+    """Per cent of one core the receiver uses while `associations` sit open and idle."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "out") as tmp:
+        process = receiver.start(Path(tmp))
+        opened = []
+        try:
+            _wait_listening(process)
+            ae = AE(ae_title="IDLE")
+            ae.add_requested_context(Verification)
+            ae.network_timeout, ae.acse_timeout = 600, 10
+            opened = [ae.associate("127.0.0.1", PORT, ae_title="ANY-SCP") for _ in range(associations)]
+            if not all(a.is_established for a in opened):
+                return f"accepted {sum(a.is_established for a in opened)} of {associations}"
+            time.sleep(1)  # the associations settle
+            before = _cpu_seconds(process.pid)
+            time.sleep(seconds)
+            used = _cpu_seconds(process.pid) - before
+        finally:
+            for association in opened:
+                association.abort()
+            process.terminate()
+            process.wait(60)
+    return f"{100 * used / seconds:.2f}"
+
+
+def _one_run(receiver: Receiver, files: list[Path], associations: int) -> tuple[float, float]:
+    """Seconds for storescu to send `files` (split over `associations` at once), and the
+    receiver's peak RSS in MB."""
     with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "out") as tmp:
         workdir = Path(tmp)
         process = receiver.start(workdir)
         try:
             _wait_listening(process)
-            folder = files[0].parent
+            shares = [files[start::associations] for start in range(associations)]
             began = time.perf_counter()
-            sent = subprocess.run(
-                ["storescu", "+sd", "-aec", "ANY-SCP", "127.0.0.1", str(PORT), str(folder)],
-                env=ENV, capture_output=True, text=True, timeout=600,
-            )
+            senders = [subprocess.Popen(["storescu", "-aec", "ANY-SCP", "127.0.0.1", str(PORT), *map(str, share)],
+                                        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                       for share in shares]
+            errors = [sender.communicate(timeout=600)[1] for sender in senders]
             seconds = time.perf_counter() - began
             peak = _peak_rss_mb(process.pid)
-            if sent.returncode != 0:
-                raise RuntimeError(f"storescu failed against {receiver.name}: {sent.stderr[-500:]}")
+            if any(sender.returncode != 0 for sender in senders):
+                raise RuntimeError(f"storescu failed against {receiver.name}: {' '.join(errors)[-500:]}")
             stored = receiver.stored(workdir)
             if stored != len(files):
                 raise RuntimeError(f"{receiver.name} holds {stored} of {len(files)} instances")
@@ -190,6 +229,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", choices=[r.name for r in RECEIVERS], action="append")
+    parser.add_argument("--associations", type=int, action="append",
+                        help="also send the small instances over this many associations at once")
+    parser.add_argument("--idle", type=int, default=0, help="measure CPU with this many idle associations")
     args = parser.parse_args()
     rerun_in_private_network()
     (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)
@@ -197,18 +239,29 @@ def main() -> None:
     receivers = [r for r in RECEIVERS if not args.only or r.name in args.only]
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n")
-    print("| dataset | receiver | instances/s | MB/s | peak RSS (MB) |")
-    print("| --- | --- | ---: | ---: | ---: |")
-    for label, files in datasets.items():
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "out") as tmp:
+        sync_ms, dd = fdatasync_ms(Path(tmp)), dd_mb_s(Path(tmp))
+    print(f"disk: 4 KiB write + fdatasync {sync_ms:.3f} ms; dd bs=8M count=64 conv=fdatasync {dd:.0f} MB/s\n")
+    print("| dataset | associations | receiver | instances/s | MB/s | peak RSS (MB) |")
+    print("| --- | ---: | --- | ---: | ---: | ---: |")
+    cases = [(label, files, 1) for label, files in datasets.items()]
+    small_label, small = next(iter(datasets.items()))
+    cases[1:1] = [(small_label, small, count) for count in args.associations or []]
+    for label, files, associations in cases:
         megabytes = sum(f.stat().st_size for f in files) / 1e6
         for receiver in receivers:
-            runs = [_one_run(receiver, files) for _ in range(args.repeat)]
+            runs = [_one_run(receiver, files, associations) for _ in range(args.repeat)]
             seconds = statistics.median(s for s, _ in runs)
             peak = max(p for _, p in runs)
             print(
-                f"| {label} | {receiver.name} | {len(files) / seconds:.0f} | {megabytes / seconds:.0f} | {peak:.0f} |",
-                flush=True,
+                f"| {label} | {associations} | {receiver.name} | {len(files) / seconds:.0f} | {megabytes / seconds:.0f}"
+                f" | {peak:.0f} |", flush=True,
             )
+    if args.idle:
+        print(f"\n| receiver | CPU with {args.idle} idle associations (% of a core) |\n| --- | ---: |")
+        for receiver in receivers:
+            if receiver.name != "dcmtk storescp":  # it serves one association at a time: the rest wait unaccepted
+                print(f"| {receiver.name} | {_idle_cpu_percent(receiver, args.idle)} |", flush=True)
 
 
 if __name__ == "__main__":

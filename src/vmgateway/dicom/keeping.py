@@ -41,8 +41,9 @@ def keep_instance(store: Store, path: Path | str, sender: Sender) -> int:
     refused = receiving.refusal(path)
     if refused is not None:
         raise refused
-    instance = read_instance(Path(path))
-    receipt = store.put_dicom(Path(path), instance, sender)
+    fsynced = store.fsync_soon(Path(path))
+    instance = read_instance(Path(path))  # while the disk writes it
+    receipt = store.put_dicom(Path(path), instance, sender, fsynced)
     if receipt.kept is not Kept.STORED:
         log.info("instance received again",
                  extra={"sop_instance_uid": instance.sop_instance_uid, "outcome": receipt.kept.value,

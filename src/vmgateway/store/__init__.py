@@ -137,12 +137,17 @@ class Store:
         self._journal.close()
         self._lock.release()
 
-    def put_dicom(self, temporary: Path, instance: DicomInstance, sender: Sender) -> Receipt:
+    def fsync_soon(self, temporary: Path) -> Future[None]:
+        """Start making a received file durable while it is checked; give the result to `put_dicom`."""
+        return self._spool.fsync_soon(temporary)
+
+    def put_dicom(self, temporary: Path, instance: DicomInstance, sender: Sender,
+                  fsynced: Future[None] | None = None) -> Receipt:
         """Keep the file at `temporary` and record it; return only once both are durable.
 
         Raises SpoolFull, OSError or JournalError when the promise cannot be kept.
         """
-        spooled = self._spool.absorb(temporary, "dicom", ".dcm")
+        spooled = self._spool.absorb(temporary, "dicom", ".dcm", fsynced)
         try:
             receipt = self._journal.write(record_dicom_instance(instance, spooled, sender, time.time()))
         finally:

@@ -19,7 +19,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
@@ -123,8 +123,15 @@ class Spool:
                 f"below storage.min_free_mb = {self.min_free_bytes // 2**20}"
             )
 
-    def absorb(self, temporary: Path, kind: str, suffix: str) -> SpooledFile:
-        """Make the file at `temporary` (inside `incoming/`) durable under its content name.
+    def fsync_soon(self, temporary: Path) -> Future[None]:
+        """Start the fsync of a received file now, so that its checks run while the disk works
+        (both release the GIL): 0.3 ms of a small instance's 4 ms here. Hand the future to
+        `absorb`, which waits for it and raises what it raised."""
+        return self._fsync_pool.submit(_fsync_file, temporary)
+
+    def absorb(self, temporary: Path, kind: str, suffix: str, fsynced: Future[None] | None = None) -> SpooledFile:
+        """Make the file at `temporary` (inside `incoming/`) durable under its content name
+        (`fsynced`: its fsync, started by `fsync_soon`).
 
         Raises SpoolFull when the watermark is crossed, OSError on disk trouble; in both
         cases nothing new is left visible in the spool.
@@ -132,7 +139,10 @@ class Spool:
         self.check_room()
         with open(temporary, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            if size >= _OVERLAP_FROM:
+            if fsynced is not None:
+                sha256 = _sha256(handle, size)
+                fsynced.result()
+            elif size >= _OVERLAP_FROM:
                 # Both release the GIL: the kernel writes the data out while we hash it.
                 syncing = self._fsync_pool.submit(os.fsync, handle.fileno())
                 sha256 = _sha256(handle, size)
@@ -183,6 +193,14 @@ class Spool:
             except FileNotFoundError:
                 return False
         return True
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _sha256(handle: BufferedReader, size: int) -> str:

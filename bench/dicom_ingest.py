@@ -225,6 +225,13 @@ def _one_run(receiver: Receiver, files: list[Path], associations: int) -> tuple[
     return seconds, peak
 
 
+def _disk(when: str) -> None:
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "out") as tmp:
+        sync_ms, rates = fdatasync_ms(Path(tmp)), [dd_mb_s(Path(tmp)) for _ in range(3)]
+    print(f"{when}: 4 KiB write + fdatasync {sync_ms:.3f} ms; dd bs=8M count=64 conv=fdatasync"
+          f" {statistics.median(rates):.0f} MB/s (runs: {', '.join(f'{r:.0f}' for r in rates)})\n", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
@@ -239,9 +246,7 @@ def main() -> None:
     receivers = [r for r in RECEIVERS if not args.only or r.name in args.only]
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n")
-    with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "out") as tmp:
-        sync_ms, dd = fdatasync_ms(Path(tmp)), dd_mb_s(Path(tmp))
-    print(f"disk: 4 KiB write + fdatasync {sync_ms:.3f} ms; dd bs=8M count=64 conv=fdatasync {dd:.0f} MB/s\n")
+    _disk("disk at the start")
     print("| dataset | associations | receiver | instances/s | MB/s | peak RSS (MB) |")
     print("| --- | ---: | --- | ---: | ---: | ---: |")
     cases = [(label, files, 1) for label, files in datasets.items()]
@@ -249,14 +254,18 @@ def main() -> None:
     cases[1:1] = [(small_label, small, count) for count in args.associations or []]
     for label, files, associations in cases:
         megabytes = sum(f.stat().st_size for f in files) / 1e6
-        for receiver in receivers:
-            runs = [_one_run(receiver, files, associations) for _ in range(args.repeat)]
+        # Round by round, every receiver once per round: this machine's speed drifts by minutes,
+        # and a drift must not fall on one receiver's runs only.
+        rounds = [[_one_run(receiver, files, associations) for receiver in receivers] for _ in range(args.repeat)]
+        for index, receiver in enumerate(receivers):
+            runs = [results[index] for results in rounds]
             seconds = statistics.median(s for s, _ in runs)
             peak = max(p for _, p in runs)
             print(
                 f"| {label} | {associations} | {receiver.name} | {len(files) / seconds:.0f} | {megabytes / seconds:.0f}"
                 f" | {peak:.0f} |", flush=True,
             )
+    _disk("\ndisk at the end")
     if args.idle:
         print(f"\n| receiver | CPU with {args.idle} idle associations (% of a core) |\n| --- | ---: |")
         for receiver in receivers:

@@ -40,7 +40,8 @@ class AsyncioDicomReceiver:
         self._calling_aets = list(config.allowed_calling_aets)
         self._server: asyncio.Server | None = None
         self._running: dict[asyncio.Task[None], Association] = {}
-        self._established: set[Association] = set()
+        self._in_slots: set[Association] = set()
+        """Associations established, or being decided with a slot claimed for them."""
         self._draining = False
         # Connections beyond the association limit are still accepted, up to twice as many, so
         # that they can be answered "local limit exceeded" (the sender retries later); more than
@@ -62,10 +63,14 @@ class AsyncioDicomReceiver:
 
     def _policy(self) -> Policy:
         cfg = self.config
-        return Policy(cfg.ae_title, cfg.require_called_ae, self._calling_aets, cfg.max_pdu)
+        return Policy(cfg.ae_title, cfg.require_called_ae, tuple(self._calling_aets), cfg.max_pdu)
 
-    def _room(self) -> bool:
-        return not self._draining and len(self._established) < self.config.max_associations
+    def _claim(self, association: Association) -> bool:
+        """A slot for an association being decided, if there is room (none while draining)."""
+        if self._draining or len(self._in_slots) >= self.config.max_associations:
+            return False
+        self._in_slots.add(association)
+        return True
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
@@ -74,8 +79,8 @@ class AsyncioDicomReceiver:
             # peer's delayed ACK (40 ms) and small instances crawl.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         address = str((writer.get_extra_info("peername") or ("?", 0))[0])
-        association = Association(reader, writer, address, self.config, self._services, self._policy, self._room,
-                                  self._established.add)
+        association = Association(reader, writer, address, self.config, self._services, self._policy, self._claim,
+                                  self._in_slots.discard)
         task = asyncio.current_task()
         assert task is not None
         self._running[task] = association
@@ -83,7 +88,7 @@ class AsyncioDicomReceiver:
             await association.run()
         finally:
             del self._running[task]
-            self._established.discard(association)
+            self._in_slots.discard(association)
             writer.close()
             try:
                 await writer.wait_closed()
@@ -104,7 +109,7 @@ class AsyncioDicomReceiver:
                 # hung up) would hold the drain for the whole ARTIM time; nothing is in flight.
                 association.abort()
                 task.cancel()
-        running = {task for task, association in self._running.items() if association in self._established}
+        running = {task for task, association in self._running.items() if association in self._in_slots}
         log.info("dicom receiver draining", extra={"running_associations": len(running)})
         aborted = 0
         if running:

@@ -96,16 +96,16 @@ class _End(Exception):
 
 class Association:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str,
-                 config: DicomConfig, services: Services, policy: Callable[[], Policy], room: Callable[[], bool],
-                 established: Callable[[Association], None]) -> None:
-        """`policy` and `room` are asked at the A-ASSOCIATE-RQ (who may call, whether there is room);
-        `established` is told once the association is accepted."""
+                 config: DicomConfig, services: Services, policy: Callable[[], Policy],
+                 claim: Callable[[Association], bool], unclaim: Callable[[Association], None]) -> None:
+        """`policy` is asked at the A-ASSOCIATE-RQ (who may call); `claim` takes one of the
+        association slots for it, or says there is none; `unclaim` gives it back if rejected."""
         self.reader, self.writer, self.address = reader, writer, address
         self.config = config
         self.services = services
         self._policy = policy
-        self._room = room
-        self._on_established = established
+        self._claim = claim
+        self._unclaim = unclaim
         self.machine = Acceptor()
         self.established = False
         self.sender = Sender("dicom", "", address)
@@ -208,15 +208,18 @@ class Association:
             raise _End
 
     async def _decide(self, pdu: bytes) -> None:
-        try:
-            decision = decide(pdu, self._policy(), self._room())
+        room = self._claim(self)  # before the wait below, so that two requests cannot take one slot
+        try:  # in a worker thread: a request never seen before can take a tenth of a second
+            decision = await asyncio.to_thread(decide, pdu, self._policy(), room)
         except UnreadableRequest as exc:
+            self._unclaim(self)
             sparing.warning("dicom association request refused", address=self.address, reason=str(exc))
             self.machine.closed()
             self._send_and_close(abort_pdu(reason=2))
             raise _End from None
         self.sender = Sender("dicom", decision.calling_ae, self.address)
         if not isinstance(decision, Accepted):
+            self._unclaim(self)
             self.machine.closed()
             log.warning("association rejected", extra={
                 "calling_ae": decision.calling_ae, "called_ae": decision.called_ae, "address": self.address,
@@ -230,7 +233,6 @@ class Association:
         self.writer.write(decision.pdu)
         self.established = True
         self._quiet_since = time.monotonic()
-        self._on_established(self)
         log.info("association accepted", extra={"calling_ae": decision.calling_ae, "address": self.address})
         await self._drain_writes()
 

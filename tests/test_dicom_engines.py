@@ -10,6 +10,7 @@ import random
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,16 @@ def test_after_much_junk_the_port_still_serves_and_memory_did_not_grow(fuzzed: G
     assert fuzzed.instances() == []
     assert fuzzed.proc is not None and fuzzed.proc.poll() is None
     assert _rss_mb(fuzzed) - before < 10, f"RSS grew from {before:.0f} MB to {_rss_mb(fuzzed):.0f} MB"
+
+
+def test_an_idle_association_is_aborted_after_the_network_timeout(fuzzed: GatewayProcess) -> None:
+    with socket.create_connection(("127.0.0.1", fuzzed.port), timeout=10) as sock:
+        sock.sendall(association_request("XRAY1", "VM_GATEWAY", [(ABSTRACT_SYNTAXES[0], TRANSFER_SYNTAXES[:1])], {},
+                                         16384))
+        assert _read_pdu(sock)[:1] == b"\x02"
+        began = time.monotonic()
+        answer = _read_pdu(sock)  # nothing sent: the gateway's A-ABORT comes after network_timeout_s (3 s)
+        waited = time.monotonic() - began
+    assert answer[:1] == b"\x07", answer
+    assert 2.5 < waited < 8, f"aborted after {waited:.1f} s"
+    fuzzed.wait_for_log("association idle, aborted")

@@ -358,6 +358,10 @@ class Association:
             log.warning("association aborted: the peer does not read", extra={"address": self.address})
             self._send_and_close(abort_pdu())
             raise _End from None
+        # The peer's silence is counted from our answer: the time we took is not its idleness.
+        self._quiet_since = time.monotonic()
+        if self._pdu_started is not None:
+            self._pdu_started = self._quiet_since
 
     def _send_and_close(self, pdu: bytes) -> None:
         self.machine.closed()

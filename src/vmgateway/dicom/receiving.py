@@ -2,10 +2,11 @@
 the spool's file system, so that keeping it is a rename) — or nowhere, when the disk cannot
 take it.
 
-pynetdicom streams each dataset to a file as its P-DATA fragments arrive (never whole in memory),
-and creates that file with `tempfile.NamedTemporaryFile` as named in its `dimse_messages` module:
-the one hook it offers, which `install` takes. Two things are decided there that pynetdicom
-cannot decide:
+Both DICOM engines write a dataset as its P-DATA fragments arrive (never whole in memory) through
+a `ReceivingFile`: the asyncio engine (vmgateway.dicom.association) makes one itself; pynetdicom
+(its engine, and the PACS poller's C-GET) creates its file with `tempfile.NamedTemporaryFile` as
+named in its `dimse_messages` module — the one hook it offers, which `install` takes. Two things
+are decided there that pynetdicom cannot decide:
 
 - the disk is asked at the C-STORE's start: below the watermark, nothing is written at all;
 - a write that fails for want of space (another process filled the disk below the watermark

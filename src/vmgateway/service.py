@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmgateway import __version__
 from vmgateway.api.app import GatewayView
@@ -35,12 +35,13 @@ from vmgateway.power.monitor import PowerMonitor
 from vmgateway.remote_settings import RefusedChange, change
 from vmgateway.store import DataFolderBusy, StartupCheck, Store
 from vmgateway.store.access import SITE_CONTACT, SITE_PACS
-from vmgateway.transfers import destinations
 from vmgateway.transfers.retention import INTERVAL_S as RETENTION_INTERVAL_S
 from vmgateway.transfers.retention import remove_delivered_files
-from vmgateway.transfers.worker import Destination
 from vmgateway.worklist.expiry import EVERY_S as EXPIRY_INTERVAL_S
 from vmgateway.worklist.expiry import forget_expired_entries
+
+if TYPE_CHECKING:
+    from vmgateway.transfers.worker import Destination
 
 log = logging.getLogger(__name__)
 
@@ -264,8 +265,11 @@ class Gateway:
             await self._report_startup(check)
             await self.store.record_event("start", f"vmgateway {__version__}")
             await self._move_remote_settings_out_of_the_journal()
-            self.destinations = destinations.build(self.settings.transfers, self.store,
-                                                   await self.store.settings.gateway_id())
+            if self.settings.transfers.mode == "push":
+                # Imported only here: httpx and the sinks cost 5 MB that a pull-mode box never uses.
+                from vmgateway.transfers import destinations
+                self.destinations = destinations.build(self.settings.transfers, self.store,
+                                                       await self.store.settings.gateway_id())
             await self._start_listeners()
             self._start_jobs()
             log.info("gateway running", extra={"version": __version__, "data_dir": str(self.settings.storage.data_dir)})

@@ -32,6 +32,8 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[
 
 from tests.conftest import DCMTK_ENV, GatewayProcess, dcmtk
 from tests.dicomdata import copies_of_ct_small
+from vmgateway.dicom.association import MAX_IDENTIFIER
+from vmgateway.dicom.commands import C_FIND_RQ, C_STORE_RQ, decode_command, encode_command, message_pdus
 
 ABSTRACT_SYNTAXES = [
     "1.2.840.10008.1.1",  # Verification
@@ -277,3 +279,36 @@ def test_an_idle_association_is_aborted_after_the_network_timeout(fuzzed: Gatewa
     assert answer[:1] == b"\x07", answer
     assert 2.5 < waited < 8, f"aborted after {waited:.1f} s"
     fuzzed.wait_for_log("association idle, aborted")
+
+
+def _dimse_answer(sock: socket.socket) -> dict[str, int | str]:
+    """The command set of the next DIMSE message (its PDUs gathered until the last command fragment)."""
+    command = b""
+    while True:
+        pdu = _read_pdu(sock)
+        assert pdu[:1] == b"\x04", pdu[:16]
+        _, _, control = struct.unpack(">IBB", pdu[6:12])
+        command += pdu[12:]
+        if control & 3 == 3:
+            return decode_command(command)
+
+
+@pytest.mark.parametrize(("abstract", "field", "dataset", "status"), [
+    ("1.2.840.10008.5.1.4.31", C_FIND_RQ, bytes(MAX_IDENTIFIER + 2), 0xA900),  # a query too long to read
+    ("1.2.840.10008.1.1", C_STORE_RQ, b"\x08\x00\x18\x00\x02\x00\x00\x001\x00", 0x0122),  # C-STORE on Verification
+    ("1.2.840.10008.5.1.4.1.1.2", 0x0010, b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ", 0x0211),  # a C-GET
+])
+def test_requests_the_gateway_cannot_serve_are_answered_with_their_status(
+    fuzzed: GatewayProcess, abstract: str, field: int, dataset: bytes, status: int,
+) -> None:
+    with socket.create_connection(("127.0.0.1", fuzzed.port), timeout=10) as sock:
+        sock.sendall(association_request("XRAY1", "VM_GATEWAY", [(abstract, TRANSFER_SYNTAXES[:1])], {}, 16384))
+        assert _read_pdu(sock)[:1] == b"\x02"
+        command: dict[str, int | str] = {"CommandField": field, "MessageID": 7, "AffectedSOPClassUID": abstract,
+                                         "CommandDataSetType": 0x0000, "AffectedSOPInstanceUID": "1.2.3.4", "Priority": 0}
+        sock.sendall(message_pdus(1, encode_command(command), dataset, 16384))
+        answer = _dimse_answer(sock)
+    assert answer["CommandField"] == field | 0x8000
+    assert answer["MessageIDBeingRespondedTo"] == 7
+    assert answer["Status"] == status, answer
+    assert fuzzed.instances() == []

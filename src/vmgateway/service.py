@@ -265,11 +265,11 @@ class Gateway:
             await self._report_startup(check)
             await self.store.record_event("start", f"vmgateway {__version__}")
             await self._move_remote_settings_out_of_the_journal()
+            gateway_id = await self.store.settings.gateway_id()  # made at the first start
             if self.settings.transfers.mode == "push":
                 # Imported only here: httpx and the sinks cost 5 MB that a pull-mode box never uses.
                 from vmgateway.transfers import destinations
-                self.destinations = destinations.build(self.settings.transfers, self.store,
-                                                       await self.store.settings.gateway_id())
+                self.destinations = destinations.build(self.settings.transfers, self.store, gateway_id)
             await self._start_listeners()
             self._start_jobs()
             log.info("gateway running", extra={"version": __version__, "data_dir": str(self.settings.storage.data_dir)})

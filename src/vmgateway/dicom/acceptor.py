@@ -30,6 +30,9 @@ from vmgateway.store import Store
 
 log = logging.getLogger(__name__)
 
+CLOSE_TIMEOUT_S = 5
+"""How long a closed connection may take to send what is left (an A-ABORT, a release answer)."""
+
 
 class AsyncioDicomReceiver:
     def __init__(self, config: DicomConfig, store: Store) -> None:
@@ -90,10 +93,11 @@ class AsyncioDicomReceiver:
             del self._running[task]
             self._in_slots.discard(association)
             writer.close()
-            try:
-                await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
+            try:  # a peer that reads nothing keeps a closing transport open: cut it after a while
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await writer.wait_closed()
+            except (TimeoutError, ConnectionError, OSError):
+                writer.transport.abort()
 
     async def drain(self, timeout: float) -> int:
         """Refuse new associations, let running ones finish within `timeout`, abort the rest.

@@ -81,6 +81,7 @@ def test_metadata_in_journal_survives_latin1_and_utf8(gateway: GatewayProcess, t
         assert (row["sender"], row["peer_address"]) == ("XRAY1", "127.0.0.1")
         stored = gateway.data_dir / "spool" / row["spool_path"]
         assert row["sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
+        assert row["spool_path"].endswith(f"/{row['sha256']}.dcm")  # named by what arrived
         assert row["size"] == stored.stat().st_size
 
 

@@ -261,7 +261,7 @@ class Association:
                            event.command)
         if event.has_dataset:
             if message.field == commands.C_STORE_RQ and message.service_ok:
-                message.receive_into(ReceivingFile(self.services.store), file_header(
+                message.receive_into(ReceivingFile(self.services.store, hashing=True), file_header(
                     str(event.command.get("AffectedSOPClassUID", "")),
                     str(event.command.get("AffectedSOPInstanceUID", "")), str(message.transfer_syntax)))
             self._message = message
@@ -293,15 +293,15 @@ class Association:
             await self._respond(message, field | commands.RESPONSE_BIT, UNRECOGNIZED_OPERATION)
 
     async def _store(self, message: _Message) -> None:
-        path = message.close_file()
-        if path is None:  # a C-STORE-RQ that said it had no data set
+        received = message.close_file()
+        if received is None:  # a C-STORE-RQ that said it had no data set
             await self._respond(message, commands.C_STORE_RSP, CANNOT_UNDERSTAND,
                                 AffectedSOPInstanceUID=str(message.command.get("AffectedSOPInstanceUID", "")))
             return
         try:
-            answer = await asyncio.to_thread(answer_store, self.services.store, self.sender, path)
+            answer = await asyncio.to_thread(answer_store, self.services.store, self.sender, *received)
         finally:
-            Path(path).unlink(missing_ok=True)  # kept: renamed away already; refused: not wanted
+            Path(received[0]).unlink(missing_ok=True)  # kept: renamed away already; refused: not wanted
         await self._respond(message, commands.C_STORE_RSP, answer,
                             AffectedSOPInstanceUID=str(message.command.get("AffectedSOPInstanceUID", "")))
 
@@ -422,11 +422,12 @@ class _Message:
         """The data set received into memory (None when it was too long)."""
         return None if self._buffer is None else bytes(self._buffer)
 
-    def close_file(self) -> str | None:
+    def close_file(self) -> tuple[str, str | None] | None:
+        """The received file's path and the SHA-256 of its bytes (None: the request had no data set)."""
         if self._file is None:
             return None
         self._file.close()
-        return self._file.name
+        return self._file.name, self._file.sha256
 
     def discard(self) -> bool:
         """Forget a data set that will not be answered; whether a partial file was removed."""

@@ -32,8 +32,9 @@ def no_delay(event: evt.Event) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def keep_instance(store: Store, path: Path | str, sender: Sender) -> int:
-    """Check and keep the instance pynetdicom streamed to `path`; Success once it is durable.
+def keep_instance(store: Store, path: Path | str, sender: Sender, sha256: str | None = None) -> int:
+    """Check and keep the instance streamed to `path` (`sha256`: its hash, when taken on the way);
+    Success once it is durable.
 
     Raises what stops that (UnreadableInstance, SpoolFull, JournalError, …): the handler's
     seam (vmgateway.dicom.statuses) turns it into the status the sender is told.
@@ -43,7 +44,7 @@ def keep_instance(store: Store, path: Path | str, sender: Sender) -> int:
         raise refused
     fsynced = store.fsync_soon(Path(path))
     instance = read_instance(Path(path))  # while the disk writes it
-    receipt = store.put_dicom(Path(path), instance, sender, fsynced)
+    receipt = store.put_dicom(Path(path), instance, sender, fsynced, sha256)
     if receipt.kept is not Kept.STORED:
         log.info("instance received again",
                  extra={"sop_instance_uid": instance.sop_instance_uid, "outcome": receipt.kept.value,
@@ -60,15 +61,15 @@ def note_echo(store: Store, sender: Sender) -> None:
         log.warning("could not note the echo's caller", extra={"error": str(exc)})
 
 
-def answer_store(store: Store, sender: Sender, path: Path | str) -> int | Dataset:
+def answer_store(store: Store, sender: Sender, path: Path | str, sha256: str | None = None) -> int | Dataset:
     """The C-STORE response for the instance at `path`, sent to us on port 4006 (either engine):
     Success once it is kept, else the status the seam chose; counted by status."""
-    answer = _keep(store, sender, path)
+    answer = _keep(store, sender, path, sha256)
     status = answer if isinstance(answer, int) else int(answer.Status)
     DICOM_STORE_RESPONSES.labels(f"0x{status:04X}").inc()
     return answer
 
 
 @answering(Service.STORE)
-def _keep(store: Store, sender: Sender, path: Path | str) -> int:
-    return keep_instance(store, path, sender)
+def _keep(store: Store, sender: Sender, path: Path | str, sha256: str | None) -> int:
+    return keep_instance(store, path, sender, sha256)

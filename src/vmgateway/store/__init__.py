@@ -142,12 +142,13 @@ class Store:
         return self._spool.fsync_soon(temporary)
 
     def put_dicom(self, temporary: Path, instance: DicomInstance, sender: Sender,
-                  fsynced: Future[None] | None = None) -> Receipt:
-        """Keep the file at `temporary` and record it; return only once both are durable.
+                  fsynced: Future[None] | None = None, sha256: str | None = None) -> Receipt:
+        """Keep the file at `temporary` (`sha256`: its hash, if the receiver took it) and record
+        it; return only once both are durable.
 
         Raises SpoolFull, OSError or JournalError when the promise cannot be kept.
         """
-        spooled = self._spool.absorb(temporary, "dicom", ".dcm", fsynced)
+        spooled = self._spool.absorb(temporary, "dicom", ".dcm", fsynced, sha256)
         try:
             receipt = self._journal.write(record_dicom_instance(instance, spooled, sender, time.time()))
         finally:

@@ -129,14 +129,35 @@ class Spool:
         `absorb`, which waits for it and raises what it raised."""
         return self._fsync_pool.submit(_fsync_file, temporary)
 
-    def absorb(self, temporary: Path, kind: str, suffix: str, fsynced: Future[None] | None = None) -> SpooledFile:
+    def absorb(self, temporary: Path, kind: str, suffix: str, fsynced: Future[None] | None = None,
+               sha256: str | None = None) -> SpooledFile:
         """Make the file at `temporary` (inside `incoming/`) durable under its content name
-        (`fsynced`: its fsync, started by `fsync_soon`).
+        (`fsynced`: its fsync, started by `fsync_soon`; `sha256`: its hash, taken by the receiver
+        as the bytes arrived, else read back here).
 
         Raises SpoolFull when the watermark is crossed, OSError on disk trouble; in both
         cases nothing new is left visible in the spool.
         """
         self.check_room()
+        if sha256 is None:
+            size, sha256 = self._hash_and_fsync(temporary, fsynced)
+        else:
+            size = os.stat(temporary).st_size
+            fsynced.result() if fsynced is not None else _fsync_file(temporary)
+        relative = f"{kind}/{sha256[:2]}/{sha256}{suffix}"
+        final = self.root / relative
+        with self._names:  # the same bytes may be on their way out: keep them
+            self._claimed[relative] = self._claimed.get(relative, 0) + 1
+            self._doomed.discard(relative)
+        try:
+            os.replace(temporary, final)
+            fsync_directory(final.parent)
+        except BaseException:
+            self.release(relative)
+            raise
+        return SpooledFile(relative, sha256, size)
+
+    def _hash_and_fsync(self, temporary: Path, fsynced: Future[None] | None) -> tuple[int, str]:
         with open(temporary, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if fsynced is not None:
@@ -150,18 +171,7 @@ class Spool:
             else:
                 sha256 = _sha256(handle, size)
                 os.fsync(handle.fileno())
-        relative = f"{kind}/{sha256[:2]}/{sha256}{suffix}"
-        final = self.root / relative
-        with self._names:  # the same bytes may be on their way out: keep them
-            self._claimed[relative] = self._claimed.get(relative, 0) + 1
-            self._doomed.discard(relative)
-        try:
-            os.replace(temporary, final)
-            fsync_directory(final.parent)
-        except BaseException:
-            self.release(relative)
-            raise
-        return SpooledFile(relative, sha256, size)
+        return size, sha256
 
     def path_of(self, relative: str) -> Path:
         """The file a journal row names (its path is kept relative to the spool)."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
 import pydicom
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.dicomdata import PYDICOM_FILES
 from vmgateway.dicom.metadata import UnreadableInstance, read_instance
@@ -57,3 +60,55 @@ def test_random_bytes_are_refused(tmp_path: Path) -> None:
     path.write_bytes(bytes(range(256)) * 8)
     with pytest.raises(UnreadableInstance):
         read_instance(path)
+
+
+def _element_ends(whole: bytes) -> set[int]:
+    """Where each top-level element of the data set ends, found by pydicom's own reader (the
+    places where a cut leaves a shorter data set that is valid in itself)."""
+    fp = io.BytesIO(whole)
+    fp.seek(132)
+    syntax = pydicom.filereader._read_file_meta_info(fp).TransferSyntaxUID
+    ends = {fp.tell()}
+    for _ in pydicom.filereader.data_element_generator(fp, syntax.is_implicit_VR, syntax.is_little_endian):
+        ends.add(fp.tell())
+    return ends
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, set[int]]]:
+    folder = tmp_path_factory.mktemp("samples")
+    found = {}
+    for name in SAMPLES:
+        whole = _resaved(name, folder)
+        found[name] = (whole, _element_ends(whole))
+    return found
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(SAMPLES), cut=st.floats(min_value=0, max_value=1, exclude_max=True))
+def test_a_cut_is_taken_only_where_it_falls_between_two_elements(
+        samples: dict[str, tuple[bytes, set[int]]], tmp_path: Path, name: str, cut: float) -> None:
+    whole, ends = samples[name]
+    at = 132 + int(cut * (len(whole) - 132))
+    path = tmp_path / "received.dcm"
+    path.write_bytes(whole[:at])
+    try:
+        read_instance(path)
+    except UnreadableInstance:
+        return  # a cut between elements may be refused too: the prefix can lack its SOP Instance UID
+    assert at in ends, f"{name} cut at byte {at} of {len(whole)} was taken as whole"
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_the_journal_fields_are_what_pydicom_reads(name: str, tmp_path: Path) -> None:
+    whole = _resaved(name, tmp_path)
+    path = tmp_path / "received.dcm"
+    path.write_bytes(whole)
+    instance, dataset = read_instance(path), pydicom.dcmread(path)
+    assert instance.sop_instance_uid == dataset.SOPInstanceUID
+    assert instance.sop_class_uid == dataset.SOPClassUID
+    assert instance.study_instance_uid == dataset.get("StudyInstanceUID")
+    assert instance.series_instance_uid == dataset.get("SeriesInstanceUID")
+    assert instance.transfer_syntax_uid == dataset.file_meta.TransferSyntaxUID
+    assert instance.patient_name == (str(dataset.PatientName).strip() or None if "PatientName" in dataset else None)
+    assert instance.modality == (dataset.get("Modality") or None)

@@ -64,6 +64,28 @@ def test_a_failed_fsync_of_a_received_file_answers_out_of_resources_and_keeps_no
     assert (check.lost, check.problems) == ([], [])
 
 
+def test_a_failed_fsync_of_the_spool_folder_answers_out_of_resources_and_records_nothing(
+        crashfs: CrashFs, make_gateway: Any, tmp_path: Path) -> None:
+    """The journal's SQL runs beside the fsync of the folder that names the new file; its row must
+    still never be committed when that fsync fails."""
+    gateway: GatewayProcess = make_gateway(storage={"data_dir": str(crashfs.mountpoint)})
+    (path,) = copies_of_ct_small(tmp_path / "ct", 1)
+    crashfs.ask("fail_fsync", after=0, path="/spool/dicom/")
+    assert store_one(gateway, path) == 0xA700
+    assert crashfs.ask("stats")["failed"][0].startswith("/spool/dicom/")
+    assert gateway.instances() == []
+
+    assert store_one(gateway, path) == 0x0000  # sent again: kept
+    assert len(gateway.instances()) == 1
+    ledger = Ledger()
+    ledger.add_dicom([path])
+    crashfs.cut()
+    gateway.kill()
+    crashfs.mount()
+    check = check_after_restart(gateway, ledger)
+    assert (check.lost, check.problems) == ([], [])
+
+
 def test_a_journal_that_fails_its_fsync_acknowledges_nothing_and_says_so_until_it_commits_again(
         crashfs: CrashFs, make_gateway: Any) -> None:
     (astm_port,) = free_ports(1)

@@ -7,7 +7,8 @@ Instance UID with different bytes cannot overwrite each other, and the same byte
 land on the same name. The journal maps SOP Instance UIDs to these names.
 
 A file arrives in `incoming/` (on the same file system, so the final step is a rename), is
-fsync'ed, renamed into place and its folder fsync'ed. Only then may the journal record it.
+fsync'ed, renamed into place and its folder fsync'ed. Only then may the journal commit the row
+that records it (its SQL may run while the folder's fsync does).
 """
 
 from __future__ import annotations
@@ -130,10 +131,12 @@ class Spool:
         return self._fsync_pool.submit(_fsync_file, temporary)
 
     def absorb(self, temporary: Path, kind: str, suffix: str, fsynced: Future[None] | None = None,
-               sha256: str | None = None) -> SpooledFile:
-        """Make the file at `temporary` (inside `incoming/`) durable under its content name
-        (`fsynced`: its fsync, started by `fsync_soon`; `sha256`: its hash, taken by the receiver
-        as the bytes arrived, else read back here).
+               sha256: str | None = None) -> tuple[SpooledFile, Future[None]]:
+        """Give the file at `temporary` (inside `incoming/`) its content name once its data is
+        durable (`fsynced`: its fsync, started by `fsync_soon`; `sha256`: its hash, taken by the
+        receiver as the bytes arrived, else read back here). Returns it with the fsync of its new
+        folder entry, under way: the journal may record the file only once that is done (see
+        `Store.put_dicom`), and meanwhile does its SQL.
 
         Raises SpoolFull when the watermark is crossed, OSError on disk trouble; in both
         cases nothing new is left visible in the spool.
@@ -151,11 +154,11 @@ class Spool:
             self._doomed.discard(relative)
         try:
             os.replace(temporary, final)
-            fsync_directory(final.parent)
+            named = self._fsync_pool.submit(fsync_directory, final.parent)
         except BaseException:
             self.release(relative)
             raise
-        return SpooledFile(relative, sha256, size)
+        return SpooledFile(relative, sha256, size), named
 
     def _hash_and_fsync(self, temporary: Path, fsynced: Future[None] | None) -> tuple[int, str]:
         with open(temporary, "rb") as handle:

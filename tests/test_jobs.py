@@ -8,6 +8,7 @@ and the job seen to recover once the journal works again.
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import free_ports
 from vmgateway.config import Settings
@@ -84,6 +86,38 @@ def test_a_long_running_job_that_dies_is_restarted_and_counted() -> None:
         await jobs.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_job_that_ignores_its_cancellation_does_not_hold_the_stop(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        jobs = Jobs()
+        stubborn_started, let_go = asyncio.Event(), asyncio.Event()
+
+        async def stubborn() -> None:  # what 3.11's wait_for once made of the UPS watch
+            stubborn_started.set()
+            give_up_at = time.monotonic() + 10  # bounded, so that a stop that waits for it ends too
+            while not let_go.is_set() and time.monotonic() < give_up_at:
+                try:
+                    await asyncio.sleep(0.05)
+                except asyncio.CancelledError:
+                    pass
+
+        async def polite() -> None:
+            await asyncio.Event().wait()
+
+        jobs.run("stubborn", stubborn)
+        jobs.run("polite", polite)
+        await asyncio.wait_for(stubborn_started.wait(), WAIT_S)
+        await jobs.stop(wait_s=0.2)
+        states = jobs.states()
+        assert states["polite"]["state"] == "stopped"
+        assert states["stubborn"]["state"] == "ok"  # still running, and not shown as stopped
+        let_go.set()
+
+    with caplog.at_level(logging.ERROR, logger="vmgateway.jobs"):
+        asyncio.run(scenario())
+    [record] = [r for r in caplog.records if r.getMessage() == "background job ignored its cancellation, left running"]
+    assert record.job == "stubborn"  # type: ignore[attr-defined]
 
 
 class Breakable:

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 FIRST_RETRY_S = 1.0
 MIN_BACKOFF_CAP_S = 60.0
+STOP_WAIT_S = 5.0
+"""How long `stop()` waits for cancelled jobs. One that ignores its cancellation is a bug, and it
+must not keep the receivers open past a power cut: a UPS watch once looped on after SIGTERM
+(Python 3.11's wait_for swallowed the cancel) and the gateway never stopped."""
 
 
 @dataclass
@@ -65,13 +69,18 @@ class Jobs:
         if waiting:
             await asyncio.wait(waiting, timeout=timeout_s)
 
-    async def stop(self) -> None:
-        """Cancel every job and wait for them (a drain has stopped what feeds them)."""
+    async def stop(self, wait_s: float = STOP_WAIT_S) -> None:
+        """Cancel every job and wait up to `wait_s` for them (a drain has stopped what feeds them);
+        a job still running then is logged and left behind, so that the stop goes on."""
         for task in self._tasks.values():
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        for state in self._states.values():
-            state.state = "stopped"
+        if self._tasks:
+            await asyncio.wait(self._tasks.values(), timeout=wait_s)
+        for name, task in self._tasks.items():
+            if task.done():
+                self._states[name].state = "stopped"
+            else:
+                log.error("background job ignored its cancellation, left running", extra={"job": name})
         self._tasks.clear()
 
     def _start(self, name: str, body: Awaitable[None]) -> None:

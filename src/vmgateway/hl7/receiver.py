@@ -103,8 +103,6 @@ class Hl7Receiver:
             if frame_deadline is not None:
                 waiting = min(waiting, frame_deadline - time.monotonic())
             try:
-                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
-                # that coincides with data arriving, and a drain then waits for the sender to stop.
                 async with asyncio.timeout(waiting):
                     data = await reader.read(_READ_SIZE)
             except TimeoutError:

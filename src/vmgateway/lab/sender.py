@@ -75,7 +75,8 @@ class InstrumentSender:
         await self.store.lab.sending(message_id)
         self.state.update(state="sending", last_sent_at=time.time())
         try:
-            raw = await asyncio.wait_for(self._exchange(message), self.instrument.answer_timeout_s)
+            async with asyncio.timeout(self.instrument.answer_timeout_s):
+                raw = await self._exchange(message)
             answer = read_answer(raw, control_id, self.instrument.charset)
         except (OSError, TimeoutError, NotAnAnswer, EOFError) as exc:
             error = self._describe(exc)

@@ -45,7 +45,8 @@ class NutClient:
     async def variables(self) -> dict[str, str]:
         """All the UPS's variables; raise NutError when they cannot be had."""
         try:
-            return await asyncio.wait_for(self._list_vars(), self.timeout)
+            async with asyncio.timeout(self.timeout):  # not wait_for: see the banned-api note in pyproject
+                return await self._list_vars()
         except NutError:
             await self.close()
             raise

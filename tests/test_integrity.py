@@ -10,8 +10,13 @@ import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydicom.datadict import dictionary_keyword, dictionary_VR
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
 from tests.dicomdata import PYDICOM_FILES
+from vmgateway.dicom import metadata
 from vmgateway.dicom.metadata import UnreadableInstance, read_instance
 
 SAMPLES = [
@@ -112,3 +117,29 @@ def test_the_journal_fields_are_what_pydicom_reads(name: str, tmp_path: Path) ->
     assert instance.transfer_syntax_uid == dataset.file_meta.TransferSyntaxUID
     assert instance.patient_name == (str(dataset.PatientName).strip() or None if "PatientName" in dataset else None)
     assert instance.modality == (dataset.get("Modality") or None)
+
+
+_CHARSETS = ["", "ISO_IR 100", "ISO_IR 192", "ISO_IR 13", "ISO 2022 IR 6\\ISO 2022 IR 87", "ISO 2022 IR 149",
+             "GB18030", "GBK", "ISO_IR 144", "ISO_IR 166", "ISO 2022 IR 13\\ISO 2022 IR 87", "NOT A CHARSET"]
+_JOURNAL_TAGS = sorted(metadata._TAGS - {0x00080005})
+
+
+@settings(max_examples=500, deadline=None)
+@given(charset=st.sampled_from(_CHARSETS), tag=st.sampled_from(_JOURNAL_TAGS),
+       value=st.binary(max_size=40).map(lambda b: bytes(c & 0x7F for c in b))
+       | st.text(alphabet=" \x00\\^=.09AZaz", max_size=20).map(str.encode),
+       explicit=st.booleans())
+def test_a_plain_ascii_value_is_read_as_pydicom_reads_it(charset: str, tag: int, value: bytes,
+                                                         explicit: bool) -> None:
+    """The shortcut past pydicom (metadata.plain_text) agrees with it in every character set."""
+    raw = RawDataElement(BaseTag(tag), dictionary_VR(tag) if explicit else None, len(value), value, 0, True, True)
+    dataset = Dataset()
+    dataset.SpecificCharacterSet = charset.split("\\") if charset else None
+    dataset[tag] = raw
+    taken = metadata.plain_text(raw)
+    if metadata._PLAIN.fullmatch(value) and b"\\" not in value:
+        assert taken is not metadata.NOT_PLAIN  # the shortcut is taken where it can be
+    if taken is not metadata.NOT_PLAIN:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert taken == metadata.decoded_text(dataset, dictionary_keyword(tag))

@@ -2,7 +2,10 @@
 
 The structure walk (integrity.py) finds the raw values; pydicom decodes them with the
 instance's Specific Character Set, so Å/Ä/Ö in ISO_IR 100 and ISO_IR 192 arrive as the same
-text. Pixel data is never read.
+text. A value of plain ASCII reads the same in every character set DICOM defines (without an
+escape, even ISO 2022's start in ASCII), so it is taken as it is: pydicom's decoding of the
+thirteen fields was 0.1 ms of a small instance's 3.9 ms here, and a property test holds the
+shortcut to pydicom's answer. Pixel data is never read.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from pathlib import Path
 from typing import overload
 
 from pydicom import dcmread
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -34,7 +38,11 @@ _KEYWORDS = [
     "PatientBreedDescription",
     "ResponsiblePerson",
 ]
-_TAGS = frozenset(int(tag_for_keyword(keyword) or 0) for keyword in _KEYWORDS)
+_TAG_OF = {keyword: int(tag_for_keyword(keyword) or 0) for keyword in _KEYWORDS}
+_TAGS = frozenset(_TAG_OF.values())
+_VR_OF = {tag: dictionary_VR(tag) for tag in _TAGS}
+_SPLIT_VRS = frozenset({"LO", "SH"})
+"""Text VRs whose values pydicom strips one by one (the others lose their padding only at the end)."""
 
 
 class UnreadableInstance(Exception):
@@ -46,37 +54,45 @@ def read_instance(path: Path) -> DicomInstance:
     try:
         scan = scan_part10(path, _TAGS)
         dataset: Dataset
+        plain: dict[int, str | None] = {}
         if scan.transfer_syntax.is_deflated:
             dataset = dcmread(path, stop_before_pixels=True, specific_tags=_KEYWORDS)
         else:
             dataset = Dataset()
-            for raw in scan.elements.values():
-                dataset[raw.tag] = raw  # decoded by pydicom on access, with the charset
+            for tag, raw in scan.elements.items():
+                dataset[tag] = raw  # decoded by pydicom on access, with the charset
+                if (text := plain_text(raw)) is not NOT_PLAIN:
+                    plain[tag] = text
     except Truncated as exc:
         raise UnreadableInstance(f"dataset is not whole: {exc}") from None
     except RepeatedElement as exc:
         raise UnreadableInstance(f"dataset is ambiguous: {exc}") from None
     except Exception as exc:  # pydicom and UID checks raise many types for malformed input
         raise UnreadableInstance(f"dataset cannot be parsed: {exc}") from None
+
+    def field(keyword: str) -> str | None:
+        tag = _TAG_OF[keyword]
+        return plain[tag] if tag in plain else decoded_text(dataset, keyword)
+
     try:
-        sop_class = _text(dataset, "SOPClassUID")
-        sop_instance = _text(dataset, "SOPInstanceUID")
+        sop_class = field("SOPClassUID")
+        sop_instance = field("SOPInstanceUID")
         if not sop_class or not sop_instance:
             raise UnreadableInstance("dataset has no SOP Class UID or SOP Instance UID")
         return DicomInstance(
             sop_class_uid=_uid(sop_class, "SOP Class UID"),
             sop_instance_uid=_uid(sop_instance, "SOP Instance UID"),
             transfer_syntax_uid=str(scan.transfer_syntax),
-            study_instance_uid=_uid(_text(dataset, "StudyInstanceUID"), "Study Instance UID"),
-            series_instance_uid=_uid(_text(dataset, "SeriesInstanceUID"), "Series Instance UID"),
-            patient_id=_text(dataset, "PatientID"),
-            patient_name=_text(dataset, "PatientName"),
-            accession_number=_text(dataset, "AccessionNumber"),
-            modality=_text(dataset, "Modality"),
-            study_date=_text(dataset, "StudyDate"),
-            species=_text(dataset, "PatientSpeciesDescription"),
-            breed=_text(dataset, "PatientBreedDescription"),
-            responsible_person=_text(dataset, "ResponsiblePerson"),
+            study_instance_uid=_uid(field("StudyInstanceUID"), "Study Instance UID"),
+            series_instance_uid=_uid(field("SeriesInstanceUID"), "Series Instance UID"),
+            patient_id=field("PatientID"),
+            patient_name=field("PatientName"),
+            accession_number=field("AccessionNumber"),
+            modality=field("Modality"),
+            study_date=field("StudyDate"),
+            species=field("PatientSpeciesDescription"),
+            breed=field("PatientBreedDescription"),
+            responsible_person=field("ResponsiblePerson"),
         )
     except UnreadableInstance:
         raise
@@ -104,7 +120,30 @@ def _uid(value: str | None, what: str) -> str | None:
     return value
 
 
-def _text(dataset: Dataset, keyword: str) -> str | None:
+NOT_PLAIN = "<not plain>"
+_PLAIN = re.compile(rb"[\x20-\x7e]*\x00*")
+"""Printable ASCII, padded with NULs perhaps: no escape, no control character to interpret."""
+
+
+def plain_text(raw: RawDataElement) -> str | None:
+    """The journal's text of `raw` without pydicom, as `decoded_text` would give it, when its
+    bytes are printable ASCII and its VR is the dictionary's; else NOT_PLAIN."""
+    value = raw.value
+    vr = _VR_OF[raw.tag]
+    if not isinstance(value, bytes) or not _PLAIN.fullmatch(value) or raw.VR not in (vr, None):
+        return NOT_PLAIN
+    if vr == "UI" and b"\\" in value:  # never a valid UID: pydicom's words go in the refusal
+        return NOT_PLAIN
+    text = value.decode("ascii")
+    if vr in _SPLIT_VRS:
+        text = "\\".join(part.rstrip(" \x00") for part in text.split("\\"))
+    elif vr == "PN":  # pydicom drops a name's empty trailing groups (`Doe^John=` is `Doe^John`)
+        text = "\\".join(part.rstrip("=") for part in text.rstrip(" \x00").split("\\"))
+    return text.strip(" \x00") or None
+
+
+def decoded_text(dataset: Dataset, keyword: str) -> str | None:
+    """The journal's text of an element, as pydicom decodes it with the instance's charset."""
     value = dataset.get(keyword)
     if value is None:
         return None

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
 
@@ -36,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from tests.dicomdata import PYDICOM_FILES  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from netns import rerun_in_private_network  # noqa: E402
+from netns import rerun_in_private_network, stopped_at_exit  # noqa: E402
 
 HTTP_PORT, PACS_PORT, DICOM_PORT, HL7_PORT, API_PORT = 18042, 11104, 11112, 12575, 13000
 ENV = os.environ | {"TCP_NODELAY": "1"}
@@ -102,9 +103,9 @@ def _upload(files: list[bytes]) -> list[str]:
 def main() -> None:
     rerun_in_private_network()
     (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "out") as tmp:
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "out") as tmp, ExitStack() as running:
         workdir = Path(tmp)
-        orthanc = _orthanc(workdir)
+        running.enter_context(stopped_at_exit(_orthanc(workdir)))
         config = workdir / "gateway.toml"
         config.write_text(
             f'[storage]\ndata_dir = "{workdir / "var"}"\nmin_free_mb = 64\n'
@@ -115,48 +116,42 @@ def main() -> None:
         vmgateway = [sys.executable, "-m", "vmgateway"]
         token = subprocess.run([*vmgateway, "token", "create", "bench", "--config", str(config)],
                                capture_output=True, text=True, check=True).stdout.strip()
-        gateway = subprocess.Popen([*vmgateway, "run", "--config", str(config)], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+        running.enter_context(stopped_at_exit(subprocess.Popen([*vmgateway, "run", "--config", str(config)],
+                                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
         api = httpx.Client(base_url=f"https://127.0.0.1:{API_PORT}", verify=False, trust_env=False, timeout=3600,
                            headers={"Authorization": f"Bearer {token}"})
         rows = []
-        try:
-            _wait(lambda: api.get("/api/v1/health"))
-            _upload(_studies(OLD_STUDIES, 1))
-            warm = api.post("/api/v1/pacs/poll").json()
-            assert warm["fetched"] == OLD_STUDIES, warm
+        _wait(lambda: api.get("/api/v1/health"))
+        _upload(_studies(OLD_STUDIES, 1))
+        warm = api.post("/api/v1/pacs/poll").json()
+        assert warm["fetched"] == OLD_STUDIES, warm
 
-            for case in ("first idle poll", "idle poll"):  # the first looks into each study once (series counts)
-                began = time.perf_counter()
-                idle = api.post("/api/v1/pacs/poll").json()
-                rows.append((f"{case}, {OLD_STUDIES} studies held", "vmgateway", time.perf_counter() - began,
-                             f"{idle['studies']} study-level C-FIND responses, {idle['fetched']} fetched"))
-
-            for mode in ("get", "move"):
-                api.put("/api/v1/site/pacs", json={"host": "127.0.0.1", "port": PACS_PORT, "ae_title": "ORTHANC",
-                                                   "lookback_days": 1, "timeout_s": 60, "retrieve": mode})
-                _upload(_studies(NEW_STUDIES, NEW_INSTANCES))
-                began = time.perf_counter()
-                result = api.post("/api/v1/pacs/poll").json()
-                assert result["ok"] and result["missing"] == NEW_STUDIES * NEW_INSTANCES, result
-                rows.append((f"{NEW_STUDIES} new studies × {NEW_INSTANCES}", f"vmgateway, C-{mode.upper()}",
-                             time.perf_counter() - began, f"{result['studies']} studies listed"))
-
-            new = _upload(_studies(NEW_STUDIES, NEW_INSTANCES))
-            out = workdir / "getscu"
-            out.mkdir()
+        for case in ("first idle poll", "idle poll"):  # the first looks into each study once (series counts)
             began = time.perf_counter()
-            for study in new:
-                subprocess.run(["getscu", "-aet", "GETSCU", "-aec", "ORTHANC", "-S", "-k", "QueryRetrieveLevel=STUDY",
-                                "-k", f"StudyInstanceUID={study}", "-od", str(out), "127.0.0.1", str(PACS_PORT)],
-                               env=ENV, check=True, capture_output=True, timeout=600)
-            rows.append((f"{NEW_STUDIES} new studies × {NEW_INSTANCES}", "dcmtk getscu (study UIDs known)",
-                         time.perf_counter() - began, f"{len(list(out.iterdir()))} files, no C-FIND, no fsync"))
-        finally:
-            gateway.terminate()
-            gateway.wait(60)
-            orthanc.terminate()
-            orthanc.wait(60)
+            idle = api.post("/api/v1/pacs/poll").json()
+            rows.append((f"{case}, {OLD_STUDIES} studies held", "vmgateway", time.perf_counter() - began,
+                         f"{idle['studies']} study-level C-FIND responses, {idle['fetched']} fetched"))
+
+        for mode in ("get", "move"):
+            api.put("/api/v1/site/pacs", json={"host": "127.0.0.1", "port": PACS_PORT, "ae_title": "ORTHANC",
+                                               "lookback_days": 1, "timeout_s": 60, "retrieve": mode})
+            _upload(_studies(NEW_STUDIES, NEW_INSTANCES))
+            began = time.perf_counter()
+            result = api.post("/api/v1/pacs/poll").json()
+            assert result["ok"] and result["missing"] == NEW_STUDIES * NEW_INSTANCES, result
+            rows.append((f"{NEW_STUDIES} new studies × {NEW_INSTANCES}", f"vmgateway, C-{mode.upper()}",
+                         time.perf_counter() - began, f"{result['studies']} studies listed"))
+
+        new = _upload(_studies(NEW_STUDIES, NEW_INSTANCES))
+        out = workdir / "getscu"
+        out.mkdir()
+        began = time.perf_counter()
+        for study in new:
+            subprocess.run(["getscu", "-aet", "GETSCU", "-aec", "ORTHANC", "-S", "-k", "QueryRetrieveLevel=STUDY",
+                            "-k", f"StudyInstanceUID={study}", "-od", str(out), "127.0.0.1", str(PACS_PORT)],
+                           env=ENV, check=True, capture_output=True, timeout=600)
+        rows.append((f"{NEW_STUDIES} new studies × {NEW_INSTANCES}", "dcmtk getscu (study UIDs known)",
+                     time.perf_counter() - began, f"{len(list(out.iterdir()))} files, no C-FIND, no fsync"))
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n")
     print("| case | who | seconds | notes |\n| --- | --- | ---: | --- |")

@@ -36,7 +36,7 @@ import pydicom
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 from dicom_ingest import ENV, _datasets  # noqa: E402
-from netns import rerun_in_private_network  # noqa: E402
+from netns import rerun_in_private_network, stopped_at_exit  # noqa: E402
 
 HTTP_PORT, DICOM_PORT, HL7_PORT, API_PORT = 18042, 11112, 12575, 13000
 CONCURRENCY, MAX_INSTANCES, MAX_BYTES = 2, 50, 64 * 2**20
@@ -94,8 +94,7 @@ def _curl_run(files: list[Path], workdir: Path) -> tuple[float, float]:
                 out.write(b"\r\n")
             out.write(f"--{boundary}--\r\n".encode())
         bodies.append(body)
-    orthanc = _orthanc(workdir)
-    try:
+    with stopped_at_exit(_orthanc(workdir)):
         script = ('curl -sS -o /dev/null -w "%{http_code}\\n" -X POST --data-binary @"$1" -H "Expect:" '
                   '-H "Content-Type: multipart/related; type=\\"application/dicom\\"; boundary=${1##*.}" '
                   f'-H "Accept: application/dicom+json" http://127.0.0.1:{HTTP_PORT}/dicom-web/studies')
@@ -105,9 +104,6 @@ def _curl_run(files: list[Path], workdir: Path) -> tuple[float, float]:
         seconds = time.perf_counter() - began
         if set(done.stdout.split()) != {"200"} or _stored() != len(files):
             raise RuntimeError(f"curl run incomplete: {done.stdout[-300:]} {done.stderr[-300:]}")
-    finally:
-        orthanc.terminate()
-        orthanc.wait(60)
     return seconds, float("nan")  # curl's memory is not the point: it is the ceiling for speed
 
 
@@ -146,7 +142,11 @@ def start_gateway(config: Path, api_port: int, timeout_s: float = 60) -> tuple[s
 
 
 def _gateway_run(files: list[Path], workdir: Path) -> tuple[float, float]:
-    orthanc = _orthanc(workdir)
+    with stopped_at_exit(_orthanc(workdir)):
+        return _deliver_through_gateway(files, workdir)
+
+
+def _deliver_through_gateway(files: list[Path], workdir: Path) -> tuple[float, float]:
     config = workdir / "gateway.toml"
     config.write_text(
         f'[storage]\ndata_dir = "{workdir / "var"}"\nmin_free_mb = 64\n'
@@ -157,7 +157,7 @@ def _gateway_run(files: list[Path], workdir: Path) -> tuple[float, float]:
         f'allow_plain_http = true\nconcurrency = {CONCURRENCY}\n'
     )
     gateway, api = start_gateway(config, API_PORT)
-    try:
+    with stopped_at_exit(gateway):
         sent = subprocess.run(["storescu", "+sd", "-aec", "VM_GATEWAY", "127.0.0.1", str(DICOM_PORT),
                                str(files[0].parent)], env=ENV, capture_output=True, timeout=TIMEOUT_S)
         if sent.returncode != 0:
@@ -174,11 +174,6 @@ def _gateway_run(files: list[Path], workdir: Path) -> tuple[float, float]:
         seconds = time.perf_counter() - began
         if _stored() != len(files):
             raise RuntimeError(f"Orthanc holds {_stored()} of {len(files)}")
-    finally:
-        gateway.terminate()
-        gateway.wait(60)
-        orthanc.terminate()
-        orthanc.wait(60)
     return seconds, peak
 
 

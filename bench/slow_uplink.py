@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
-from netns import rerun_in_private_network  # noqa: E402
+from netns import rerun_in_private_network, stopped_at_exit  # noqa: E402
 from push_forward import HTTP_PORT, _orthanc, _stored, start_gateway  # noqa: E402
 
 from tests.dicomdata import secondary_capture  # noqa: E402
@@ -95,7 +95,12 @@ def _curl(path: Path) -> float:
 
 
 def _gateway_run(instance: Path, workdir: Path, kbit_s: int, link_mbit: int, sink: Sink) -> tuple[float, list[float]]:
-    orthanc = _orthanc(workdir)
+    with stopped_at_exit(_orthanc(workdir)):
+        return _upload_beside_results(instance, workdir, kbit_s, link_mbit, sink)
+
+
+def _upload_beside_results(instance: Path, workdir: Path, kbit_s: int, link_mbit: int,
+                           sink: Sink) -> tuple[float, list[float]]:
     config = workdir / "gateway.toml"
     config.write_text(
         f'[storage]\ndata_dir = "{workdir / "var"}"\nmin_free_mb = 64\n'
@@ -127,8 +132,6 @@ def _gateway_run(instance: Path, workdir: Path, kbit_s: int, link_mbit: int, sin
         _unshape()
         gateway.terminate()
         gateway.wait(60)
-        orthanc.terminate()
-        orthanc.wait(60)
     sink.arrived.clear()
     return upload, delays
 

@@ -12,6 +12,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, SecondaryCaptureImageStorage  # type: ignore[attr-defined]
@@ -45,37 +46,20 @@ def hl7_answer(gateway: GatewayProcess, message: bytes) -> str:
         peer.close()
 
 
-def test_a_failed_fsync_of_a_received_file_answers_out_of_resources_and_keeps_nothing(
-        crashfs: CrashFs, make_gateway: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("failing", ["/spool/incoming/", "/spool/dicom/"],
+                         ids=["the received file", "the spool folder that names it"])
+def test_a_failed_fsync_of_a_received_instance_answers_out_of_resources_and_records_nothing(
+        crashfs: CrashFs, make_gateway: Any, tmp_path: Path, failing: str) -> None:
+    """Either fsync the promise needs. The journal's SQL runs beside the folder's fsync: its row
+    must still never be committed when that fsync fails."""
     gateway: GatewayProcess = make_gateway(storage={"data_dir": str(crashfs.mountpoint)})
     (path,) = copies_of_ct_small(tmp_path / "ct", 1)
-    crashfs.ask("fail_fsync", after=0, path="/spool/incoming/")
+    crashfs.ask("fail_fsync", after=0, path=failing)
     assert store_one(gateway, path) == 0xA700
-    assert crashfs.ask("stats")["failed"][0].startswith("/spool/incoming/")
+    assert crashfs.ask("stats")["failed"][0].startswith(failing)
     assert gateway.instances() == [] and gateway.incoming_files() == []  # nothing of it trusted, nothing left
 
-    assert store_one(gateway, path) == 0x0000  # the modality sends it again: written afresh
-    ledger = Ledger()
-    ledger.add_dicom([path])
-    crashfs.cut()
-    gateway.kill()
-    crashfs.mount()
-    check = check_after_restart(gateway, ledger)
-    assert (check.lost, check.problems) == ([], [])
-
-
-def test_a_failed_fsync_of_the_spool_folder_answers_out_of_resources_and_records_nothing(
-        crashfs: CrashFs, make_gateway: Any, tmp_path: Path) -> None:
-    """The journal's SQL runs beside the fsync of the folder that names the new file; its row must
-    still never be committed when that fsync fails."""
-    gateway: GatewayProcess = make_gateway(storage={"data_dir": str(crashfs.mountpoint)})
-    (path,) = copies_of_ct_small(tmp_path / "ct", 1)
-    crashfs.ask("fail_fsync", after=0, path="/spool/dicom/")
-    assert store_one(gateway, path) == 0xA700
-    assert crashfs.ask("stats")["failed"][0].startswith("/spool/dicom/")
-    assert gateway.instances() == []
-
-    assert store_one(gateway, path) == 0x0000  # sent again: kept
+    assert store_one(gateway, path) == 0x0000  # the modality sends it again: kept
     assert len(gateway.instances()) == 1
     ledger = Ledger()
     ledger.add_dicom([path])

@@ -171,6 +171,29 @@ def test_client_refuses_an_answer_it_cannot_read() -> None:
     asyncio.run(scenario())
 
 
+def test_a_read_cancelled_just_as_upsd_answers_ends_cancelled() -> None:
+    """A stop must end even when it falls on upsd's answer: Python 3.11's `asyncio.wait_for`
+    returned the answer and swallowed the cancel, the UPS watch polled on, and the gateway never
+    stopped after SIGTERM (seen once in a bench run)."""
+    async def scenario() -> None:
+        client = NutClient(NutAddress("127.0.0.1", 9, "ups"), timeout=5)
+        asked, answer = asyncio.Event(), asyncio.get_running_loop().create_future()
+
+        async def list_vars() -> dict[str, str]:
+            asked.set()
+            return await answer  # type: ignore[no-any-return]
+
+        client._list_vars = list_vars  # type: ignore[method-assign]
+        reading = asyncio.create_task(client.variables())
+        await asyncio.wait_for(asked.wait(), 10)
+        answer.set_result({"ups.status": "OL"})  # the answer arrives ...
+        reading.cancel()  # ... and the stop, in the same turn of the loop
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+
+    asyncio.run(scenario())
+
+
 # --- the gateway and a real upsd ---
 
 def test_on_battery_is_reported_and_work_goes_on_then_mains_returns(make_gateway: Any, nut: NutServer,

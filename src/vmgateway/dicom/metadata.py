@@ -53,16 +53,12 @@ def read_instance(path: Path) -> DicomInstance:
     """Check that the received file is whole and extract its journal fields."""
     try:
         scan = scan_part10(path, _TAGS)
-        dataset: Dataset
+        dataset: Dataset | None = None
         plain: dict[int, str | None] = {}
         if scan.transfer_syntax.is_deflated:
             dataset = dcmread(path, stop_before_pixels=True, specific_tags=_KEYWORDS)
         else:
-            dataset = Dataset()
-            for tag, raw in scan.elements.items():
-                dataset[tag] = raw  # decoded by pydicom on access, with the charset
-                if (text := plain_text(raw)) is not NOT_PLAIN:
-                    plain[tag] = text
+            plain = {tag: text for tag, raw in scan.elements.items() if (text := plain_text(raw)) is not NOT_PLAIN}
     except Truncated as exc:
         raise UnreadableInstance(f"dataset is not whole: {exc}") from None
     except RepeatedElement as exc:
@@ -71,8 +67,15 @@ def read_instance(path: Path) -> DicomInstance:
         raise UnreadableInstance(f"dataset cannot be parsed: {exc}") from None
 
     def field(keyword: str) -> str | None:
+        nonlocal dataset
         tag = _TAG_OF[keyword]
-        return plain[tag] if tag in plain else decoded_text(dataset, keyword)
+        if tag in plain:
+            return plain[tag]
+        if dataset is None:  # made only when some field is not plain ASCII
+            dataset = Dataset()
+            for raw in scan.elements.values():
+                dataset[raw.tag] = raw  # decoded by pydicom on access, with the charset
+        return decoded_text(dataset, keyword)
 
     try:
         sop_class = field("SOPClassUID")

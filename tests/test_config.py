@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from tests.sites import FORMS
-from vmgateway.config import ConfigError, Settings, config_file, load_settings, parse_settings
+from vmgateway.config import ConfigError, Settings, config_file, parse_settings
+from vmgateway.remote_settings import load_settings
 
 
 def test_defaults_come_from_the_site_form() -> None:

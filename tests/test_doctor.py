@@ -24,8 +24,8 @@ from tests.nut import UPS, NutServer
 from tests.sites import FORMS
 from tests.test_site import init
 from tests.upstream import Step, Upstream
-from vmgateway.config import load_settings
 from vmgateway.host.firewall import ruleset
+from vmgateway.remote_settings import load_settings
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vmgateway.config import ConfigError, parse_settings
-from vmgateway.transfers.pacing import SLICE, Pace, Window, paced
+from vmgateway.transfers.pacing import SLICE, Pace, paced
+from vmgateway.when import Window
 
 pieces = st.lists(st.tuples(st.integers(1, 200_000), st.floats(0, 2)), min_size=1, max_size=60)
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.sites import FORMS
 from tests.test_api import vmgateway
-from vmgateway.config import load_settings
+from vmgateway.remote_settings import load_settings
 
 
 def init(config: Path, *flags: str, answers: str | None = None) -> subprocess.CompletedProcess[str]:

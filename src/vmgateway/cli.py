@@ -14,7 +14,9 @@ from typing import Any
 
 from vmgateway import __version__, logs
 from vmgateway.bundle.manifest import PLATFORMS
-from vmgateway.config import BOX_CONFIG, BOX_DATA_DIR, ENV_CONFIG, ConfigError, Settings, config_file, load_settings
+from vmgateway.config import ENV_CONFIG, ConfigError, Settings, config_file
+from vmgateway.paths import BOX_CONFIG, BOX_DATA_DIR
+from vmgateway.remote_settings import load_settings
 from vmgateway.site.answers import FLAGS as FORM_FLAGS
 from vmgateway.site.answers import flag_name
 from vmgateway.store.access import SCOPES
@@ -636,7 +638,7 @@ def _bundle_build(args: argparse.Namespace) -> int:
 def _bundle_verify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vmgateway.bundle.bootstrap import describe
+    from vmgateway.bootstrap import describe
     from vmgateway.bundle.manifest import BundleError, read_bundle
     from vmgateway.bundle.trust import UntrustedKey, trusted_keys
 

@@ -17,9 +17,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, model_validator
 
 from vmgateway.addresses import local_address, parse_address_set
-from vmgateway.bundle.trust import TRUSTED_KEYS
-from vmgateway.hl7.charsets import KNOWN, is_known
-from vmgateway.transfers.pacing import Window
+from vmgateway.charsets import KNOWN, is_known
+from vmgateway.paths import BOX_CONFIG, TRUSTED_KEYS
+from vmgateway.when import Window
 
 ENV_CONFIG = "VMGATEWAY_CONFIG"
 
@@ -522,12 +522,6 @@ def parse_settings(data: dict[str, Any], source: str = "configuration") -> Setti
         raise ConfigError(f"{source} is not valid:\n  " + "\n  ".join(lines)) from None
 
 
-BOX_CONFIG = "/etc/vmgateway/vmgateway.toml"
-BOX_DATA_DIR = "/var/lib/vmgateway"
-"""Where a box keeps its data: the unit's StateDirectory."""
-"""The box's configuration: the one source of truth on a box."""
-
-
 def config_file(given: str | os.PathLike[str] | None = None) -> str | None:
     """The configuration file, by the one rule every command follows: `given` (--config), else
     $VMGATEWAY_CONFIG, else the box's file when it exists, else None (the embedded defaults).
@@ -540,27 +534,6 @@ def config_file(given: str | os.PathLike[str] | None = None) -> str | None:
     if os.environ.get(ENV_CONFIG):
         return os.environ[ENV_CONFIG]
     return BOX_CONFIG if os.path.exists(BOX_CONFIG) else None
-
-
-def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Settings from the file `config_file(path)` names, or the embedded defaults, with the settings
-    Vetmanager changed remotely laid over them (vmgateway.remote_settings).
-
-    A relative `storage.data_dir` in a file is taken relative to the working directory,
-    like the default `./var`, so `vmgateway run` and `vmgateway status` agree when run
-    from the same place.
-    """
-    found = config_file(path)
-    data = read_config_file(found) if found else {}
-    source = f"configuration file {found}" if found else "the embedded defaults"
-    settings = parse_settings(data, source=source)
-    # What Vetmanager changed remotely, laid over the file (imported here: that module builds on this one).
-    from vmgateway.remote_settings import merged, read_remote, remote_file
-
-    remote = read_remote(settings.storage.data_dir)
-    if not remote:
-        return settings
-    return parse_settings(merged(data, remote), source=f"{source} with {remote_file(settings.storage.data_dir)}")
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:

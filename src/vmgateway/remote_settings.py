@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vmgateway.config import ConfigError, Settings, parse_settings, read_config_file
+from vmgateway.config import ConfigError, Settings, config_file, parse_settings, read_config_file
 from vmgateway.files import write_toml
 
 REMOTE_FILE = "remote-settings.toml"
@@ -141,3 +142,21 @@ def change(config_file: str | None, data_dir: Path, changes: dict[str, Any], ver
         raise RefusedChange(str(exc)) from None
     write_toml(remote_file(data_dir), remote)
     return Outcome(settings, sorted(changes), version_of(data_dir))
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Settings from the file `config_file(path)` names, or the embedded defaults, with the settings
+    Vetmanager changed remotely laid over them (this module).
+
+    A relative `storage.data_dir` in a file is taken relative to the working directory,
+    like the default `./var`, so `vmgateway run` and `vmgateway status` agree when run
+    from the same place.
+    """
+    found = config_file(path)
+    data = read_config_file(found) if found else {}
+    source = f"configuration file {found}" if found else "the embedded defaults"
+    settings = parse_settings(data, source=source)
+    remote = read_remote(settings.storage.data_dir)
+    if not remote:
+        return settings
+    return parse_settings(merged(data, remote), source=f"{source} with {remote_file(settings.storage.data_dir)}")

@@ -14,7 +14,7 @@ from vmgateway.api.deps import MAX_ID, Active, Caller, Gateway, GatewayView
 from vmgateway.api.schemas import Acknowledged, FeedPage, Item, StudiesPage, errors
 from vmgateway.astm.records import ASTM_MEDIA_TYPE, parse
 from vmgateway.astm.to_hl7 import to_oru
-from vmgateway.hl7.charsets import HL7_MEDIA_TYPE, hl7_content_type
+from vmgateway.charsets import HL7_MEDIA_TYPE, hl7_content_type
 
 router = APIRouter(prefix="/api/v1", tags=["feed"], dependencies=[Active],
                    responses=errors(401, 403, 409, 429))

@@ -1,7 +1,7 @@
 """Release bundles: one signed file that installs or upgrades a box offline.
 
     vmgateway-<version>.pyz            a zipapp the system python runs (`python3 X.pyz install`)
-      __main__.py                      calls vmgateway.bundle.bootstrap
+      __main__.py                      calls vmgateway.bootstrap
       vmgateway/...                    this package's source, for the bootstrap (stdlib-only parts)
       bundle/manifest.json             version, platform, python, and the SHA-256 of every member
       bundle/manifest.sig              Ed25519 signature of manifest.json (absent: unsigned)

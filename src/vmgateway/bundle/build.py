@@ -26,7 +26,7 @@ from vmgateway.bundle.manifest import MANIFEST, PLATFORMS, SIGNATURE, SIGNER, Ma
 Say = Callable[[str], None]
 BOX_PYTHON = "3.11"
 """Debian 12's python3."""
-BOOTSTRAP = "from vmgateway.bundle.bootstrap import main\n\nraise SystemExit(main())\n"
+BOOTSTRAP = "from vmgateway.bootstrap import main\n\nraise SystemExit(main())\n"
 PIP_TIMEOUT_S = 1800
 
 

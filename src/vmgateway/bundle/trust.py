@@ -10,8 +10,6 @@ from pathlib import Path
 from vmgateway.bundle import signature
 from vmgateway.files import write_atomically
 
-TRUSTED_KEYS = Path("/etc/vmgateway/trusted-keys")
-
 
 class UntrustedKey(Exception):
     """A trusted-keys file that is not an Ed25519 public key: refused rather than skipped."""

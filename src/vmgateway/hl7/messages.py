@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import count
 
-from vmgateway.hl7.charsets import FALLBACK_CHARSET, codec_for
+from vmgateway.charsets import FALLBACK_CHARSET, codec_for
 from vmgateway.model import Hl7Details, Hl7Message
 
 ENHANCED_ACK_TYPES = {"AL", "NE", "ER", "SU"}

@@ -16,9 +16,10 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from vmgateway.config import BOX_CONFIG, BOX_DATA_DIR, load_settings
 from vmgateway.files import write_atomically
 from vmgateway.host.systemd import RECOVER_UNIT, recover_unit, service_unit
+from vmgateway.paths import BOX_CONFIG, BOX_DATA_DIR
+from vmgateway.remote_settings import load_settings
 from vmgateway.upgrade.layout import Layout
 
 USER = "vmgateway"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vmgateway.hl7.charsets import codec_for
+from vmgateway.charsets import codec_for
 
 
 class NotAnAnswer(ValueError):

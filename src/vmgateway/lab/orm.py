@@ -13,8 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+from vmgateway.charsets import codec_for
 from vmgateway.config import LabInstrument
-from vmgateway.hl7.charsets import codec_for
 from vmgateway.lab.order import LabOrder
 
 Control = Literal["NW", "CA", "XO"]

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from vmgateway.astm.records import ASTM_MEDIA_TYPE
-from vmgateway.hl7.charsets import hl7_content_type
+from vmgateway.charsets import hl7_content_type
 from vmgateway.model import Due, ItemKind
 from vmgateway.store import Store
 from vmgateway.transfers.outcome import Outcome, describe_failure, http_problem, is_transient, retry_after

@@ -14,7 +14,6 @@ The rules here are pure (a clock is passed in), tested with hypothesis; the sink
 from __future__ import annotations
 
 import asyncio
-import datetime
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -59,35 +58,3 @@ async def paced(chunks: AsyncIterator[bytes], pace: Pace | None,
             if wait:
                 await asyncio.sleep(wait)
             yield piece
-
-
-@dataclass(frozen=True)
-class Window:
-    """A daily window in local time, "HH:MM-HH:MM"; one that ends before it starts runs past midnight."""
-
-    start: datetime.time
-    end: datetime.time
-
-    @classmethod
-    def parse(cls, text: str) -> Window:
-        """ValueError saying what is allowed."""
-        try:
-            start, end = (datetime.time.fromisoformat(part.strip()) for part in text.split("-"))
-        except ValueError:
-            raise ValueError('a window is "HH:MM-HH:MM" in local time, e.g. "18:00-07:00"') from None
-        if start == end:
-            raise ValueError("a window needs an end other than its start (leave it empty for any time)")
-        return cls(start.replace(second=0, microsecond=0), end.replace(second=0, microsecond=0))
-
-    def is_open(self, moment: datetime.datetime) -> bool:
-        now = moment.time()
-        if self.start < self.end:
-            return self.start <= now < self.end
-        return now >= self.start or now < self.end
-
-    def opens_next(self, moment: datetime.datetime) -> datetime.datetime:
-        """When the window next opens (`moment` itself if it is open)."""
-        if self.is_open(moment):
-            return moment
-        opening = moment.replace(hour=self.start.hour, minute=self.start.minute, second=0, microsecond=0)
-        return opening if opening > moment else opening + datetime.timedelta(days=1)

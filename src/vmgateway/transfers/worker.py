@@ -24,7 +24,7 @@ from vmgateway.counters import DELIVERIES, UPSTREAM_FAILURES
 from vmgateway.model import Due, ItemKind
 from vmgateway.store import Store
 from vmgateway.transfers.outcome import Outcome
-from vmgateway.transfers.pacing import Window
+from vmgateway.when import Window
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from vmgateway.bundle import signature
 from vmgateway.bundle.manifest import Bundle, BundleError, read_bundle
-from vmgateway.bundle.trust import TRUSTED_KEYS, UntrustedKey, trust, trusted_keys
+from vmgateway.bundle.trust import UntrustedKey, trust, trusted_keys
 from vmgateway.files import free_mb
+from vmgateway.paths import TRUSTED_KEYS
 from vmgateway.upgrade.install import InstallError, install_bundle
 from vmgateway.upgrade.layout import Layout
 from vmgateway.upgrade.state import UpgradeState

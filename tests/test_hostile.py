@@ -336,10 +336,15 @@ def test_a_repeated_sop_instance_uid_is_refused_not_silently_replaced(make_gatew
 
 
 def test_a_uid_kept_before_uids_were_checked_never_reaches_a_header() -> None:
-    from vmgateway.api.feed import _file_name
+    from dataclasses import replace
 
-    assert _file_name({"id": 7, "dicom": {"sop_instance_uid": "../../../../etc/passwd"}}) == "item-7.dcm"
-    assert _file_name({"id": 8, "dicom": {"sop_instance_uid": "1.2.840.5"}}) == "1.2.840.5.dcm"
+    from vmgateway.api.feed import _file_name
+    from vmgateway.records import DicomFields
+
+    kept = DicomFields("1.2.840.5", 1, "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.1.2.1", None, None, None, None,
+                       None, None, None, None, None, None, None)
+    assert _file_name(7, replace(kept, sop_instance_uid="../../../../etc/passwd")) == "item-7.dcm"
+    assert _file_name(8, kept) == "1.2.840.5.dcm"
 
 
 @pytest.fixture

@@ -10,16 +10,17 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from vmgateway import __version__, logs
 from vmgateway.bundle.manifest import PLATFORMS
 from vmgateway.config import ENV_CONFIG, ConfigError, Settings, config_file
 from vmgateway.paths import BOX_CONFIG, BOX_DATA_DIR
+from vmgateway.records import SCOPES
 from vmgateway.remote_settings import load_settings
 from vmgateway.site.answers import FLAGS as FORM_FLAGS
 from vmgateway.site.answers import flag_name
-from vmgateway.store.access import SCOPES
 from vmgateway.when import when
 
 log = logging.getLogger("vmgateway")
@@ -277,7 +278,7 @@ def _status(args: argparse.Namespace) -> int:
     _as_owner_of_data(settings)
     where = _say_where(args.config, settings)
     try:
-        summary = received_summary(settings.journal_path, settings.dicom.stable_after_s) | {
+        summary = asdict(received_summary(settings.journal_path, settings.dicom.stable_after_s)) | {
             "identity": identity(settings, *running_as(settings.journal_path)), "used": where}
     except NoJournal as exc:
         print(f"vmgateway: {exc}", file=sys.stderr)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Literal, get_args
 
 ItemKind = Literal["dicom", "hl7", "astm"]
@@ -120,21 +119,3 @@ class Receipt:
     item_id: int
     kept: Kept
     version: int
-
-
-@dataclass(frozen=True, slots=True)
-class Due:
-    """An item ready to be pushed, with what a sink needs to send it."""
-
-    item_id: int
-    kind: ItemKind
-    path: Path | None
-    """The spool file (DICOM), or None: the bytes are in the journal (HL7, ASTM) or were removed."""
-    size: int
-    sha256: str
-    received_at: float
-    attempts: int
-    study_instance_uid: str | None = None
-    sop_instance_uid: str | None = None
-    order_id: str | None = None
-    """Vetmanager's order, when the instance was linked to a worklist entry."""

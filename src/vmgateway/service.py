@@ -28,12 +28,14 @@ from vmgateway.dicom.studies import complete_quiet_studies, completion_interval,
 from vmgateway.hl7.receiver import Hl7Receiver
 from vmgateway.host.systemd import Notifier
 from vmgateway.jobs import Jobs
+from vmgateway.lab.orders import LabDesk
 from vmgateway.lab.sender import InstrumentSender
 from vmgateway.logs import LastProblems
 from vmgateway.pacs.poller import PacsPoller
 from vmgateway.power.monitor import PowerMonitor
+from vmgateway.records import StartupCheck
 from vmgateway.remote_settings import RefusedChange, change
-from vmgateway.store import DataFolderBusy, StartupCheck, Store
+from vmgateway.store import DataFolderBusy, Store
 from vmgateway.store.access import SITE_CONTACT, SITE_PACS
 from vmgateway.transfers.retention import INTERVAL_S as RETENTION_INTERVAL_S
 from vmgateway.transfers.retention import remove_delivered_files
@@ -58,7 +60,7 @@ class Gateway:
         self.dicom = (AsyncioDicomReceiver if settings.dicom.engine == "asyncio" else PynetdicomReceiver)(
             settings.dicom, self.store)
         self.hl7 = Hl7Receiver(settings.hl7, self.store)
-        self.astm = AstmReceiver(settings.astm, self.store)
+        self.astm = AstmReceiver(settings.astm, self.store, LabDesk(self.store.lab, settings.lab.instruments))
         self.power = PowerMonitor(settings.power, self.store, self._drain_for_power) if settings.power.enabled else None
         self.destinations: list[Destination] = []
         self.pacs = PacsPoller(settings, self.store)

@@ -10,11 +10,13 @@ from pydantic import BaseModel, Field
 
 from vmgateway.addresses import local_address
 from vmgateway.api.deps import Caller, Gateway, GatewayView
-from vmgateway.api.schemas import Device, TestResult, errors
+from vmgateway.api.schemas.base import errors
+from vmgateway.api.schemas.site import Device, TestResult
 from vmgateway.config import AETitle
 from vmgateway.dicom.echo import echo
 from vmgateway.hl7.client import send_messages, test_message
 from vmgateway.model import OWN_TEST_APPLICATION_PREFIX
+from vmgateway.records import SenderSeen
 
 router = APIRouter(prefix="/api/v1", tags=["tests"], responses=errors(401, 403, 429))
 
@@ -29,7 +31,7 @@ class EchoRequest(BaseModel):
 
 
 @router.get("/devices", response_model=list[Device])
-async def list_devices(who: Caller, view: Gateway) -> list[dict[str, Any]]:
+async def list_devices(who: Caller, view: Gateway) -> list[SenderSeen]:
     """Every DICOM calling AE / address and HL7 sender seen, with first/last contact."""
     return await view.store.feed.senders()
 

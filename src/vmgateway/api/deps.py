@@ -13,9 +13,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from vmgateway.api.security import FailedAuthLimiter
 from vmgateway.config import Settings
+from vmgateway.lab.orders import LabDesk
 from vmgateway.logs import SayingSparingly
+from vmgateway.records import Holder
 from vmgateway.store import Store
-from vmgateway.store.access import Holder
 
 COOKIE = "vmgateway_token"
 """The status page's cookie: the token, HttpOnly, Secure, SameSite=Strict."""
@@ -61,11 +62,14 @@ class GatewayView:
     certificate_expires_at: float | None = field(default=None, init=False)
     """When the API's TLS certificate ends (read once at start: a new one needs a restart anyway)."""
     limiter: FailedAuthLimiter = field(init=False)
+    lab: LabDesk = field(init=False)
+    """Where lab orders are placed, changed and looked up."""
     gateway_loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
     """The loop the receivers and jobs run on, when the API runs on a loop of its own."""
 
     def __post_init__(self) -> None:
         self.limiter = FailedAuthLimiter(self.settings.api.failed_auth_limit)
+        self.lab = LabDesk(self.store.lab, self.settings.lab.instruments)
 
     async def on_gateway_loop(self, call: Callable[[], T]) -> T:
         """`call` run on the gateway's loop, where the receivers' and jobs' state lives and

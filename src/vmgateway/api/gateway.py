@@ -3,6 +3,7 @@
 
 import shutil
 import time
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -11,10 +12,12 @@ from fastapi.responses import PlainTextResponse
 from vmgateway import __version__
 from vmgateway.api.deps import MAX_ID, Caller, Gateway, GatewayView
 from vmgateway.api.metrics import metrics_text
-from vmgateway.api.schemas import Events, Health, Status, errors
+from vmgateway.api.schemas.base import errors
+from vmgateway.api.schemas.status import Events, Health, Status
 from vmgateway.clock import clock_synchronised
 from vmgateway.identity import identity
 from vmgateway.overall import Facts, assess
+from vmgateway.records import ItemCounts, LabQueue
 from vmgateway.store.access import GATEWAY_ID, HEALTH_CHECKED_AT
 
 router = APIRouter(prefix="/api/v1", tags=["gateway"])
@@ -42,17 +45,18 @@ async def transfers_state(view: GatewayView, destinations: dict[str, dict[str, A
     if destinations is None:
         destinations = await view.on_gateway_loop(view.destinations)
     paused = any(d["state"] == "paused" for d in destinations.values())
-    dead = sum(kind["dead"] for kind in queue.values())
+    dead = sum(kind.dead for kind in queue.values())
     state = "inactive" if not active else "attention" if paused or dead else "active"
     return {"active": active, "state": state, "mode": view.settings.transfers.mode, "destinations": destinations,
-            "waiting": sum(kind["waiting"] for kind in queue.values()), "dead": dead, "queue": queue}
+            "waiting": sum(kind.waiting for kind in queue.values()), "dead": dead,
+            "queue": {kind: asdict(waiting) for kind, waiting in queue.items()}}
 
 
 _FAILING = frozenset({"stopped", "failing"})
 """Component states that make the overall state `attention` (a listener down, a job or poll failing)."""
 
 
-async def gateway_status(view: GatewayView, counts: dict[str, Any] | None = None) -> dict[str, Any]:
+async def gateway_status(view: GatewayView, counts: ItemCounts | None = None) -> dict[str, Any]:
     """What /api/v1/status, the page and the metrics show: the overall state (vmgateway.overall),
     every component and job, queue and totals."""
     disk = shutil.disk_usage(view.settings.storage.data_dir)
@@ -67,7 +71,7 @@ async def gateway_status(view: GatewayView, counts: dict[str, Any] | None = None
         "transfers": {key: value for key, value in transfers.items() if key != "active"},
         "disk": {"state": "full" if disk_low else "ok",
                  "free_mb": disk.free // 2**20, "min_free_mb": view.settings.storage.min_free_mb},
-        "journal": view.store.journal_state(),
+        "journal": asdict(view.store.journal_state()),
     }
     now = time.time()
     facts = Facts(
@@ -85,9 +89,9 @@ async def gateway_status(view: GatewayView, counts: dict[str, Any] | None = None
         "uptime_s": round(now - view.started_at, 1),
         "components": components,
         "transfers_active": transfers["active"],
-        "queue": {"undelivered": counts["undelivered"], "oldest_waiting_at": oldest},
-        "received": counts["by_kind"],
-        "last_received_at": counts["last_received_at"],
+        "queue": {"undelivered": counts.undelivered, "oldest_waiting_at": oldest},
+        "received": {kind: asdict(totals) for kind, totals in counts.by_kind.items()},
+        "last_received_at": counts.last_received_at,
         "clock_synchronised": facts.clock_synchronised,
         "api_certificate_expires_at": view.certificate_expires_at,
         "lab": await _instruments(view, running["instruments"]),
@@ -97,8 +101,7 @@ async def gateway_status(view: GatewayView, counts: dict[str, Any] | None = None
 async def _instruments(view: GatewayView, senders: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each configured analyzer: its sender's state beside what its queue holds."""
     queues = await view.store.lab.summary()
-    empty = {"waiting": 0, "failed": 0, "dead": 0, "last_answer": None, "last_answer_at": None}
-    return {name: sender | queues.get(name, empty) for name, sender in senders.items()}
+    return {name: sender | asdict(queues.get(name, LabQueue())) for name, sender in senders.items()}
 
 
 @router.get("/status", response_model=Status, responses=_TOKEN)
@@ -111,7 +114,7 @@ async def get_status(who: Caller, view: Gateway) -> dict[str, Any]:
 async def list_events(who: Caller, view: Gateway, before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                  after: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
                  kind: Annotated[str | None, Query(min_length=1, max_length=32, pattern="^[a-z_]+$")] = None,
-                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, object]:
     """Events (start, stop, recovery, power, power_drain, dead, pacs_fetch, audit…), of one `kind` if
     given. Backwards, newest first: page with `before` = the last ID seen. Forwards, to follow them
     as they come: `after` = the last ID seen (0 from the start), oldest first. `next` is the cursor
@@ -119,7 +122,7 @@ async def list_events(who: Caller, view: Gateway, before: Annotated[int | None, 
     if before is not None and after is not None:
         raise HTTPException(400, "before or after, not both")
     found = await view.store.feed.events(before, after, kind, limit)
-    return {"events": found, "next": found[-1]["id"] if found else (after if after is not None else None)}
+    return {"events": found, "next": found[-1].id if found else after}
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=_TOKEN)

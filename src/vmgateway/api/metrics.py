@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from vmgateway.model import ITEM_KINDS
 from vmgateway.overall import REASON_CODES, STATES
+from vmgateway.records import ItemCounts
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # a `_created` series beside every counter only doubles what Prometheus stores
 
@@ -24,7 +25,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # a `_created` serie
 class _GatewayCollector(Collector):
     """Everything from one status (api/gateway.py gateway_status): the metrics say what the page says."""
 
-    def __init__(self, counts: dict[str, Any], status: dict[str, Any]) -> None:
+    def __init__(self, counts: ItemCounts, status: dict[str, Any]) -> None:
         self.counts = counts
         self.status = status
 
@@ -44,14 +45,14 @@ class _GatewayCollector(Collector):
         yield reasons
         received = CounterMetricFamily("vmgateway_received_items", "Items received and kept", labels=["kind"])
         received_bytes = CounterMetricFamily("vmgateway_received_bytes", "Bytes received and kept", labels=["kind"])
-        for kind, totals in self.counts["by_kind"].items():
-            received.add_metric([kind], totals["items"])
-            received_bytes.add_metric([kind], totals["bytes"])
+        for kind, totals in self.counts.by_kind.items():
+            received.add_metric([kind], totals.items)
+            received_bytes.add_metric([kind], totals.bytes)
         yield received
         yield received_bytes
         queue = GaugeMetricFamily("vmgateway_items", "Items by state", labels=["state"])
-        for state, count in self.counts["by_state"].items():
-            queue.add_metric([state], count)
+        for item_state, count in self.counts.by_state.items():
+            queue.add_metric([item_state], count)
         yield queue
         yield from _transfer_metrics(status)
         yield from _lab_metrics(status["lab"])
@@ -172,7 +173,7 @@ def _power_metrics(power: dict[str, Any]) -> Iterator[Metric]:
             yield GaugeMetricFamily(name, text, value=power[key] * scale)
 
 
-def metrics_text(counts: dict[str, Any], status: dict[str, Any]) -> tuple[bytes, str]:
+def metrics_text(counts: ItemCounts, status: dict[str, Any]) -> tuple[bytes, str]:
     """The gateway's status and the journal's figures, the receivers' answer counters and the
     process's own metrics."""
     registry = CollectorRegistry(auto_describe=False)

@@ -10,6 +10,7 @@ import time
 from html import escape
 from typing import Any
 
+from vmgateway.records import DeadItem, Item, SenderSeen
 from vmgateway.when import duration, when
 
 STYLE = """
@@ -51,15 +52,15 @@ DEAD_SHOWN = 20
 """Dead items listed on the page (the API lists them all)."""
 
 
-def _dead_items(dead: list[dict[str, Any]], total: int) -> str:
+def _dead_items(dead: list[DeadItem], total: int) -> str:
     """Items given up on, each with why and a button to try again once the cause is fixed."""
     if not dead:
         return ""
     rows = "".join(
-        f"<tr><td>{d['id']}</td><td>{escape(d['kind'])}</td><td>{when(d['received_at'])}</td>"
-        f"<td>{escape(str(d['sender'] or '–'))}</td><td>{d['attempts']}</td>"
-        f"<td>{escape(str(d['last_error'] or '–'))}</td>"
-        f"<td><form method='post' action='/ui/transfers/retry'><input type='hidden' name='item_id' value='{d['id']}'>"
+        f"<tr><td>{d.id}</td><td>{escape(d.kind)}</td><td>{when(d.received_at)}</td>"
+        f"<td>{escape(d.sender or '–')}</td><td>{d.attempts}</td>"
+        f"<td>{escape(d.last_error or '–')}</td>"
+        f"<td><form method='post' action='/ui/transfers/retry'><input type='hidden' name='item_id' value='{d.id}'>"
         f"<button type='submit'>Retry / Försök igen</button></form></td></tr>"
         for d in dead)
     more = f"<p class='note'>{total - len(dead)} more: GET /api/v1/transfers/dead</p>" if total > len(dead) else ""
@@ -70,9 +71,9 @@ def _dead_items(dead: list[dict[str, Any]], total: int) -> str:
 <button type="submit">Retry all / Försök igen med alla</button></form>"""
 
 
-def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_received: float | None,
-                echo_result: str = "", dead: list[dict[str, Any]] | None = None,
-                newest: list[dict[str, Any]] | None = None) -> str:
+def status_page(status: dict[str, Any], devices: list[SenderSeen], last_received: float | None,
+                echo_result: str = "", dead: list[DeadItem] | None = None,
+                newest: list[Item] | None = None) -> str:
     components = status["components"]
     rows = "".join(
         f"<tr><td>{escape(name)}</td><td><span class='state {'ok' if c.get('state') in _FINE else 'warn'}'>"
@@ -80,10 +81,10 @@ def status_page(status: dict[str, Any], devices: list[dict[str, Any]], last_rece
         for name, c in components.items() if name != "transfers"  # transfers have their own table
     )
     device_rows = "".join(
-        f"<tr><td>{escape(d['protocol'].upper())}</td><td>{escape(d['name'])}"
-        f"{' <span class=note>(the gateway testing itself / gatewayens självtest)</span>' if d['gateway_test'] else ''}"
-        f"</td><td>{escape(d['address'])}</td>"
-        f"<td>{when(d['first_seen_at'])}</td><td>{when(d['last_seen_at'])}</td><td>{d['items']}</td></tr>"
+        f"<tr><td>{escape(d.protocol.upper())}</td><td>{escape(d.name)}"
+        f"{' <span class=note>(the gateway testing itself / gatewayens självtest)</span>' if d.gateway_test else ''}"
+        f"</td><td>{escape(d.address)}</td>"
+        f"<td>{when(d.first_seen_at)}</td><td>{when(d.last_seen_at)}</td><td>{d.items}</td></tr>"
         for d in devices
     ) or "<tr><td colspan='6'>No device has sent anything yet / Ingen enhet har skickat något än</td></tr>"
     active = status["transfers_active"]
@@ -189,26 +190,26 @@ NEWEST_SHOWN = 20
 """Items received listed on the page, newest first."""
 
 
-def _newest_items(items: list[dict[str, Any]]) -> str:
+def _newest_items(items: list[Item]) -> str:
     """What arrived last: a technician connecting a device sees its item appear, with the animal."""
     if not items:
         return ""
     rows = "".join(
-        f"<tr><td>{when(i['received_at'])}</td><td>{escape(i['kind'])}</td><td>{escape(i['sender'])}</td>"
-        f"<td>{escape(_animal(i))}</td><td>{escape(i['state'])}</td></tr>" for i in items)
+        f"<tr><td>{when(i.received_at)}</td><td>{escape(i.kind)}</td><td>{escape(i.sender)}</td>"
+        f"<td>{escape(_animal(i))}</td><td>{escape(i.state)}</td></tr>" for i in items)
     return f"""<h2>Last received / Senast mottaget</h2>
 <div class="wide"><table id="newest"><tr><th>Received / Mottaget</th><th>Kind / Typ</th><th>Sender / Avsändare</th>
 <th>Animal, owner / Djur, ägare</th><th>State / Läge</th></tr>{rows}</table></div>"""
 
 
-def _animal(item: dict[str, Any]) -> str:
+def _animal(item: Item) -> str:
     """The patient as the item names it: DICOM and HL7 patient name (`^` between the parts),
     the species when DICOM carries it, ASTM's patient IDs; `–` when it names none."""
-    details = item.get("dicom") or item.get("hl7") or {}
-    name = " ".join(part for part in str(details.get("patient_name") or "").split("^") if part)
-    if item.get("astm"):
-        name = item["astm"]["patient_ids"]
-    species = details.get("species")
+    details = item.dicom or item.hl7
+    name = " ".join(part for part in str(details.patient_name or "").split("^") if part) if details else ""
+    if item.astm:
+        name = item.astm.patient_ids
+    species = item.dicom.species if item.dicom else None
     return " ".join(filter(None, [name, f"({species})" if species else ""])) or "–"
 
 

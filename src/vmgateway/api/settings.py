@@ -9,7 +9,8 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from vmgateway.api.deps import Caller, Gateway, GatewayView
-from vmgateway.api.schemas import SettingsChanged, SettingsShown, errors
+from vmgateway.api.schemas.base import errors
+from vmgateway.api.schemas.settings import SettingsChanged, SettingsShown
 from vmgateway.config import ConfigError
 from vmgateway.remote_settings import (
     CHANGEABLE,

@@ -6,7 +6,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from vmgateway.api.deps import Caller, Gateway, GatewayView
-from vmgateway.api.schemas import PollOutcome, Site, errors
+from vmgateway.api.schemas.base import errors
+from vmgateway.api.schemas.site import PollOutcome, Site
 from vmgateway.api.settings import apply_change
 from vmgateway.config import ContactConfig, PacsConfig
 

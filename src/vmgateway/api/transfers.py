@@ -8,7 +8,8 @@ from pydantic import BaseModel, Field
 
 from vmgateway.api.deps import MAX_ID, Caller, Gateway, GatewayView
 from vmgateway.api.gateway import transfers_state
-from vmgateway.api.schemas import DeadPage, Retried, Switched, Transfers, errors
+from vmgateway.api.schemas.base import errors
+from vmgateway.api.schemas.transfers import DeadPage, Retried, Switched, Transfers
 
 router = APIRouter(prefix="/api/v1/transfers", tags=["transfers"],
                    responses=errors(401, 403, 429))
@@ -32,14 +33,14 @@ async def get_transfers(who: Caller, view: Gateway) -> dict[str, Any]:
 
 @router.get("/dead", response_model=DeadPage)
 async def list_dead_items(who: Caller, view: Gateway, after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, object]:
     """Items given up on (refused transfers.max_attempts times, or undeliverable for transfers.max_age_h)."""
     found = await view.store.deliveries.dead_items(after, limit)
-    return {"items": found, "next": found[-1]["id"] if found else after}
+    return {"items": found, "next": found[-1].id if found else after}
 
 
 @router.post("/retry", response_model=Retried, responses=errors(413))
-async def retry_dead_items(request: RetryRequest, who: Caller, view: Gateway) -> dict[str, Any]:
+async def retry_dead_items(request: RetryRequest, who: Caller, view: Gateway) -> dict[str, list[int]]:
     """Put dead items back in the queue (all of them when item_ids is left out)."""
     revived = await view.store.deliveries.revive(request.item_ids)
     await view.audit(who, f"retried {len(revived)} dead item(s)")

@@ -1,15 +1,16 @@
 """Modality Worklist entries: Vetmanager schedules examinations, modalities find them.
 (No `from __future__ import annotations`: FastAPI reads the annotations at run time.)"""
 
-import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 from pydicom.uid import generate_uid
 
+from vmgateway import records
 from vmgateway.api.deps import Caller, Gateway, GatewayView
-from vmgateway.api.schemas import Cancelled, WorklistRecord, errors
-from vmgateway.worklist.entry import WorklistEntry
+from vmgateway.api.schemas.base import errors
+from vmgateway.api.schemas.worklist import Cancelled, WorklistRecord
+from vmgateway.worklist.entry import WorklistEntry, entry_from_json, entry_to_json
 
 router = APIRouter(prefix="/api/v1/worklist", tags=["worklist"], responses=errors(401, 403, 429))
 
@@ -21,27 +22,23 @@ async def _keep(view: GatewayView, entry: WorklistEntry, create: bool) -> bool:
     across changes (a modality may already have images under it)."""
     if not entry.study_instance_uid:
         known = await view.store.worklist.entry(entry.order_id)
-        fixed = json.loads(known["entry"])["study_instance_uid"] if known else ""
+        fixed = entry_from_json(known.entry).study_instance_uid if known else ""
         entry = entry.model_copy(update={"study_instance_uid": fixed or generate_uid()})
     expires_at = entry.scheduled_at.timestamp() + view.settings.worklist.keep_days * 86400
     return await view.store.worklist.put_entry(entry.order_id, entry.accession_number, entry.study_instance_uid,
-                                               entry.scheduled_at.isoformat(), entry.model_dump_json(), expires_at,
+                                               entry.scheduled_at.isoformat(), entry_to_json(entry), expires_at,
                                                create)
 
 
-def _shown(row: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in row.items() if key != "entry"} | {"entry": json.loads(row["entry"])}
-
-
-async def _entry(view: GatewayView, order_id: str) -> dict[str, Any]:
-    row = await view.store.worklist.entry(order_id)
-    if row is None:
+async def _entry(view: GatewayView, order_id: str) -> records.WorklistRecord:
+    found = await view.store.worklist.entry(order_id)
+    if found is None:
         raise HTTPException(404, f"order {order_id} is not on the worklist")
-    return _shown(row)
+    return found
 
 
 @router.post("", status_code=201, response_model=WorklistRecord, responses=errors(409, 413))
-async def create_worklist_entry(entry: WorklistEntry, who: Caller, view: Gateway) -> dict[str, Any]:
+async def create_worklist_entry(entry: WorklistEntry, who: Caller, view: Gateway) -> records.WorklistRecord:
     """Schedule an examination: the modality finds it in the worklist (Study Instance UID made
     here unless given)."""
     if not await _keep(view, entry, create=True):
@@ -51,7 +48,8 @@ async def create_worklist_entry(entry: WorklistEntry, who: Caller, view: Gateway
 
 
 @router.put("/{order_id}", response_model=WorklistRecord, responses=errors(404, 409, 413))
-async def update_worklist_entry(order_id: str, entry: WorklistEntry, who: Caller, view: Gateway) -> dict[str, Any]:
+async def update_worklist_entry(order_id: str, entry: WorklistEntry, who: Caller,
+                                view: Gateway) -> records.WorklistRecord:
     """Change an entry (a cancelled one is scheduled again)."""
     if entry.order_id != order_id:
         raise HTTPException(409, f"the body's order_id {entry.order_id!r} is not {order_id!r}")
@@ -62,7 +60,7 @@ async def update_worklist_entry(order_id: str, entry: WorklistEntry, who: Caller
 
 
 @router.delete("/{order_id}", response_model=Cancelled, responses=errors(404))
-async def cancel_worklist_entry(order_id: str, who: Caller, view: Gateway) -> dict[str, Any]:
+async def cancel_worklist_entry(order_id: str, who: Caller, view: Gateway) -> dict[str, str]:
     """Take an entry off the worklist (kept as cancelled until it expires)."""
     if not await view.store.worklist.cancel_entry(order_id):
         raise HTTPException(404, f"order {order_id} is not on the worklist")
@@ -72,12 +70,13 @@ async def cancel_worklist_entry(order_id: str, who: Caller, view: Gateway) -> di
 
 @router.get("", response_model=list[WorklistRecord])
 async def list_worklist(who: Caller, view: Gateway,
-                        state: Annotated[str | None, Query(pattern=ENTRY_STATES)] = None) -> list[dict[str, Any]]:
+                        state: Annotated[str | None, Query(pattern=ENTRY_STATES)] = None,
+                        ) -> list[records.WorklistRecord]:
     """Entries not yet expired, by scheduled time. `in_progress`: a modality reported the step
     started (MPPS); `performed`: images arrived for it, or the step was reported completed."""
-    return [_shown(row) for row in await view.store.worklist.entries(state)]
+    return await view.store.worklist.entries(state)
 
 
 @router.get("/{order_id}", response_model=WorklistRecord, responses=errors(404))
-async def get_worklist_entry(order_id: str, who: Caller, view: Gateway) -> dict[str, Any]:
+async def get_worklist_entry(order_id: str, who: Caller, view: Gateway) -> records.WorklistRecord:
     return await _entry(view, order_id)

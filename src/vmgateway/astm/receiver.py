@@ -18,6 +18,7 @@ from vmgateway.astm.records import parse, summarise
 from vmgateway.config import AstmConfig, AstmListener, AstmSerialPort
 from vmgateway.connections import Connections, peer_allowed
 from vmgateway.lab.order import LabOrder
+from vmgateway.lab.orders import LabDesk
 from vmgateway.model import Sender
 from vmgateway.store import JournalError, SpoolFull, Store
 
@@ -27,9 +28,10 @@ ANSWER_TIMEOUT_S = 15
 """E1381: how long the gateway, sending, waits for each reply of the analyzer."""
 
 class AstmReceiver:
-    def __init__(self, config: AstmConfig, store: Store) -> None:
+    def __init__(self, config: AstmConfig, store: Store, lab: LabDesk) -> None:
         self.config = config
         self.store = store
+        self.lab = lab
         self._servers: list[asyncio.Server] = []
         self._connections = Connections()
         self._serial: list[asyncio.Task[None]] = []
@@ -166,9 +168,7 @@ class AstmReceiver:
         sample id), or no information."""
         found: list[tuple[str, LabOrder | None]] = []
         for sample in samples:
-            record = await self.store.lab.order(sample)
-            pending = record is not None and not record["cancelled"]
-            found.append((sample, LabOrder.model_validate(record["order"]) if record and pending else None))
+            found.append((sample, await self.lab.pending(sample)))
         log.info("astm host query", extra={"listener": sender.name, "samples": samples,
                                            "found": [sample for sample, order in found if order]})
         return answer_records(found, time.strftime("%Y%m%d%H%M%S"))

@@ -2,7 +2,7 @@
 
 DICOM has no "study finished" message; modalities simply stop sending. Waiting for a quiet
 period (`stable_after_s`) is what PACS do too. A late instance reopens the study (see
-store.records). The service runs these steps periodically (vmgateway.jobs).
+store.recording). The service runs these steps periodically (vmgateway.jobs).
 """
 
 from __future__ import annotations

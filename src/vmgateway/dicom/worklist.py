@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 from vmgateway.dicom.statuses import CANCELLED, PENDING, SUCCESS, Service, answering_each
 from vmgateway.model import Sender
 from vmgateway.store import Store
-from vmgateway.worklist.entry import WorklistEntry, worklist_item
+from vmgateway.worklist.entry import entry_from_json, worklist_item
 from vmgateway.worklist.matching import answer, matches
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class WorklistProvider:
             if cancelled():
                 yield CANCELLED, None
                 return
-            item = worklist_item(WorklistEntry.model_validate_json(text), self.charset)
+            item = worklist_item(entry_from_json(text), self.charset)
             if matches(query, item):
                 found += 1
                 yield PENDING, answer(query, item)

@@ -30,6 +30,7 @@ from vmgateway.overall import Facts, assess
 from vmgateway.power.nut import NutError
 from vmgateway.power.reading import read_ups
 from vmgateway.power.state import PowerState
+from vmgateway.records import TransfersReport
 from vmgateway.site.form import form_problems
 from vmgateway.store.report import NoJournal, transfers_report
 from vmgateway.transfers import upstream
@@ -182,24 +183,24 @@ def check_transfers(settings: Settings) -> list[Finding]:
     except NoJournal:
         return []
     findings = []
-    if report["dead"]:
-        findings.append(fail("transfers", f"{report['dead']} item(s) dead: given up on after refusals or"
+    if report.dead:
+        findings.append(fail("transfers", f"{report.dead} item(s) dead: given up on after refusals or"
                              f" {settings.transfers.max_age_h:g} h undelivered",
                              "see why on the status page or GET /api/v1/transfers/dead; once the cause is"
                              " fixed, retry them there (POST /api/v1/transfers/retry)"))
-    waited = time.time() - report["oldest_waiting_at"] if report["waiting"] else 0.0
-    waiting = f"{report['waiting']} item(s) waiting, the oldest for {duration(waited)}"
-    if report["waiting"] and not report["active"]:
+    waited = time.time() - report.oldest_waiting_at if report.oldest_waiting_at is not None else 0.0
+    waiting = f"{report.waiting} item(s) waiting, the oldest for {duration(waited)}"
+    if report.waiting and not report.active:
         findings.append(warn("transfers", f"transfers are off; {waiting}",
                              "Vetmanager activates transfers once the box is commissioned"
                              " (POST /api/v1/transfers/activate); until then items wait, and nothing is lost"))
-    elif report["active"] and waited > settings.transfers.max_wait_s:
+    elif report.active and waited > settings.transfers.max_wait_s:
         findings.append(warn("transfers", f"{waiting} (more than transfers.max_wait_s ="
                              f" {duration(settings.transfers.max_wait_s)})",
                              "is Vetmanager fetching (pull) or is the destination answering (push)? See status"))
     if not findings:
-        state = "on" if report["active"] else "off"
-        findings.append(ok("transfers", f"transfers {state}; " + (waiting if report["waiting"] else "nothing waiting")))
+        state = "on" if report.active else "off"
+        findings.append(ok("transfers", f"transfers {state}; " + (waiting if report.waiting else "nothing waiting")))
     return findings
 
 
@@ -277,14 +278,14 @@ def overall(settings: Settings, findings: list[Finding]) -> Finding:
     try:
         report = transfers_report(settings.journal_path)
     except NoJournal:
-        report = {"active": False, "commissioned": False, "waiting": 0, "dead": 0, "oldest_waiting_at": None}
+        report = TransfersReport(active=False, commissioned=False, waiting=0, dead=0, oldest_waiting_at=None)
     failed = [f for f in findings if f.level is Level.FAIL]
     ups = [f for f in findings if f.check == "ups"]
     clock = [f for f in findings if f.check == "clock"]
-    oldest = report["oldest_waiting_at"]
+    oldest = report.oldest_waiting_at
     facts = Facts(
-        commissioned=report["commissioned"], transfers_active=report["active"], waiting=report["waiting"],
-        dead=report["dead"], oldest_waiting_s=None if oldest is None else max(0.0, time.time() - oldest),
+        commissioned=report.commissioned, transfers_active=report.active, waiting=report.waiting,
+        dead=report.dead, oldest_waiting_s=None if oldest is None else max(0.0, time.time() - oldest),
         max_wait_s=settings.transfers.max_wait_s,
         destinations={f.check.removeprefix("upstream (").removesuffix(")"):
                       {"state": "paused", "last_error": f.summary}  # what the sender would do

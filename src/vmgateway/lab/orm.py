@@ -11,14 +11,11 @@ placer number, OBR-4 the instrument's test code and its text); the weight as an 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from vmgateway.charsets import codec_for
 from vmgateway.config import LabInstrument
 from vmgateway.lab.order import LabOrder
-
-Control = Literal["NW", "CA", "XO"]
-"""ORC-1: a new order, its cancellation, a change to it."""
+from vmgateway.records import Control
 
 _SPECIES_FROM = ("2.4", "2.5", "2.5.1")
 """Versions whose PID has Species Code (PID-35) and Breed Code (PID-36)."""

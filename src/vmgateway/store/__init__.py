@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from vmgateway.model import AstmSummary, DicomInstance, Hl7Details, Hl7Message, Receipt, Sender
+from vmgateway.records import JournalState, StartupCheck
 from vmgateway.store.access import KeptSettings, TokenExists, Tokens
 from vmgateway.store.deliveries import Deliveries
 from vmgateway.store.feed import Feed
@@ -34,7 +35,7 @@ from vmgateway.store.holdings import held_instances
 from vmgateway.store.journal import Journal, JournalClosed, JournalError, Write
 from vmgateway.store.lab import LabOrders
 from vmgateway.store.lock import DataFolderBusy, DataFolderLock
-from vmgateway.store.records import (
+from vmgateway.store.recording import (
     complete_quiet_studies,
     record_astm_message,
     record_contact,
@@ -43,7 +44,7 @@ from vmgateway.store.records import (
     record_hl7_details,
     record_hl7_message,
 )
-from vmgateway.store.recovery import StartupCheck, stopped_cleanly
+from vmgateway.store.recovery import stopped_cleanly
 from vmgateway.store.retention import forget_files, removable_files
 from vmgateway.store.spool import Spool, SpoolFull
 from vmgateway.store.worklist import StepExists, Worklist
@@ -52,7 +53,6 @@ __all__ = [
     "DataFolderBusy",
     "JournalClosed",
     "JournalError",
-    "StartupCheck",
     "StepExists",
     "SpoolFull",
     "Store",
@@ -104,13 +104,12 @@ class Store:
         """Journal transactions committed so far (fewer than writes: group commit)."""
         return self._journal.commits
 
-    def journal_state(self) -> dict[str, object]:
-        """`failing` (with the error and since when) while the journal's commits fail: nothing is
-        acknowledged then; `ok` once one succeeds again."""
+    def journal_state(self) -> JournalState:
+        """Whether the journal's commits fail now (nothing is acknowledged then), since when, why."""
         failing = self._journal.failing
         if failing is None:
-            return {"state": "ok", "last_error": None, "failing_since": None}
-        return {"state": "failing", "last_error": failing[0], "failing_since": failing[1]}
+            return JournalState("ok", None, None)
+        return JournalState("failing", failing[0], failing[1])
 
     def open_journal(self) -> None:
         """Open (create or migrate) the journal alone, for a command beside a running gateway:

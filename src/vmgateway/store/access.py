@@ -13,9 +13,8 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
+from vmgateway.records import Holder, Scope, TokenInfo
 from vmgateway.store.journal import Journal, Write
 
 
@@ -31,29 +30,8 @@ class TokenRefused(ValueError):
     """A token given from outside (`--from-file`) that is too weak or malformed."""
 
 
-Scope = Literal["all", "monitoring"]
-SCOPES: tuple[Scope, ...] = ("all", "monitoring")
-"""What a token may do: everything, or read status and metrics only (the token a fleet's
-Prometheus shares across every box: one leaked box's copy must not switch transfers anywhere)."""
 MIN_GIVEN_TOKEN_LENGTH = 32
 _GIVEN_TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
-
-
-@dataclass(frozen=True, slots=True)
-class TokenInfo:
-    name: str
-    created_at: float
-    revoked_at: float | None
-    last_used_at: float | None
-    scope: Scope
-
-
-@dataclass(frozen=True, slots=True)
-class Holder:
-    """Whoever presented a valid token: its name (for the audit trail) and what it may do."""
-
-    name: str
-    scope: Scope
 
 
 TOKEN_PREFIX = "vmg_"

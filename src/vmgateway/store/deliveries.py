@@ -11,13 +11,15 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from vmgateway.model import Due, ItemKind
+from vmgateway.model import ItemKind
+from vmgateway.records import DeadItem, Due, KindQueue
 from vmgateway.store.access import transfers_active
+from vmgateway.store.feed import item
 from vmgateway.store.journal import Journal, Write
-from vmgateway.store.records import mark_delivered
+from vmgateway.store.recording import mark_delivered
 from vmgateway.store.spool import Spool
 
 _DUE = """
@@ -46,6 +48,9 @@ def next_batch(conn: sqlite3.Connection, kind: ItemKind, now: float, busy: set[i
     rows.close()
     if first is None:
         return []
+    if kind != "dicom":  # a message goes alone, with its header fields
+        found = item(conn, first.item_id)
+        return [replace(first, hl7=found[0].hl7, astm=found[0].astm) if found else first]
     batch, size = [first], first.size
     if first.study_instance_uid is None or max_items == 1:
         return batch
@@ -115,26 +120,24 @@ def revive(item_ids: list[int] | None) -> Write[list[int]]:
     return write
 
 
-def dead_items(conn: sqlite3.Connection, after: int, limit: int) -> list[dict[str, Any]]:
+def dead_items(conn: sqlite3.Connection, after: int, limit: int) -> list[DeadItem]:
     rows = conn.execute(
         "SELECT i.id, i.kind, i.received_at, i.sender, i.size, i.attempts, i.last_error,"
         " d.sop_instance_uid, d.study_instance_uid, h.control_id, h.sending_application"
         " FROM items i LEFT JOIN dicom_instances d ON d.item_id = i.id LEFT JOIN hl7_messages h ON h.item_id = i.id"
         " WHERE i.state = 'dead' AND i.id > ? ORDER BY i.id LIMIT ?", (after, limit)).fetchall()
-    return [dict(row) for row in rows]
+    return [DeadItem(*row) for row in rows]
 
 
-def queue_summary(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+def queue_summary(conn: sqlite3.Connection) -> dict[str, KindQueue]:
     """Items per kind waiting to be delivered (and since when the oldest), and dead."""
-    summary: dict[str, dict[str, Any]] = {}
+    summary: dict[str, KindQueue] = {}
     for kind, state, count, oldest in conn.execute(
             "SELECT kind, state, count(*), min(received_at) FROM items WHERE state IN ('received', 'dead')"
             " GROUP BY kind, state"):
-        queue = summary.setdefault(kind, {"waiting": 0, "dead": 0, "oldest_waiting_at": None})
-        if state == "received":
-            queue.update(waiting=count, oldest_waiting_at=oldest)
-        else:
-            queue["dead"] = count
+        queue = summary.get(kind, KindQueue())
+        summary[kind] = (replace(queue, waiting=count, oldest_waiting_at=oldest) if state == "received"
+                         else replace(queue, dead=count))
     return summary
 
 
@@ -178,10 +181,10 @@ class Deliveries:
     async def revive(self, item_ids: list[int] | None) -> list[int]:
         return await self._journal.write_async(revive(item_ids))
 
-    async def dead_items(self, after: int, limit: int) -> list[dict[str, Any]]:
+    async def dead_items(self, after: int, limit: int) -> list[DeadItem]:
         return await self._journal.read_async(lambda conn: dead_items(conn, after, limit))
 
-    async def queue_summary(self) -> dict[str, dict[str, Any]]:
+    async def queue_summary(self) -> dict[str, KindQueue]:
         return await self._journal.read_async(queue_summary)
 
     async def oldest_waiting_at(self) -> float | None:

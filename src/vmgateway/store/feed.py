@@ -10,6 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from vmgateway.model import is_own_test
+from vmgateway.records import (
+    AstmFields,
+    DicomFields,
+    Event,
+    Hl7Fields,
+    Item,
+    ItemCounts,
+    KindTotals,
+    LabLink,
+    SenderSeen,
+    Study,
+    StudyInstance,
+)
 from vmgateway.store.journal import Journal, JournalError, connect
 from vmgateway.store.spool import Spool
 
@@ -46,23 +59,27 @@ _HL7 = ("sending_application", "sending_facility", "message_type", "control_id",
 _ASTM = ("listener", "instrument", "sample_ids", "test_codes", "result_count")
 
 
-def _item(row: sqlite3.Row) -> dict[str, Any]:
-    item = {key: row[key] for key in ("id", "kind", "state", "received_at", "sender", "peer_address", "size",
-                                      "sha256", "delivered_at")}
-    if row["kind"] == "dicom":
-        item["dicom"] = {key: row[key] for key in _DICOM} | {
-            "patient_id": row["dicom_patient_id"], "patient_name": row["dicom_patient_name"]}
-    elif row["kind"] == "astm":
-        item["astm"] = {key: row[key] for key in _ASTM} | {"patient_ids": row["astm_patient_ids"]}
-    elif row["kind"] == "hl7":
-        item["hl7"] = {key: row[key] for key in _HL7} | {
-            "version": row["hl7_version"], "patient_id": row["hl7_patient_id"],
-            "patient_name": row["hl7_patient_name"]}
-    item["lab"] = {"order_id": row["lab_order_id"]} if row["lab_order_id"] else None
-    return item
+def _fields(row: sqlite3.Row, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: row[name] for name in names}
 
 
-def items_after(conn: sqlite3.Connection, cursor: int, limit: int, undelivered_only: bool) -> list[dict[str, Any]]:
+def _item(row: sqlite3.Row) -> Item:
+    kind = row["kind"]
+    dicom = hl7 = astm = None
+    if kind == "dicom":
+        dicom = DicomFields(**_fields(row, _DICOM), patient_id=row["dicom_patient_id"],
+                            patient_name=row["dicom_patient_name"])
+    elif kind == "astm":
+        astm = AstmFields(**_fields(row, _ASTM), patient_ids=row["astm_patient_ids"])
+    elif kind == "hl7":
+        hl7 = Hl7Fields(**_fields(row, _HL7), version=row["hl7_version"], patient_id=row["hl7_patient_id"],
+                        patient_name=row["hl7_patient_name"])
+    return Item(row["id"], kind, row["state"], row["received_at"], row["sender"], row["peer_address"], row["size"],
+                row["sha256"], row["delivered_at"], dicom, hl7, astm,
+                LabLink(row["lab_order_id"]) if row["lab_order_id"] else None)
+
+
+def items_after(conn: sqlite3.Connection, cursor: int, limit: int, undelivered_only: bool) -> list[Item]:
     condition = "AND i.state != 'delivered'" if undelivered_only else ""
     rows = conn.execute(
         f"SELECT {_ITEM_COLUMNS} {_FROM} WHERE i.id > ? {condition} ORDER BY i.id LIMIT ?", (cursor, limit)
@@ -70,13 +87,13 @@ def items_after(conn: sqlite3.Connection, cursor: int, limit: int, undelivered_o
     return [_item(row) for row in rows]
 
 
-def newest_items(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+def newest_items(conn: sqlite3.Connection, limit: int) -> list[Item]:
     """The last `limit` items received, newest first (the status page's list)."""
     rows = conn.execute(f"SELECT {_ITEM_COLUMNS} {_FROM} ORDER BY i.id DESC LIMIT ?", (limit,)).fetchall()
     return [_item(row) for row in rows]
 
 
-def item(conn: sqlite3.Connection, item_id: int) -> tuple[dict[str, Any], str | None] | None:
+def item(conn: sqlite3.Connection, item_id: int) -> tuple[Item, str | None] | None:
     """The item, and its spool path relative to the spool (None when its bytes are in the journal)."""
     row = conn.execute(f"SELECT {_ITEM_COLUMNS} {_FROM} WHERE i.id = ?", (item_id,)).fetchone()
     return (_item(row), row["spool_path"]) if row else None
@@ -90,24 +107,29 @@ def payload(conn: sqlite3.Connection, item_id: int) -> bytes:
     return bytes(row[0])
 
 
-def counts(conn: sqlite3.Connection) -> dict[str, Any]:
+def counts(conn: sqlite3.Connection) -> ItemCounts:
     """Items and bytes in all, by kind and by state, what is not delivered yet, and the newest
     item's time: the one count query behind status, metrics and `vmgateway status`."""
-    by_kind = {kind: {"items": n, "bytes": size} for kind, n, size in conn.execute(
+    by_kind = {kind: KindTotals(n, size) for kind, n, size in conn.execute(
         "SELECT kind, count(*), coalesce(sum(size), 0) FROM items GROUP BY kind")}
     by_state = {state: n for state, n in conn.execute("SELECT state, count(*) FROM items GROUP BY state")}
     last = conn.execute("SELECT max(received_at) FROM items").fetchone()[0]
-    return {"items": sum(k["items"] for k in by_kind.values()), "bytes": sum(k["bytes"] for k in by_kind.values()),
-            "by_kind": by_kind, "by_state": by_state,
-            "undelivered": sum(n for state, n in by_state.items() if state != "delivered"),
-            "last_received_at": last}
+    return ItemCounts(items=sum(k.items for k in by_kind.values()), bytes=sum(k.bytes for k in by_kind.values()),
+                      by_kind=by_kind, by_state=by_state,
+                      undelivered=sum(n for state, n in by_state.items() if state != "delivered"),
+                      last_received_at=last)
 
 
-def complete_studies(conn: sqlite3.Connection, quiet_since: float, cursor: str, limit: int) -> list[dict[str, Any]]:
+STUDY_COLUMNS = ("study_instance_uid, patient_id, patient_name, accession_number, study_date, modalities,"
+                 " instance_count, first_received_at, last_received_at, completed_at")
+"""A study's columns in the order of `Study`'s fields."""
+
+
+def complete_studies(conn: sqlite3.Connection, quiet_since: float, cursor: str, limit: int) -> list[Study]:
     """Complete studies (by Study Instance UID order after `cursor`) with their instances' item IDs."""
     studies = conn.execute(
-        "SELECT * FROM studies WHERE (completed_at IS NOT NULL OR last_received_at < ?) AND study_instance_uid > ?"
-        " ORDER BY study_instance_uid LIMIT ?",
+        f"SELECT {STUDY_COLUMNS} FROM studies WHERE (completed_at IS NOT NULL OR last_received_at < ?)"
+        " AND study_instance_uid > ? ORDER BY study_instance_uid LIMIT ?",
         (quiet_since, cursor, limit),
     ).fetchall()
     result = []
@@ -117,12 +139,12 @@ def complete_studies(conn: sqlite3.Connection, quiet_since: float, cursor: str, 
             " WHERE study_instance_uid = ? ORDER BY item_id",
             (study["study_instance_uid"],),
         ).fetchall()
-        result.append(dict(study) | {"instances": [dict(i) for i in instances]})
+        result.append(Study(**dict(study), instances=[StudyInstance(*instance) for instance in instances]))
     return result
 
 
 def events(conn: sqlite3.Connection, before: int | None, after: int | None, kind: str | None,
-           limit: int) -> list[dict[str, Any]]:
+           limit: int) -> list[Event]:
     """Newest first below `before`; or, with `after`, oldest first from that cursor on (a reader
     that follows the events as they come); of one kind when `kind` is given."""
     arguments: list[int | str]
@@ -134,15 +156,15 @@ def events(conn: sqlite3.Connection, before: int | None, after: int | None, kind
     order = "ASC" if after is not None else "DESC"
     rows = conn.execute(f"SELECT id, at, kind, detail FROM events WHERE {where} ORDER BY id {order} LIMIT ?",
                         (*arguments, limit)).fetchall()
-    return [dict(row) for row in rows]
+    return [Event(*row) for row in rows]
 
 
-def senders(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def senders(conn: sqlite3.Connection) -> list[SenderSeen]:
     """Every sender seen, newest first; `gateway_test` marks the gateway's own checks."""
     rows = conn.execute(
         "SELECT protocol, name, address, first_seen_at, last_seen_at, items FROM senders ORDER BY last_seen_at DESC"
     ).fetchall()
-    return [dict(row) | {"gateway_test": is_own_test(row["protocol"], row["name"])} for row in rows]
+    return [SenderSeen(**dict(row), gateway_test=is_own_test(row["protocol"], row["name"])) for row in rows]
 
 
 class Feed:
@@ -152,13 +174,13 @@ class Feed:
         self._journal = journal
         self._spool = spool
 
-    async def items_after(self, cursor: int, limit: int, undelivered_only: bool) -> list[dict[str, Any]]:
+    async def items_after(self, cursor: int, limit: int, undelivered_only: bool) -> list[Item]:
         return await self._journal.read_async(lambda conn: items_after(conn, cursor, limit, undelivered_only))
 
-    async def newest_items(self, limit: int) -> list[dict[str, Any]]:
+    async def newest_items(self, limit: int) -> list[Item]:
         return await self._journal.read_async(lambda conn: newest_items(conn, limit))
 
-    async def item(self, item_id: int) -> tuple[dict[str, Any], Path | None] | None:
+    async def item(self, item_id: int) -> tuple[Item, Path | None] | None:
         """The item, and its spool file (None when its bytes are in the journal, or the file
         was removed after delivery)."""
         found = await self._journal.read_async(lambda conn: item(conn, item_id))
@@ -170,10 +192,10 @@ class Feed:
     async def payload(self, item_id: int) -> bytes:
         return await self._journal.read_async(lambda conn: payload(conn, item_id))
 
-    async def message(self, item_id: int) -> tuple[dict[str, Any], bytes]:
-        """A message item's record and its bytes, in one read (what a push sink sends)."""
+    async def message(self, item_id: int) -> tuple[Item, bytes]:
+        """A message item's record and its bytes, in one read."""
 
-        def read(conn: sqlite3.Connection) -> tuple[dict[str, Any], bytes]:
+        def read(conn: sqlite3.Connection) -> tuple[Item, bytes]:
             found = item(conn, item_id)
             if found is None:
                 raise KeyError(f"no item {item_id}")
@@ -196,15 +218,14 @@ class Feed:
         finally:
             conn.close()
 
-    async def complete_studies(self, quiet_since: float, cursor: str, limit: int) -> list[dict[str, Any]]:
+    async def complete_studies(self, quiet_since: float, cursor: str, limit: int) -> list[Study]:
         return await self._journal.read_async(lambda conn: complete_studies(conn, quiet_since, cursor, limit))
 
-    async def events(self, before: int | None, after: int | None, kind: str | None,
-                     limit: int) -> list[dict[str, Any]]:
+    async def events(self, before: int | None, after: int | None, kind: str | None, limit: int) -> list[Event]:
         return await self._journal.read_async(lambda conn: events(conn, before, after, kind, limit))
 
-    async def senders(self) -> list[dict[str, Any]]:
+    async def senders(self) -> list[SenderSeen]:
         return await self._journal.read_async(senders)
 
-    async def counts(self) -> dict[str, Any]:
+    async def counts(self) -> ItemCounts:
         return await self._journal.read_async(counts)

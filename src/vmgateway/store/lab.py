@@ -11,28 +11,16 @@ order's state is its latest message's, until a result comes back for it: then *r
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from vmgateway.records import LabMessage, LabOrderRecord, LabQueue, LabRefusal, OutgoingMessage
 from vmgateway.store.journal import Journal, Write
 
 WAITING = ("queued", "sent")
 """Message states the sender still has to deal with."""
-
-
-@dataclass(frozen=True)
-class OutgoingMessage:
-    id: int
-    order_id: str
-    control: str
-    control_id: str
-    message: bytes
-    attempts: int
-    next_attempt_at: float
 
 
 Build = Callable[[str], bytes]
@@ -64,20 +52,20 @@ def place(order_id: str, instrument: str, body: str, build: Build, at: float) ->
     return write
 
 
-def follow_up(order_id: str, control: str, body: str | None, build: Build, at: float) -> Write[str | None]:
-    """Queue a change (XO, with the new `body`) or a cancellation (CA); None when all is well, else
-    why not: "unknown", "cancelled" (nothing follows a cancellation), "instrument" (a change may
-    not move an order to another instrument)."""
+def follow_up(order_id: str, instrument: str, control: str, body: str | None, build: Build,
+              at: float) -> Write[LabRefusal | None]:
+    """Queue a change (XO, with the new `body`) or a cancellation (CA) of an order for `instrument`;
+    None when all is well, else why not."""
 
-    def write(conn: sqlite3.Connection) -> str | None:
+    def write(conn: sqlite3.Connection) -> LabRefusal | None:
         row = conn.execute("SELECT instrument, cancelled FROM lab_orders WHERE order_id = ?", (order_id,)).fetchone()
         if row is None:
-            return "unknown"
+            return LabRefusal.UNKNOWN
         if row[1]:
-            return "cancelled"
+            return LabRefusal.CANCELLED
+        if row[0] != instrument:
+            return LabRefusal.OTHER_INSTRUMENT
         if body is not None:
-            if json.loads(body)["instrument"] != row[0]:
-                return "instrument"
             conn.execute("UPDATE lab_orders SET body = ? WHERE order_id = ?", (body, order_id))
         if control == "CA":
             conn.execute("UPDATE lab_orders SET cancelled = 1 WHERE order_id = ?", (order_id,))
@@ -170,14 +158,12 @@ def retry(order_id: str, at: float) -> Write[int]:
     return write
 
 
-def _order(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
-    messages = [{"control": m["control"], "control_id": m["control_id"], "state": m["state"],
-                 "attempts": m["attempts"], "last_error": m["last_error"], "answer": m["answer"],
-                 "created_at": m["created_at"], "answered_at": m["answered_at"]}
-                for m in conn.execute("SELECT * FROM lab_messages WHERE order_id = ? ORDER BY id", (row["order_id"],))]
-    return {"order_id": row["order_id"], "instrument": row["instrument"], "state": row["state"],
-            "cancelled": bool(row["cancelled"]), "last_answer": row["last_answer"], "created_at": row["created_at"],
-            "updated_at": row["updated_at"], "order": json.loads(row["body"]), "messages": messages}
+def _order(conn: sqlite3.Connection, row: sqlite3.Row) -> LabOrderRecord:
+    messages = [LabMessage(*m) for m in conn.execute(
+        "SELECT control, control_id, state, attempts, last_error, answer, created_at, answered_at FROM lab_messages"
+        " WHERE order_id = ? ORDER BY id", (row["order_id"],))]
+    return LabOrderRecord(row["order_id"], row["instrument"], row["state"], bool(row["cancelled"]), row["last_answer"],
+                          row["created_at"], row["updated_at"], row["body"], messages)
 
 
 class LabOrders:
@@ -192,8 +178,9 @@ class LabOrders:
         self._queued()
         return placed
 
-    async def follow_up(self, order_id: str, control: str, body: str | None, build: Build) -> str | None:
-        refused = await self._journal.write_async(follow_up(order_id, control, body, build, time.time()))
+    async def follow_up(self, order_id: str, instrument: str, control: str, body: str | None,
+                        build: Build) -> LabRefusal | None:
+        refused = await self._journal.write_async(follow_up(order_id, instrument, control, body, build, time.time()))
         self._queued()
         return refused
 
@@ -214,40 +201,40 @@ class LabOrders:
     async def unanswered(self, message_id: int, error: str, retry_at: float, max_attempts: int) -> bool:
         return await self._journal.write_async(unanswered(message_id, error, retry_at, max_attempts, time.time()))
 
-    async def order(self, order_id: str) -> dict[str, Any] | None:
-        def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    async def order(self, order_id: str) -> LabOrderRecord | None:
+        def read(conn: sqlite3.Connection) -> LabOrderRecord | None:
             row = conn.execute("SELECT * FROM lab_orders WHERE order_id = ?", (order_id,)).fetchone()
             return None if row is None else _order(conn, row)
 
         return await self._journal.read_async(read)
 
-    async def orders(self, state: str | None, limit: int = 500) -> list[dict[str, Any]]:
+    async def orders(self, state: str | None, limit: int = 500) -> list[LabOrderRecord]:
         """The newest orders first, of one state or all."""
 
-        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+        def read(conn: sqlite3.Connection) -> list[LabOrderRecord]:
             where, args = ("WHERE state = ?", (state,)) if state else ("", ())
             rows = conn.execute(f"SELECT * FROM lab_orders {where} ORDER BY created_at DESC LIMIT ?", (*args, limit))
             return [_order(conn, row) for row in rows.fetchall()]
 
         return await self._journal.read_async(read)
 
-    async def summary(self) -> dict[str, dict[str, Any]]:
+    async def summary(self) -> dict[str, LabQueue]:
         """Per instrument: messages waiting, failed, dead; the last answer."""
 
-        def read(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
-            found: dict[str, dict[str, Any]] = {}
+        def read(conn: sqlite3.Connection) -> dict[str, LabQueue]:
+            counted: dict[str, dict[str, int]] = {}
             for instrument, state, count in conn.execute(
                     "SELECT instrument, state, count(*) FROM lab_messages GROUP BY instrument, state"):
-                entry = found.setdefault(instrument, {"waiting": 0, "failed": 0, "dead": 0, "last_answer": None,
-                                                      "last_answer_at": None})
+                entry = counted.setdefault(instrument, {"waiting": 0, "failed": 0, "dead": 0})
                 if state in WAITING:
                     entry["waiting"] += count
                 elif state in ("failed", "dead"):
                     entry[state] += count
-            for instrument, answer, at in conn.execute(
-                    "SELECT instrument, answer, max(answered_at) FROM lab_messages WHERE answered_at IS NOT NULL"
-                    " GROUP BY instrument"):
-                found[instrument].update(last_answer=answer, last_answer_at=at)
-            return found
+            answers = {instrument: (answer, at) for instrument, answer, at in conn.execute(
+                "SELECT instrument, answer, max(answered_at) FROM lab_messages WHERE answered_at IS NOT NULL"
+                " GROUP BY instrument")}
+            return {instrument: LabQueue(**counts, last_answer=answers.get(instrument, (None, None))[0],
+                                         last_answer_at=answers.get(instrument, (None, None))[1])
+                    for instrument, counts in counted.items()}
 
         return await self._journal.read_async(read)

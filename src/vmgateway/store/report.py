@@ -10,11 +10,19 @@ import sqlite3
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
+from vmgateway.records import (
+    Event,
+    ReceivedSummary,
+    ReceivedToday,
+    ReceivedTotals,
+    StudiesSummary,
+    StudySummary,
+    TransfersReport,
+)
 from vmgateway.store.access import GATEWAY_ID, commissioned, get_setting, transfers_active
 from vmgateway.store.deliveries import oldest_waiting_at, queue_summary
-from vmgateway.store.feed import counts
+from vmgateway.store.feed import counts, senders
 from vmgateway.store.journal import connect
 
 _LIST_LIMIT = 20
@@ -39,7 +47,7 @@ def running_as(journal_path: Path) -> tuple[str | None, float | None]:
     return gateway_id, last[1] if last and last[0] == "start" else None
 
 
-def received_summary(journal_path: Path, stable_after_s: float, now: float | None = None) -> dict[str, Any]:
+def received_summary(journal_path: Path, stable_after_s: float, now: float | None = None) -> ReceivedSummary:
     """Totals, today's counts, studies (complete / arriving) and senders' last contact.
 
     A study counts as complete when it was marked so, or when it has been quiet for
@@ -73,39 +81,25 @@ def received_summary(journal_path: Path, stable_after_s: float, now: float | Non
             " ORDER BY last_received_at DESC LIMIT ?",
             (quiet_since, _LIST_LIMIT),
         ).fetchall()
-        senders = conn.execute(
-            "SELECT protocol, name, address, first_seen_at, last_seen_at, items FROM senders ORDER BY last_seen_at DESC"
-        ).fetchall()
-        last_events = conn.execute("SELECT at, kind, detail FROM events ORDER BY id DESC LIMIT 5").fetchall()
+        seen = senders(conn)
+        last_events = conn.execute("SELECT id, at, kind, detail FROM events ORDER BY id DESC LIMIT 5").fetchall()
     finally:
         conn.close()
-    return {
-        "journal": str(journal_path),
-        "generated_at": now,
-        "totals": {key: totals[key] for key in ("items", "bytes", "by_state", "by_kind")},
-        "today": dict(today) | {"by_kind": {kind: n for kind, n in today_by_kind}},
-        "studies": {
-            "complete": complete,
-            "arriving": [_study(row) for row in arriving],
-            "recently_complete": [_study(row) for row in recent],
-        },
-        "senders": [dict(row) for row in senders],
-        "events": [dict(row) for row in last_events],
-    }
+    return ReceivedSummary(
+        journal=str(journal_path),
+        generated_at=now,
+        totals=ReceivedTotals(totals.items, totals.bytes, totals.by_state, totals.by_kind),
+        today=ReceivedToday(today[0], today[1], {kind: n for kind, n in today_by_kind}),
+        studies=StudiesSummary(complete, [_study(row) for row in arriving], [_study(row) for row in recent]),
+        senders=seen,
+        events=[Event(*row) for row in last_events],
+    )
 
 
-def _study(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "study_instance_uid": row["study_instance_uid"],
-        "patient_id": row["patient_id"],
-        "patient_name": row["patient_name"],
-        "accession_number": row["accession_number"],
-        "study_date": row["study_date"],
-        "modalities": row["modalities"],
-        "instances": row["instance_count"],
-        "first_received_at": row["first_received_at"],
-        "last_received_at": row["last_received_at"],
-    }
+def _study(row: sqlite3.Row) -> StudySummary:
+    return StudySummary(row["study_instance_uid"], row["patient_id"], row["patient_name"], row["accession_number"],
+                        row["study_date"], row["modalities"], row["instance_count"], row["first_received_at"],
+                        row["last_received_at"])
 
 
 def waiting_items(journal_path: Path) -> int:
@@ -114,20 +108,21 @@ def waiting_items(journal_path: Path) -> int:
         return 0
     conn = connect(journal_path, read_only=True)
     try:
-        return sum(kind["waiting"] for kind in queue_summary(conn).values())
+        return sum(kind.waiting for kind in queue_summary(conn).values())
     finally:
         conn.close()
 
 
-def transfers_report(journal_path: Path) -> dict[str, Any]:
+def transfers_report(journal_path: Path) -> TransfersReport:
     """Whether transfers are on, items waiting (and since when the oldest), items dead."""
     if not journal_path.exists():
         raise NoJournal(f"no journal at {journal_path}: has the gateway run with this configuration?")
     conn = connect(journal_path, read_only=True)
     try:
         queue = queue_summary(conn)
-        return {"active": transfers_active(conn), "commissioned": commissioned(conn),
-                "waiting": sum(kind["waiting"] for kind in queue.values()),
-                "dead": sum(kind["dead"] for kind in queue.values()), "oldest_waiting_at": oldest_waiting_at(conn)}
+        return TransfersReport(active=transfers_active(conn), commissioned=commissioned(conn),
+                               waiting=sum(kind.waiting for kind in queue.values()),
+                               dead=sum(kind.dead for kind in queue.values()),
+                               oldest_waiting_at=oldest_waiting_at(conn))
     finally:
         conn.close()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Any
 
+from vmgateway.records import WorklistRecord
 from vmgateway.store.journal import Journal, JournalError, Write
 
 
@@ -48,11 +48,9 @@ def cancel_entry(order_id: str, at: float) -> Write[bool]:
     return write
 
 
-def _row(row: sqlite3.Row) -> dict[str, Any]:
-    linked = row["linked_items"]
-    return {"order_id": row["order_id"], "state": row["state"], "created_at": row["created_at"],
-            "updated_at": row["updated_at"], "performed_at": row["performed_at"], "expires_at": row["expires_at"],
-            "linked_items": linked, "procedure_step": row["mpps"], "entry": row["entry"]}
+def _row(row: sqlite3.Row) -> WorklistRecord:
+    return WorklistRecord(row["order_id"], row["state"], row["created_at"], row["updated_at"], row["performed_at"],
+                          row["expires_at"], row["linked_items"], row["mpps"], row["entry"])
 
 
 _SELECT = ("SELECT w.*, (SELECT count(*) FROM worklist_links l WHERE l.order_id = w.order_id) AS linked_items,"
@@ -60,14 +58,14 @@ _SELECT = ("SELECT w.*, (SELECT count(*) FROM worklist_links l WHERE l.order_id 
            " FROM worklist w")
 
 
-def entries(conn: sqlite3.Connection, now: float, state: str | None = None) -> list[dict[str, Any]]:
+def entries(conn: sqlite3.Connection, now: float, state: str | None = None) -> list[WorklistRecord]:
     """Entries not yet expired, by scheduled time (all states, or one)."""
     condition, arguments = ("AND state = ?", (now, state)) if state else ("", (now,))
     rows = conn.execute(f"{_SELECT} WHERE expires_at > ? {condition} ORDER BY scheduled_at, order_id", arguments)
     return [_row(row) for row in rows]
 
 
-def entry(conn: sqlite3.Connection, order_id: str) -> dict[str, Any] | None:
+def entry(conn: sqlite3.Connection, order_id: str) -> WorklistRecord | None:
     row = conn.execute(f"{_SELECT} WHERE order_id = ?", (order_id,)).fetchone()
     return _row(row) if row else None
 
@@ -182,11 +180,11 @@ class Worklist:
     async def cancel_entry(self, order_id: str) -> bool:
         return await self._journal.write_async(cancel_entry(order_id, time.time()))
 
-    async def entries(self, state: str | None = None) -> list[dict[str, Any]]:
+    async def entries(self, state: str | None = None) -> list[WorklistRecord]:
         now = time.time()
         return await self._journal.read_async(lambda conn: entries(conn, now, state))
 
-    async def entry(self, order_id: str) -> dict[str, Any] | None:
+    async def entry(self, order_id: str) -> WorklistRecord | None:
         return await self._journal.read_async(lambda conn: entry(conn, order_id))
 
     async def forget_expired(self) -> int:

@@ -14,7 +14,8 @@ import httpx
 
 from vmgateway.astm.records import ASTM_MEDIA_TYPE
 from vmgateway.charsets import hl7_content_type
-from vmgateway.model import Due, ItemKind
+from vmgateway.model import ItemKind
+from vmgateway.records import Due
 from vmgateway.store import Store
 from vmgateway.transfers.outcome import Outcome, describe_failure, http_problem, is_transient, retry_after
 
@@ -66,10 +67,9 @@ class MessageSink:
         return Outcome(refused=[(due.item_id, http_problem(response))])
 
     async def _message(self, due: Due) -> tuple[bytes, dict[str, str]]:
-        record, payload = await self.store.feed.message(due.item_id)
-        metadata = record[self.kind]
-        content_type = (hl7_content_type(metadata["charset_used"], metadata["charset"]) if self.kind == "hl7"
-                        else ASTM_MEDIA_TYPE)
+        payload = await self.store.feed.payload(due.item_id)
+        fields = due.hl7 if self.kind == "hl7" else due.astm
+        content_type = hl7_content_type(due.hl7.charset_used, due.hl7.charset) if due.hl7 else ASTM_MEDIA_TYPE
         headers = {
             "Content-Type": content_type,
             "Idempotency-Key": f"{self.gateway_id}:{due.item_id}",
@@ -79,6 +79,7 @@ class MessageSink:
             "X-Vmgateway-Sha256": due.sha256,
         }
         for header, key in HEADER_FIELDS[self.kind].items():
-            if metadata.get(key):
-                headers[header] = quote(str(metadata[key]), safe=" ^&~!$'()*+,;=:@/?")
+            value = getattr(fields, key, None)
+            if value:
+                headers[header] = quote(str(value), safe=" ^&~!$'()*+,;=:@/?")
         return payload, headers

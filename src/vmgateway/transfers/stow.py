@@ -19,7 +19,8 @@ from typing import Any
 
 import httpx
 
-from vmgateway.model import Due, ItemKind
+from vmgateway.model import ItemKind
+from vmgateway.records import Due
 from vmgateway.transfers.outcome import (
     DESTINATION_STATUSES,
     Outcome,

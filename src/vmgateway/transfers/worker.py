@@ -21,7 +21,8 @@ import httpx
 from vmgateway.backoff import backoff
 from vmgateway.config import TransfersConfig
 from vmgateway.counters import DELIVERIES, UPSTREAM_FAILURES
-from vmgateway.model import Due, ItemKind
+from vmgateway.model import ItemKind
+from vmgateway.records import Due
 from vmgateway.store import Store
 from vmgateway.transfers.outcome import Outcome
 from vmgateway.when import Window

@@ -77,6 +77,16 @@ def _code_item(code: Code) -> Dataset:
     return item
 
 
+def entry_to_json(entry: WorklistEntry) -> str:
+    """The entry as the journal keeps it."""
+    return entry.model_dump_json()
+
+
+def entry_from_json(kept: str) -> WorklistEntry:
+    """The entry the journal kept (valid when it was put: read back as it was)."""
+    return WorklistEntry.model_validate_json(kept)
+
+
 def worklist_item(entry: WorklistEntry, charset: str) -> Dataset:
     """The full worklist item; a query's answer is the part of it the query asked for."""
     ds = Dataset()

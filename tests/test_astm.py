@@ -229,6 +229,9 @@ def test_an_instrument_on_a_serial_port(make_gateway: Any) -> None:
         with gateway.journal() as conn:
             (address,) = conn.execute("SELECT DISTINCT peer_address FROM items").fetchone()
         assert address == pty.device
+        with client(gateway, new_token(gateway, "support")) as api:
+            job = api.get("/api/v1/status").json()["components"]["job:astm:horiba"]
+        assert (job["state"], job["restarts"], job["failures"]) == ("ok", 0, 0)  # supervised like every job
     finally:
         pty.close()
 

@@ -326,3 +326,32 @@ def test_the_metrics_say_what_waits_for_each_analyzer(make_gateway: Any, analyze
         metrics = api.get("/api/v1/metrics").text
     assert 'vmgateway_lab_messages{instrument="vetlab",state="waiting"} 1.0' in metrics
     assert 'vmgateway_lab_instrument_reachable{instrument="vetlab"} 0.0' in metrics
+
+
+def test_a_host_query_the_journal_cannot_answer_gets_no_answer_and_the_link_goes_on(make_gateway: Any) -> None:
+    """No answer is better than a wrong "no information" (the analyzer asks again); the
+    conversation, which a journal error once ended without a word, carries on."""
+    (astm_port,) = free_ports(1)
+    gateway: GatewayProcess = make_gateway(
+        astm={"listeners": [{"name": "vetscan", "bind": "127.0.0.1", "port": astm_port}]},
+        lab={"instruments": [{"name": "vetlab", "host": "127.0.0.1", "port": free_ports(1)[0]}]})
+    token = new_token(gateway, "vetmanager")
+    with client(gateway, token) as api:
+        assert api.post("/api/v1/lab/orders", json=ORDER).status_code == 201
+    journal = gateway.data_dir / "journal.sqlite"
+    instrument = Instrument("127.0.0.1", astm_port, timeout=3).connect()
+    try:
+        journal.rename(journal.with_name("hidden.sqlite"))  # reads open it by name: they fail now
+        try:
+            assert instrument.send_message(query_message("VM-1001"))  # the query itself is taken
+            line = gateway.wait_for_log("astm host query not answered")
+            assert '"samples": ["VM-1001"]' in line
+            with pytest.raises(TimeoutError):
+                instrument.reply()  # no ENQ: nothing is said rather than something wrong
+        finally:
+            journal.with_name("hidden.sqlite").rename(journal)
+        assert instrument.send_message(query_message("VM-1001"))  # the same connection
+        found = instrument.receive_message()
+    finally:
+        instrument.close()
+    assert found[2].split(b"|")[2] == b"VM-1001"

@@ -153,3 +153,31 @@ def test_a_waiter_that_gave_up_does_not_stop_the_writer(journal: Journal) -> Non
     release.set()
     assert later.result(30) > 0
     assert journal.write(_insert_event("after that")) > 0
+
+
+def test_a_listener_is_woken_only_by_the_changes_it_waits_for(tmp_path: Path) -> None:
+    """A lab sender once woke (and read the journal) at every C-STORE."""
+    import asyncio
+
+    from vmgateway.hl7.messages import read_header
+
+    store = Store(tmp_path / "var", min_free_mb=0)
+    store.open()
+    try:
+        heard: dict[str, threading.Event] = {name: threading.Event() for name in ("lab", "dicom", "messages")}
+        store.listen(heard["lab"].set, "lab")  # told first: had it been woken, it would be by now
+        store.listen(heard["dicom"].set, "dicom", "transfers")
+        store.listen(heard["messages"].set, "hl7", "astm")
+        raw = b"MSH|^~\\&|LAB|VET|VMG|GW|20261208||ORU^R01|M1|P|2.3.1\rPID|1||P1\r"
+        store.submit_hl7(raw, read_header(raw), Sender("hl7", "LAB^VET", "127.0.0.1")).result(10)
+        assert heard["messages"].wait(10)
+        assert not heard["dicom"].is_set() and not heard["lab"].is_set()
+        asyncio.run(store.settings.switch_transfers(True))
+        assert heard["dicom"].is_set() and not heard["lab"].is_set()
+        kept = store.incoming_dir / "kept.dcm"
+        kept.write_bytes(b"an instance")
+        heard["dicom"].clear()
+        store.put_dicom(kept, DicomInstance("1.2", "1.2.3", "1.2.840.10008.1.2.1"), Sender("dicom", "X", "127.0.0.1"))
+        assert heard["dicom"].is_set() and not heard["lab"].is_set()
+    finally:
+        store.close()

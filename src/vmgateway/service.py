@@ -60,13 +60,14 @@ class Gateway:
         self.dicom = (AsyncioDicomReceiver if settings.dicom.engine == "asyncio" else PynetdicomReceiver)(
             settings.dicom, self.store)
         self.hl7 = Hl7Receiver(settings.hl7, self.store)
-        self.astm = AstmReceiver(settings.astm, self.store, LabDesk(self.store.lab, settings.lab.instruments))
+        self.jobs = Jobs()
+        self.astm = AstmReceiver(settings.astm, self.store, LabDesk(self.store.lab, settings.lab.instruments),
+                                 self.jobs)
         self.power = PowerMonitor(settings.power, self.store, self._drain_for_power) if settings.power.enabled else None
         self.destinations: list[Destination] = []
         self.pacs = PacsPoller(settings, self.store)
         self.instruments = [InstrumentSender(instrument, settings.lab, self.store)
                             for instrument in settings.lab.instruments]
-        self.jobs = Jobs()
         self.api = ApiServer(GatewayView(settings, self.store, time.time(), self._components, self.jobs.states,
                                          self._power, self._destinations, lambda: self.pacs.state,
                                          self.pacs.poll_now, settings_file, self._apply_remote_settings,
@@ -115,6 +116,7 @@ class Gateway:
         """
         finishing = [f"push:{destination.sink.name}" for destination in self.destinations] + ["pacs_poll"]
         finishing += [f"lab:{sender.instrument.name}" for sender in self.instruments]
+        finishing += [AstmReceiver.serial_job(port) for port in self.settings.astm.serial]
         stoppable: list[Destination | PacsPoller | InstrumentSender] = [*self.destinations, self.pacs,
                                                                           *self.instruments]
         for job in stoppable:

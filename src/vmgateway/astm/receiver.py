@@ -17,10 +17,11 @@ from vmgateway.astm.link import ACK, ENQ, EOT, NAK, LinkReceiver, Message, Probl
 from vmgateway.astm.records import parse, summarise
 from vmgateway.config import AstmConfig, AstmListener, AstmSerialPort
 from vmgateway.connections import Connections, peer_allowed
+from vmgateway.jobs import Jobs
 from vmgateway.lab.order import LabOrder
 from vmgateway.lab.orders import LabDesk
 from vmgateway.model import Sender
-from vmgateway.store import JournalError, SpoolFull, Store
+from vmgateway.store import SpoolFull, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 SERIAL_RETRY_S = 5
@@ -28,13 +29,15 @@ ANSWER_TIMEOUT_S = 15
 """E1381: how long the gateway, sending, waits for each reply of the analyzer."""
 
 class AstmReceiver:
-    def __init__(self, config: AstmConfig, store: Store, lab: LabDesk) -> None:
+    def __init__(self, config: AstmConfig, store: Store, lab: LabDesk, jobs: Jobs) -> None:
         self.config = config
         self.store = store
         self.lab = lab
+        self.jobs = jobs
         self._servers: list[asyncio.Server] = []
         self._connections = Connections()
-        self._serial: list[asyncio.Task[None]] = []
+        self._opened: dict[str, SerialLine | None] = {}
+        """Each serial port as start() opened it, for the first run of its job."""
 
     async def start(self) -> None:
         """Listen on every configured TCP port (OSError when one cannot be bound) and keep every
@@ -50,7 +53,13 @@ class AstmReceiver:
         for port in self.config.serial:
             # Opened here, before the gateway says it runs: pyserial flushes what arrived before the
             # port was open, and an instrument that starts at once must not lose its first ENQ.
-            self._serial.append(asyncio.create_task(self._keep_open(port, self._open(port))))
+            self._opened[port.name] = self._open(port)
+            self.jobs.run(self.serial_job(port), partial(self._keep_open, port))
+
+    @staticmethod
+    def serial_job(port: AstmSerialPort) -> str:
+        """The name of the job that keeps a serial port's conversation going (status: `job:astm:NAME`)."""
+        return f"astm:{port.name}"
 
     def _open(self, port: AstmSerialPort, say_failure: bool = True) -> SerialLine | None:
         try:
@@ -64,13 +73,16 @@ class AstmReceiver:
                                                   "baudrate": port.baudrate})
         return line
 
-    async def _keep_open(self, port: AstmSerialPort, line: SerialLine | None) -> None:
-        """E1381 on a serial port for as long as the gateway runs. A port that cannot be opened (a
-        USB adapter unplugged, or not there yet at boot) is tried again every SERIAL_RETRY_S, and
-        said once: one missing instrument must not keep DICOM and HL7 from starting, nor stop them
-        in a restart loop."""
+    async def _keep_open(self, port: AstmSerialPort) -> None:
+        """E1381 on a serial port for as long as the gateway runs, as a job (vmgateway.jobs): what
+        ends it unexpectedly (a journal error) is shown and it is started again. A port that cannot
+        be opened (a USB adapter unplugged, or not there yet at boot) is tried again every
+        SERIAL_RETRY_S, and said once: one missing instrument must not keep DICOM and HL7 from
+        starting, nor stop them in a restart loop."""
         sender = Sender("astm", port.name, port.device)
-        said = line is None  # start() has said it
+        first = port.name in self._opened
+        line = self._opened.pop(port.name, None)
+        said = first and line is None  # start() has said it
         while True:
             if line is None:
                 await asyncio.sleep(SERIAL_RETRY_S)
@@ -87,10 +99,11 @@ class AstmReceiver:
 
     async def drain(self, timeout: float) -> None:
         """No new connections; transfers under way get `timeout`, then are cut (an unfinished
-        message was never ACKed: the instrument sends it again)."""
+        message was never ACKed: the instrument sends it again). The serial ports' jobs are the
+        service's to finish, as every job's."""
         for server in self._servers:
             server.close()
-        await self._connections.drain(timeout, *self._serial)
+        await self._connections.drain(timeout)
         for server in self._servers:
             await server.wait_closed()
         log.info("astm listeners stopped")
@@ -159,16 +172,23 @@ class AstmReceiver:
                 if samples is None:
                     stored = await self._keep(event.raw, sender)
                 else:  # a host query: nothing to keep; answered once the analyzer's transmission ends
-                    due.append(await self._answer(samples, sender))
+                    answer = await self._answer(samples, sender)
+                    due += [answer] if answer is not None else []
                     stored = True
                 await self._handle(link.answered(stored), link, line, sender, due)
 
-    async def _answer(self, samples: list[str], sender: Sender) -> list[bytes]:
+    async def _answer(self, samples: list[str], sender: Sender) -> list[bytes] | None:
         """The records that answer a host query: each sample's pending lab order (the order id is the
-        sample id), or no information."""
+        sample id), or no information. None when the journal cannot say: no answer is better than
+        a wrong "no order" (the analyzer asks again)."""
         found: list[tuple[str, LabOrder | None]] = []
-        for sample in samples:
-            found.append((sample, await self.lab.pending(sample)))
+        try:
+            for sample in samples:
+                found.append((sample, await self.lab.pending(sample)))
+        except StoreUnavailable as exc:
+            log.warning("astm host query not answered: the journal cannot be read",
+                        extra={"listener": sender.name, "samples": samples, "error": str(exc)})
+            return None
         log.info("astm host query", extra={"listener": sender.name, "samples": samples,
                                            "found": [sample for sample, order in found if order]})
         return answer_records(found, time.strftime("%Y%m%d%H%M%S"))
@@ -211,7 +231,7 @@ class AstmReceiver:
         try:
             summary = summarise(parse(raw))
             receipt = await asyncio.wrap_future(self.store.submit_astm(raw, summary, sender))
-        except (SpoolFull, JournalError, TimeoutError) as exc:
+        except StoreUnavailable as exc:  # the one way the store says "not now": the instrument tries again
             log.warning("astm message not kept", extra={"listener": sender.name, "error": str(exc)})
             return False
         log.info("astm message kept", extra={"listener": sender.name, "item_id": receipt.item_id,

@@ -21,8 +21,9 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from io import BytesIO
 from pathlib import Path
 
@@ -48,10 +49,7 @@ from vmgateway.dicom.statuses import (
     CANNOT_UNDERSTAND,
     SOP_CLASS_NOT_SUPPORTED,
     UNRECOGNIZED_OPERATION,
-    Service,
     UndecodableDataset,
-    answering_each,
-    answering_pair,
 )
 from vmgateway.dicom.upper_layer import (
     RELEASE_RP,
@@ -306,9 +304,8 @@ class Association:
                             AffectedSOPInstanceUID=str(message.command.get("AffectedSOPInstanceUID", "")))
 
     async def _find(self, message: _Message) -> None:
-        worklist = self.services.worklist
-        answers = await asyncio.to_thread(lambda: list(_find(worklist, self.sender, message.data(),
-                                                             message.transfer_syntax)))
+        worklist, query = self.services.worklist, partial(_decode_dataset, message.data(), message.transfer_syntax)
+        answers = await asyncio.to_thread(lambda: list(worklist.find(self.sender, query, lambda: False)))
         out = bytearray()
         for status, identifier in answers:
             out += self._encoded(message, commands.C_FIND_RSP, status, identifier)
@@ -316,17 +313,17 @@ class Association:
         await self._drain_writes()
 
     async def _procedure_step(self, message: _Message) -> None:
+        """N-CREATE or N-SET; the provider decodes the attributes inside its status seam."""
         steps, command = self.services.steps, message.command
+        attributes = partial(_decode_dataset, message.data(), message.transfer_syntax)
         if message.field == commands.N_CREATE_RQ:
             uid = str(command.get("AffectedSOPInstanceUID", ""))
-            status, attributes = await asyncio.to_thread(_create_step, steps, self.sender, uid, message.data(),
-                                                         message.transfer_syntax)
-            await self._respond(message, commands.N_CREATE_RSP, status, attributes, AffectedSOPInstanceUID=uid)
+            status, answer = await asyncio.to_thread(steps.create, self.sender, uid, attributes)
+            await self._respond(message, commands.N_CREATE_RSP, status, answer, AffectedSOPInstanceUID=uid)
         else:
             uid = str(command.get("RequestedSOPInstanceUID", ""))
-            status, attributes = await asyncio.to_thread(_set_step, steps, self.sender, uid, message.data(),
-                                                         message.transfer_syntax)
-            await self._respond(message, commands.N_SET_RSP, status, attributes, AffectedSOPInstanceUID=uid)
+            status, answer = await asyncio.to_thread(steps.update, self.sender, uid, attributes)
+            await self._respond(message, commands.N_SET_RSP, status, answer, AffectedSOPInstanceUID=uid)
 
     async def _respond(self, message: _Message, field: int, status: int | Dataset, dataset: Dataset | None = None,
                        **elements: str) -> None:
@@ -457,21 +454,3 @@ def _encode_dataset(dataset: Dataset, syntax: UID) -> bytes:
     if encoded is None:
         raise ValueError("the answer could not be encoded")
     return encoded
-
-
-@answering_each(Service.FIND)
-def _find(worklist: WorklistProvider, sender: Sender, query: bytes | None, syntax: UID,
-          ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-    yield from worklist.find(sender, _decode_dataset(query, syntax), lambda: False)
-
-
-@answering_pair(Service.PROCEDURE_STEP)
-def _create_step(steps: ProcedureStepProvider, sender: Sender, uid: str, attributes: bytes | None,
-                 syntax: UID) -> tuple[int | Dataset, Dataset | None]:
-    return steps.create(sender, uid, _decode_dataset(attributes, syntax))
-
-
-@answering_pair(Service.PROCEDURE_STEP)
-def _set_step(steps: ProcedureStepProvider, sender: Sender, uid: str, changes: bytes | None,
-              syntax: UID) -> tuple[int | Dataset, Dataset | None]:
-    return steps.update(sender, uid, _decode_dataset(changes, syntax))

@@ -19,7 +19,7 @@ from vmgateway.dicom import receiving
 from vmgateway.dicom.metadata import read_instance
 from vmgateway.dicom.statuses import SUCCESS, Service, answering
 from vmgateway.model import Kept, Sender
-from vmgateway.store import JournalError, Store
+from vmgateway.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def keep_instance(store: Store, path: Path | str, sender: Sender, sha256: str | 
     """Check and keep the instance streamed to `path` (`sha256`: its hash, when taken on the way);
     Success once it is durable.
 
-    Raises what stops that (UnreadableInstance, SpoolFull, JournalError, …): the handler's
+    Raises what stops that (UnreadableInstance, StoreUnavailable, …): the handler's
     seam (vmgateway.dicom.statuses) turns it into the status the sender is told.
     """
     refused = receiving.refusal(path)
@@ -57,7 +57,7 @@ def note_echo(store: Store, sender: Sender) -> None:
     Vetmanager can watch a clinic's modality send its test echo."""
     try:
         store.record_contact(sender)
-    except (JournalError, TimeoutError) as exc:
+    except (StoreUnavailable, TimeoutError) as exc:
         log.warning("could not note the echo's caller", extra={"error": str(exc)})
 
 

@@ -9,6 +9,7 @@ Step Attributes; a step for no known entry is kept all the same.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from pydicom.dataset import Dataset
 
@@ -44,8 +45,11 @@ class ProcedureStepProvider:
         self.store = store
 
     @answering_pair(Service.PROCEDURE_STEP)
-    def create(self, sender: Sender, uid: str, attributes: Dataset) -> tuple[int | Dataset, Dataset | None]:
-        """N-CREATE of the step `uid` (the request's Affected SOP Instance UID)."""
+    def create(self, sender: Sender, uid: str, read_attributes: Callable[[], Dataset],
+               ) -> tuple[int | Dataset, Dataset | None]:
+        """N-CREATE of the step `uid` (the request's Affected SOP Instance UID); its attributes
+        are read (decoded) here, inside the seam."""
+        attributes = read_attributes()
         if not uid:
             return MISSING_ATTRIBUTE, None  # we do not make UIDs for modalities: they must name the step
         if attributes.get("PerformedProcedureStepStatus") != "IN PROGRESS":
@@ -57,8 +61,11 @@ class ProcedureStepProvider:
         return SUCCESS, attributes
 
     @answering_pair(Service.PROCEDURE_STEP)
-    def update(self, sender: Sender, uid: str, changes: Dataset) -> tuple[int | Dataset, Dataset | None]:
-        """N-SET of the step `uid` (the request's Requested SOP Instance UID)."""
+    def update(self, sender: Sender, uid: str, read_changes: Callable[[], Dataset],
+               ) -> tuple[int | Dataset, Dataset | None]:
+        """N-SET of the step `uid` (the request's Requested SOP Instance UID); the changes are
+        read (decoded) here, inside the seam."""
+        changes = read_changes()
         status = changes.get("PerformedProcedureStepStatus")
         if status is not None and status not in STATUSES:
             return INVALID_ATTRIBUTE_VALUE, None

@@ -98,15 +98,15 @@ class PynetdicomReceiver:
         steps = ProcedureStepProvider(self.store)
 
         def on_find(event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-            return worklist.find(_sender(event), event.identifier, lambda: bool(event.is_cancelled))
+            return worklist.find(_sender(event), lambda: event.identifier, lambda: bool(event.is_cancelled))
 
         def on_create(event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
             uid = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
-            return steps.create(_sender(event), uid, event.attribute_list)
+            return steps.create(_sender(event), uid, lambda: event.attribute_list)
 
         def on_set(event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
             uid = str(getattr(event.request, "RequestedSOPInstanceUID", "") or "")
-            return steps.update(_sender(event), uid, event.attribute_list)
+            return steps.update(_sender(event), uid, lambda: event.attribute_list)
 
         handlers: list[Any] = [
             (evt.EVT_C_FIND, on_find),

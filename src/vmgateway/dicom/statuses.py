@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 
 from vmgateway.dicom.metadata import UnreadableInstance
 from vmgateway.model import Sender
-from vmgateway.store import JournalError, SpoolFull, StepExists
+from vmgateway.store import SpoolFull, StepExists, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,9 @@ class UndecodableDataset(ValueError):
     """A query or attribute list that cannot be decoded in its presentation context's transfer syntax."""
 
 
-_TRANSIENT = (SpoolFull, JournalError, OSError, TimeoutError)
-"""The gateway cannot keep its promise now: the sender should try again later."""
+_TRANSIENT = (StoreUnavailable, OSError, TimeoutError)
+"""The gateway cannot keep its promise now (the store says so, or a received file's own I/O
+failed, or a wait ran out): the sender should try again later."""
 
 
 def status(code: int, comment: str = "") -> Dataset:
@@ -81,9 +82,8 @@ def failure(service: Service, exc: Exception) -> Dataset:
     if isinstance(exc, StepExists) and service is Service.PROCEDURE_STEP:
         return status(DUPLICATE_INSTANCE, "procedure step exists already")
     if service is Service.STORE:
-        full = isinstance(exc, SpoolFull)
-        return status(OUT_OF_RESOURCES, "gateway disk full, retry later" if full
-                      else "gateway could not store it, retry later")
+        said = exc.said if isinstance(exc, StoreUnavailable) else StoreUnavailable.said
+        return status(OUT_OF_RESOURCES, f"{said}, retry later")
     if service is Service.FIND:
         return status(UNABLE_TO_PROCESS, "gateway could not read its worklist, retry later")
     return status(PROCESSING_FAILURE, "gateway could not record the step, retry later")

@@ -23,11 +23,12 @@ class WorklistProvider:
         self.charset = charset
 
     @answering_each(Service.FIND)
-    def find(self, sender: Sender, query: Dataset, cancelled: Callable[[], bool],
+    def find(self, sender: Sender, read_query: Callable[[], Dataset], cancelled: Callable[[], bool],
              ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         """C-FIND: one pending answer per matching entry, then success; `cancelled` tells of a
-        C-CANCEL. A query that cannot be read, or a journal that cannot be, ends in 0xC001 (the
-        seam)."""
+        C-CANCEL. The query is read (decoded) here, inside the seam: a query that cannot be read
+        ends in 0xA900, a journal that cannot be in 0xC001."""
+        query = read_query()
         stored = self.store.worklist.scheduled()
         found = 0
         for text in stored:

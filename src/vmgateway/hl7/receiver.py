@@ -21,7 +21,7 @@ from vmgateway.counters import HL7_ACKS
 from vmgateway.hl7.framing import Frame, Garbage, MllpDecoder, Oversized, framed
 from vmgateway.hl7.messages import Header, UnusableHeader, build_ack, read_details, read_header
 from vmgateway.model import Kept, Sender
-from vmgateway.store import JournalError, SpoolFull, Store
+from vmgateway.store import SpoolFull, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +148,10 @@ class Hl7Receiver:
         sender = Sender("hl7", f"{header.sending_application}^{header.sending_facility}", address)
         try:
             receipt = await asyncio.wrap_future(self.store.submit_hl7(raw, header, sender))
-        except SpoolFull as exc:
-            log.warning("hl7 message refused: disk below watermark", extra={"address": address, "error": str(exc)})
-            return self._ack(header, error, "gateway disk full, retry later", _APPLICATION_ERROR), True
-        except (OSError, JournalError, TimeoutError) as exc:
-            log.error("hl7 message could not be stored", extra={"address": address, "error": str(exc)})
-            text = "gateway could not store the message, retry later"
-            return self._ack(header, error, text, _APPLICATION_ERROR), True
+        except StoreUnavailable as exc:  # the one way the store says "not now": the sender keeps it
+            level = logging.WARNING if isinstance(exc, SpoolFull) else logging.ERROR
+            log.log(level, "hl7 message not stored: retry later", extra={"address": address, "error": str(exc)})
+            return self._ack(header, error, f"{exc.said}, retry later", _APPLICATION_ERROR), True
         if receipt.kept is Kept.DUPLICATE:
             log.info("hl7 message received again", extra={"control_id": header.control_id, "address": address})
         else:
@@ -210,5 +207,5 @@ class Hl7Receiver:
                 log.warning("hl7 message details unreadable", extra={"item_id": item_id, "error": str(exc)})
         try:
             self.store.add_hl7_details(found)
-        except (JournalError, TimeoutError) as exc:
+        except (StoreUnavailable, TimeoutError) as exc:
             log.warning("hl7 message details not recorded; read again at next start", extra={"error": str(exc)})

@@ -49,7 +49,7 @@ class InstrumentSender:
     async def run(self) -> None:
         if not self._listening:  # run again by the job supervisor after a failure: one listener
             loop = asyncio.get_running_loop()
-            self.store.listen(lambda: self._wake(loop))
+            self.store.listen(lambda: self._wake(loop), "lab")
             self._listening = True
         while not self._stopping:
             self._work.clear()

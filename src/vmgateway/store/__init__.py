@@ -6,7 +6,8 @@ Methods that code on the event loop calls are `async` and do their SQLite and fs
 the loop (reads in a worker thread, writes queued to the journal's writer and awaited), so a
 slow query never delays an HL7 or ASTM acknowledgement. The rest — the DICOM side's, called in
 pynetdicom's association threads, and the command line's — block. SQL lives only in this
-package; what it raises is its own (JournalError, SpoolFull, …), never sqlite3's.
+package; what it raises is its own, never sqlite3's: StoreUnavailable (SpoolFull, JournalError)
+whenever a promise cannot be kept now, which each protocol's seam says as "try again later".
 
 Its parts, each with one concern: `feed` (what was received, for the API and the push sinks),
 `deliveries` (push transfers' queue), `worklist` (entries and procedure steps), `tokens` and
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from vmgateway.model import AstmSummary, DicomInstance, Hl7Details, Hl7Message, Receipt, Sender
 from vmgateway.records import JournalState, StartupCheck
@@ -46,7 +47,8 @@ from vmgateway.store.recording import (
 )
 from vmgateway.store.recovery import stopped_cleanly
 from vmgateway.store.retention import forget_files, removable_files
-from vmgateway.store.spool import Spool, SpoolFull
+from vmgateway.store.spool import Spool, SpoolFailed, SpoolFull
+from vmgateway.store.unavailable import StoreUnavailable
 from vmgateway.store.worklist import StepExists, Worklist
 
 __all__ = [
@@ -56,11 +58,15 @@ __all__ = [
     "StepExists",
     "SpoolFull",
     "Store",
+    "StoreUnavailable",
     "TokenExists",
 ]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+Change = Literal["dicom", "hl7", "astm", "transfers", "lab"]
+"""What a listener may wait for: an item of a kind kept, transfers switched, a lab order's message queued."""
 
 _RETENTION_BATCH = 500
 
@@ -86,13 +92,13 @@ class Store:
         self._spool = Spool(data_dir / "spool", min_free_mb * 2**20)
         self._journal = Journal(data_dir / "journal.sqlite")
         self._lock = DataFolderLock(data_dir)
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[tuple[frozenset[Change], Callable[[], None]]] = []
         self.feed = Feed(self._journal, self._spool)
         self.deliveries = Deliveries(self._journal, self._spool)
         self.worklist = Worklist(self._journal)
         self.tokens = Tokens(self._journal)
-        self.settings = KeptSettings(self._journal, self._tell_listeners)
-        self.lab = LabOrders(self._journal, self._tell_listeners)
+        self.settings = KeptSettings(self._journal, partial(self._tell_listeners, "transfers"))
+        self.lab = LabOrders(self._journal, partial(self._tell_listeners, "lab"))
 
     @property
     def incoming_dir(self) -> Path:
@@ -163,14 +169,20 @@ class Store:
         """Keep the file at `temporary` (`sha256`: its hash, if the receiver took it) and record
         it; return only once both are durable.
 
-        Raises SpoolFull, OSError or JournalError when the promise cannot be kept.
+        Raises StoreUnavailable (SpoolFull, SpoolFailed, JournalError) when the promise cannot be kept.
         """
-        spooled, named = self._spool.absorb(temporary, "dicom", ".dcm", fsynced, sha256)
         try:
-            receipt = self._journal.write(once(named, record_dicom_instance(instance, spooled, sender, time.time())))
-        finally:
-            self._spool.release(spooled.relative_path)
-        self._tell_listeners()
+            spooled, named = self._spool.absorb(temporary, "dicom", ".dcm", fsynced, sha256)
+            try:
+                receipt = self._journal.write(once(named, record_dicom_instance(instance, spooled, sender,
+                                                                                time.time())))
+            finally:
+                self._spool.release(spooled.relative_path)
+        except OSError as exc:  # the file's fsync, its rename or its folder's fsync: nothing is recorded
+            raise SpoolFailed(f"the received file could not be kept: {exc}") from exc
+        except TimeoutError as exc:
+            raise JournalError("the journal did not commit within a minute") from exc
+        self._tell_listeners("dicom")
         return receipt
 
     def submit_hl7(self, raw: bytes | bytearray, message: Hl7Message, sender: Sender) -> Future[Receipt]:
@@ -180,17 +192,20 @@ class Store:
         Raises SpoolFull at once when the disk is below the watermark; the future may fail
         with JournalError.
         """
-        return self._submit_message(raw, lambda sha256: record_hl7_message(message, raw, sha256, sender, time.time()))
+        return self._submit_message("hl7", raw,
+                                    lambda sha256: record_hl7_message(message, raw, sha256, sender, time.time()))
 
     def submit_astm(self, raw: bytes, summary: AstmSummary, sender: Sender) -> Future[Receipt]:
         """As submit_hl7, for an ASTM message: resolves once committed (fsync'ed)."""
-        return self._submit_message(raw, lambda sha256: record_astm_message(raw, summary, sha256, sender, time.time()))
+        return self._submit_message("astm", raw,
+                                    lambda sha256: record_astm_message(raw, summary, sha256, sender, time.time()))
 
-    def _submit_message(self, raw: bytes | bytearray, record: Callable[[str], Write[Receipt]]) -> Future[Receipt]:
+    def _submit_message(self, kind: Change, raw: bytes | bytearray,
+                        record: Callable[[str], Write[Receipt]]) -> Future[Receipt]:
         """A message's write, given its SHA-256, queued; the destinations hear once it is committed."""
         self.check_room()
         future = self._journal.submit(record(hashlib.sha256(raw).hexdigest()))
-        future.add_done_callback(lambda _: self._tell_listeners())
+        future.add_done_callback(lambda _: self._tell_listeners(kind))
         return future
 
     def check_room(self) -> None:
@@ -221,13 +236,16 @@ class Store:
         """SOP Instance UIDs held per Series Instance UID of the study (every version counts once)."""
         return self._journal.read(lambda conn: held_instances(conn, study_uid))
 
-    def listen(self, listener: Callable[[], None]) -> None:
-        """Call `listener` (from any thread) whenever an item was kept or transfers were
-        switched, so that whoever waits for work need not poll for it."""
-        self._listeners.append(listener)
+    def listen(self, listener: Callable[[], None], *changes: Change) -> None:
+        """Call `listener` (from any thread) whenever one of `changes` happened, so that whoever
+        waits for work need not poll for it, and nobody is woken for what is not theirs (a lab
+        sender once woke at every C-STORE)."""
+        self._listeners.append((frozenset(changes), listener))
 
-    def _tell_listeners(self) -> None:
-        for listener in self._listeners:
+    def _tell_listeners(self, change: Change) -> None:
+        for changes, listener in self._listeners:
+            if change not in changes:
+                continue
             try:
                 listener()
             except Exception:  # a listener's trouble (its loop closed at shutdown) is not the sender's

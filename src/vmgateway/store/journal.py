@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vmgateway.store.schema import MIGRATION_MARKER, migrate
+from vmgateway.store.unavailable import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ _MAX_BATCH = 256
 _STOP = object()
 
 
-class JournalError(Exception):
-    """The journal could not record a write; nothing of it was committed."""
+class JournalError(StoreUnavailable):
+    """The journal could not record a write (nothing of it was committed), or a read."""
 
 
 class JournalClosed(JournalError):

@@ -26,6 +26,7 @@ from io import BufferedReader
 from pathlib import Path
 
 from vmgateway.files import fsync_directory
+from vmgateway.store.unavailable import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,16 @@ _KINDS = ("dicom",)
 """Kinds of item kept as spool files (HL7 messages live in the journal)."""
 
 
-class SpoolFull(Exception):
+class SpoolFull(StoreUnavailable):
     """Free space is below the configured watermark: nothing more may be accepted."""
+
+    said = "gateway disk full"
+
+
+class SpoolFailed(StoreUnavailable):
+    """The data disk failed under the spool (an I/O error): nothing was kept."""
+
+    said = "gateway disk failing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +126,10 @@ class Spool:
         return shutil.disk_usage(self.root).free
 
     def check_room(self) -> None:
-        free = self.free_bytes()
+        try:
+            free = self.free_bytes()
+        except OSError as exc:
+            raise SpoolFailed(f"the data disk cannot say its free space: {exc}") from exc
         if free < self.min_free_bytes:
             raise SpoolFull(
                 f"only {free // 2**20} MB free on the data disk, "

@@ -6,10 +6,10 @@ import sqlite3
 import time
 
 from vmgateway.records import WorklistRecord
-from vmgateway.store.journal import Journal, JournalError, Write
+from vmgateway.store.journal import Journal, Write
 
 
-class StepExists(JournalError):
+class StepExists(Exception):
     """A procedure step with that SOP Instance UID was created before (N-CREATE twice)."""
 
 

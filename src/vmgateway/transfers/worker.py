@@ -99,7 +99,7 @@ class Destination:
         tasks: set[asyncio.Task[None]] = set()
         if not self._listening:
             loop = asyncio.get_running_loop()
-            self.store.listen(lambda: self._wake(loop))
+            self.store.listen(lambda: self._wake(loop), self.sink.kind, "transfers")
             self._listening = True
         try:
             while True:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.dicomdata import copies_of_ct_small, secondary_capture  # noqa: E402
+from tests.support.dicomdata import copies_of_ct_small, secondary_capture  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from disk_limit import dd_mb_s, fdatasync_ms  # noqa: E402

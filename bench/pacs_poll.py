@@ -34,7 +34,7 @@ from pydicom.uid import generate_uid
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.dicomdata import PYDICOM_FILES  # noqa: E402
+from tests.support.dicomdata import PYDICOM_FILES  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from netns import rerun_in_private_network, stopped_at_exit  # noqa: E402

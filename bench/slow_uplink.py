@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from netns import rerun_in_private_network, stopped_at_exit  # noqa: E402
 from push_forward import HTTP_PORT, _orthanc, _stored, start_gateway  # noqa: E402
 
-from tests.dicomdata import secondary_capture  # noqa: E402
+from tests.support.dicomdata import secondary_capture  # noqa: E402
 
 DICOM_PORT, HL7_PORT, API_PORT, SINK_PORT = 11112, 12575, 13000, 18080
 RESULTS = 10

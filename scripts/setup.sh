@@ -39,13 +39,13 @@ python=/usr/bin/python3
 [ -x "$python" ] || python=python3
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 if [ "$what" = test ]; then
-  .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+  .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
   shift
   [ $# -eq 0 ] || exec .venv/bin/python -m pytest "$@"
   # The whole suite, in two pytests side by side so that it stays within its 20 minutes: the
   # upgrades' tests (tests/test_box.py, a booted Debian box: ~4 minutes mostly waiting on its
   # systemd; tests/test_upgrade.py: ~3 minutes mostly waiting on pip) in one, the rest in the
-  # other. Each has its own ports (tests/conftest.py PORTS) and temporary folder. Both must pass.
+  # other. Each has its own ports (tests/support/gateway.py PORTS) and temporary folder. Both must pass.
   side_log=$(mktemp)
   VMGATEWAY_TEST_PORTS=25000-29999 .venv/bin/python -m pytest tests/test_box.py tests/test_upgrade.py \
     -p no:cacheprovider --basetemp=/tmp/vmgateway-upgrade-tests > "$side_log" 2>&1 &
@@ -60,7 +60,7 @@ if [ "$what" = test ]; then
   rm -f "$side_log"
   [ "$rest" -eq 0 ] && [ "$sided" -eq 0 ]
 else
-  .venv/bin/pip install -q --disable-pip-version-check .
+  .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt .
   # The README's commands work in a new shell: vmgateway on the PATH (a box's own link, to
   # /opt/vmgateway/current, is left alone).
   link=/usr/local/bin/vmgateway

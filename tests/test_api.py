@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -10,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,30 +19,11 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
-from starlette.testclient import TestClient
 
-from tests.conftest import GatewayProcess, dcmtk
-from tests.dicomdata import copies_of_ct_small
-from tests.netns import loopback_only
-
-SAMPLES = Path(__file__).parent / "samples" / "hl7"
-MLLP_SEND = Path(sys.executable).parent / "mllp_send"
-
-
-def vmgateway(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vmgateway", *args], capture_output=True, text=True, timeout=60)
-
-
-def new_token(gateway: GatewayProcess, name: str) -> str:
-    created = vmgateway("token", "create", name, "--config", str(gateway.config))
-    assert created.returncode == 0, created.stderr
-    return created.stdout.strip()
-
-
-def client(gateway: GatewayProcess, token: str | None = None, **options: Any) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=f"https://127.0.0.1:{gateway.api_port}", verify=False, headers=headers,
-                        timeout=30, **options)
+from tests.support.clients import MLLP_SEND, SAMPLES, client, new_token, vmgateway
+from tests.support.dicomdata import copies_of_ct_small
+from tests.support.gateway import GatewayProcess, dcmtk
+from tests.support.netns import loopback_only
 
 
 def test_tls_by_default_with_the_logged_fingerprint(gateway: GatewayProcess) -> None:
@@ -172,17 +155,26 @@ def test_bodies_over_the_limit_get_413_announced_or_chunked(tmp_path: Path) -> N
     store.open()
     try:
         app = create_app(GatewayView(settings, store, time.time(), dict, dict, dict, dict, dict, no_poll))
-        with TestClient(app, client=("127.0.0.1", 40000)) as asgi:
+
+        async def chunked(*chunks: bytes) -> AsyncIterator[bytes]:  # no length: sent chunked
+            for chunk in chunks:
+                yield chunk
+
+        async def post() -> list[int]:
+            transport = httpx.ASGITransport(app, client=("127.0.0.1", 40000))
             headers = {"content-type": "application/json"}
-            assert asgi.post("/api/v1/feed/ack", content=b"x" * 70000, headers=headers).status_code == 413
-            chunks = iter([b"[" + b"1," * 20000, b"1," * 20000 + b"1]"])  # no length: sent chunked
-            assert asgi.post("/api/v1/feed/ack", content=chunks, headers=headers).status_code == 413
-            small = asgi.post("/api/v1/feed/ack", content=iter([b'{"item_ids":', b" []}"]), headers=headers)
-            assert small.status_code != 413
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as asgi:
+                return [(await asgi.post("/api/v1/feed/ack", content=body, headers=headers)).status_code
+                        for body in (b"x" * 70000, chunked(b"[" + b"1," * 20000, b"1," * 20000 + b"1]"),
+                                     chunked(b'{"item_ids":', b" []}"))]
+
+        announced, chunked_large, chunked_small = asyncio.run(post())
+        assert (announced, chunked_large) == (413, 413) and chunked_small != 413
     finally:
         store.close()
 
 
+@pytest.mark.peer
 def test_pull_feed_end_to_end(gateway: GatewayProcess, tmp_path: Path) -> None:
     token = new_token(gateway, "vetmanager")
     instance = copies_of_ct_small(tmp_path / "ct", 1)[0]
@@ -284,7 +276,7 @@ def test_committed_openapi_document_is_the_served_one(gateway: GatewayProcess) -
 
 
 def test_client_certificates_when_a_client_ca_is_configured(make_gateway: Any, tmp_path: Path) -> None:
-    from tests.certificates import CertificateAuthority
+    from tests.support.certificates import CertificateAuthority
 
     ca = CertificateAuthority(tmp_path / "pki")
     holder_cert = ca.issue("vetmanager-server", ip=None)
@@ -369,6 +361,7 @@ def test_hl7_round_trip_to_the_own_listener(make_gateway: Any) -> None:
     assert stored["sending_facility"] == "Djurkliniken Årsta"  # UTF-8, and MSH-18 says so
 
 
+@pytest.mark.peer
 def test_concurrent_clients_all_get_answers(gateway: GatewayProcess, tmp_path: Path) -> None:
     """Vetmanager pulling with several workers while the page is open: every request answered
     (each reads the journal in the thread it was opened in; once, two clients got HTTP 500s)."""

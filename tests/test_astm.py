@@ -10,28 +10,14 @@ from typing import Any
 
 import hl7
 
-from tests.astm_instrument import ACK, EOT, NAK, Instrument, PtyMaster, result_message
-from tests.conftest import GatewayProcess, free_ports
-from tests.test_api import client, new_token
-from tests.upstream import Step, Upstream
+from tests.support.astm_instrument import ACK, EOT, NAK, Instrument, PtyMaster, result_message
+from tests.support.clients import client, new_token
+from tests.support.gateway import astm_gateway, kept
+from tests.support.upstream import Step, Upstream
 from vmgateway.astm.link import ETB, ETX, LinkReceiver, Message, Reply, checksum
 from vmgateway.astm.receiver import SERIAL_RETRY_S
 from vmgateway.astm.records import Delimiters, parse, summarise
 from vmgateway.dicom.echo import echo
-
-
-def astm_gateway(make_gateway: Any, **astm: Any) -> tuple[GatewayProcess, int]:
-    (port,) = free_ports(1)
-    gateway: GatewayProcess = make_gateway(astm={"listeners": [{"name": "vetscan", "bind": "127.0.0.1", "port": port}]}
-                                           | astm)
-    return gateway, port
-
-
-def kept(gateway: GatewayProcess) -> list[dict[str, Any]]:
-    with gateway.journal() as conn:
-        rows = conn.execute("SELECT i.id, i.sender, p.data, a.* FROM items i JOIN payloads p ON p.item_id = i.id"
-                            " JOIN astm_messages a ON a.item_id = i.id ORDER BY i.id").fetchall()
-    return [dict(row) for row in rows]
 
 
 def test_a_result_message_is_kept_whole_with_what_it_says(make_gateway: Any) -> None:

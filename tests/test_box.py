@@ -1,4 +1,4 @@
-"""The box as a whole, under a real systemd (PID 1 in a container, tests/box.py): the first
+"""The box as a whole, under a real systemd (PID 1 in a container, tests/support/box.py): the first
 install from a signed bundle with no network, commissioning with no --config anywhere, the unit
 (notify, watchdog, restart, bounded stop), upgrades through the systemd service class (commit,
 rollback, a reboot in the middle of a trial, refused bundles), the UPS and a serial instrument.
@@ -25,14 +25,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from tests.box import Box
-from tests.dicomdata import copies_of_ct_small
-from tests.releases import BROKEN_HEALTH, Patch, patched_tree
-from tests.sites import FORMS
+from tests.support.box import Box
+from tests.support.dicomdata import copies_of_ct_small
+from tests.support.releases import BROKEN_HEALTH, Patch, patched_tree
+from tests.support.sites import FORMS
 from vmgateway.bundle.manifest import MANIFEST, SIGNATURE, SIGNER
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("systemd-nspawn"),
-                                reason="needs root and systemd-nspawn (sh scripts/setup.sh test installs it)")
+pytestmark = [pytest.mark.box, pytest.mark.long,
+              pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("systemd-nspawn"),
+                                 reason="needs root and systemd-nspawn (sh scripts/setup.sh test installs it)")]
 
 KEPT: dict[str, str] = {}
 """What one scenario leaves for the next (they run in order on one box)."""
@@ -150,7 +151,7 @@ def given(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wheel = zipfile.ZipFile(first).read(release_wheel)
     rewritten(first, bad / "altered" / first.name, {release_wheel: wheel[:-100] + b"\0" * 100})
     copies_of_ct_small(folder / "ct", 3)
-    shutil.copy(Path(__file__).with_name("astm_instrument.py"), folder / "astm_instrument.py")
+    shutil.copy(Path(__file__).parent / "support" / "astm_instrument.py", folder / "astm_instrument.py")
     (folder / "serial_instrument.py").write_text(SERIAL_INSTRUMENT)
     (folder / "result.hl7").write_bytes(HL7_MESSAGE)
     public.chmod(0o644)

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayProcess, dcmtk, free_port
-from tests.dicomdata import copies_of_ct_small
-from tests.test_api import client, new_token
+from tests.support.clients import SAMPLES, client, new_token
+from tests.support.dicomdata import copies_of_ct_small
+from tests.support.gateway import GatewayProcess, dcmtk, free_port
 
 
 def vmgateway(*args: str) -> subprocess.CompletedProcess[str]:
@@ -29,6 +29,7 @@ def test_help_lists_every_subcommand() -> None:
         assert vmgateway(command, "--help").returncode == 0
 
 
+@pytest.mark.peer
 def test_status_while_running_and_study_completion(make_gateway: Any, tmp_path: Path) -> None:
     gateway = make_gateway(dicom={"stable_after_s": 1})
     files = copies_of_ct_small(tmp_path / "ct", 3)
@@ -95,6 +96,7 @@ def test_echo_succeeds_and_says_why_it_fails(gateway: GatewayProcess) -> None:
     assert "cannot connect to 127.0.0.1" in refused.stderr and "Connection refused" in refused.stderr
 
 
+@pytest.mark.peer
 def test_echo_against_dcmtk_storescp(tmp_path: Path) -> None:
     """Our C-ECHO SCU against a real third-party SCP (dcmtk's storescp listens on all
     interfaces, so it runs in a network namespace of its own with only loopback)."""
@@ -112,7 +114,7 @@ def test_echo_against_dcmtk_storescp(tmp_path: Path) -> None:
 
 
 def test_send_hl7_prints_each_ack_and_status_counts_hl7(gateway: GatewayProcess) -> None:
-    samples = Path(__file__).parent / "samples" / "hl7"
+    samples = SAMPLES
     good = samples / "oru_r01_hematology_dog_v231.hl7"
     bad = samples / "truncated_msh.hl7"
     result = vmgateway("send-hl7", "--port", str(gateway.hl7_port), str(good), str(bad))

@@ -158,3 +158,17 @@ def test_no_import_cycles() -> None:
 def test_the_cycle_finder_finds_one() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_test_modules_share_only_through_support() -> None:
+    """What two test modules need is in tests/support; none imports another, nor conftest."""
+    import ast
+
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                parts = node.module.split(".")
+                if "conftest" in parts or any(part.startswith("test_") for part in parts):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {node.module}")
+    assert offenders == []

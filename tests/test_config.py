@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.sites import FORMS
+from tests.support.sites import FORMS
 from vmgateway.config import ConfigError, Settings, config_file, parse_settings
 from vmgateway.remote_settings import load_settings
 

@@ -1,5 +1,5 @@
 """The crash file system keeps exactly what the strict POSIX model says a disk keeps: a test tool
-that kept more would let a missing fsync pass (tests/crashfs.py)."""
+that kept more would let a missing fsync pass (tests/support/crashfs.py)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def disk(root: Path) -> dict[str, bytes | None]:
     return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}
 
 
+@pytest.mark.peer
 def test_only_what_was_fsynced_survives_a_cut(crashfs: Any) -> None:
     root: Path = crashfs.mountpoint
     (root / "spool").mkdir()
@@ -51,6 +52,7 @@ def test_only_what_was_fsynced_survives_a_cut(crashfs: Any) -> None:
     assert disk(root) == {"spool": None, "spool/renamed": b"", "spool/synced": b"kept"}
 
 
+@pytest.mark.peer
 def test_a_failed_fsync_drops_the_data_and_a_second_fsync_does_not_bring_it_back(crashfs: Any) -> None:
     """Linux after a failed writeback ("fsyncgate"): the pages are marked clean, the data is gone."""
     root: Path = crashfs.mountpoint
@@ -73,6 +75,7 @@ def test_a_failed_fsync_drops_the_data_and_a_second_fsync_does_not_bring_it_back
     assert kept == b"first" + bytes(len(b"second"))
 
 
+@pytest.mark.peer
 def test_past_the_quota_a_write_finds_no_space_and_statfs_says_so(crashfs: Any) -> None:
     root: Path = crashfs.mountpoint
     crashfs.ask("quota", bytes=crashfs.ask("stats")["used"] + 10_000)

@@ -30,8 +30,8 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
-from tests.conftest import DCMTK_ENV, GatewayProcess, dcmtk
-from tests.dicomdata import copies_of_ct_small
+from tests.support.dicomdata import copies_of_ct_small
+from tests.support.gateway import DCMTK_ENV, GatewayProcess, dcmtk
 from vmgateway.dicom.association import MAX_IDENTIFIER
 from vmgateway.dicom.commands import C_FIND_RQ, C_STORE_RQ, decode_command, encode_command, message_pdus
 
@@ -107,7 +107,7 @@ def answer_to(port: int, request: bytes) -> tuple[Any, ...]:
 
 @pytest.fixture(scope="module")
 def both_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
-    from tests.conftest import free_ports, write_config
+    from tests.support.gateway import free_ports, write_config
 
     gateways = []
     for engine in ("asyncio", "pynetdicom"):
@@ -149,6 +149,7 @@ def test_both_engines_accept_and_reject_the_same_requests_alike(
     assert answer_to(asyncio_engine.port, request) == answer_to(pynetdicom_engine.port, request)
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("engine", ["asyncio", "pynetdicom"])
 def test_each_engine_serves_echo_store_worklist_and_procedure_steps(make_gateway: Any, tmp_path: Path,
                                                                     engine: str) -> None:
@@ -195,7 +196,7 @@ p_data = st.tuples(st.integers(min_value=0, max_value=255), st.integers(min_valu
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    from tests.conftest import free_ports, write_config
+    from tests.support.gateway import free_ports, write_config
 
     folder = tmp_path_factory.mktemp("fuzzed")
     dicom_port, hl7_port, api_port = free_ports(3)
@@ -243,6 +244,7 @@ def _rss_mb(gateway: GatewayProcess) -> float:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.peer
 def test_after_much_junk_the_port_still_serves_and_memory_did_not_grow(fuzzed: GatewayProcess) -> None:
     """Runs after the fuzzing above (same gateway): 300 more connections of seeded junk, each
     opening with a valid association half the time, sent all at once."""

@@ -17,8 +17,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, SecondaryCaptureImageStorage  # type: ignore[attr-defined]
 
-from tests.conftest import DCMTK_ENV, GatewayProcess, dcmtk
-from tests.dicomdata import PYDICOM_FILES, copies_of_ct_small, secondary_capture
+from tests.support.dicomdata import PYDICOM_FILES, copies_of_ct_small, secondary_capture
+from tests.support.gateway import DCMTK_ENV, GatewayProcess, dcmtk, peak_rss_mb
 
 
 def echoscu(gateway: GatewayProcess, calling: str = "ECHOSCU", called: str | None = None) -> Any:
@@ -29,6 +29,7 @@ def storescu(gateway: GatewayProcess, *files: Path, calling: str = "STORESCU") -
     return dcmtk("storescu", "-nh", "-aet", calling, "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port), *files)
 
 
+@pytest.mark.peer
 def test_echo_and_called_ae_title(gateway: GatewayProcess) -> None:
     assert echoscu(gateway).returncode == 0
     wrong = echoscu(gateway, called="NOT_US")
@@ -37,6 +38,7 @@ def test_echo_and_called_ae_title(gateway: GatewayProcess) -> None:
     assert '"reason": "permanently: called AE title not recognised"' in gateway.wait_for_log("association rejected")
 
 
+@pytest.mark.peer
 def test_only_allowed_calling_ae_titles(make_gateway: Any) -> None:
     gateway = make_gateway(dicom={"allowed_calling_aets": ["XRAY1", "US_ROOM2"]})
     assert echoscu(gateway, calling="XRAY1").returncode == 0
@@ -45,11 +47,13 @@ def test_only_allowed_calling_ae_titles(make_gateway: Any) -> None:
     assert "Calling AE Title Not Recognized" in stranger.stdout
 
 
+@pytest.mark.peer
 def test_called_ae_title_check_can_be_switched_off(make_gateway: Any) -> None:
     gateway = make_gateway(dicom={"require_called_ae": False})
     assert echoscu(gateway, called="ANYTHING").returncode == 0
 
 
+@pytest.mark.peer
 def test_metadata_in_journal_survives_latin1_and_utf8(gateway: GatewayProcess, tmp_path: Path) -> None:
     vet = {
         "PatientSpeciesDescription": "Hund",
@@ -85,6 +89,7 @@ def test_metadata_in_journal_survives_latin1_and_utf8(gateway: GatewayProcess, t
         assert row["size"] == stored.stat().st_size
 
 
+@pytest.mark.peer
 def test_same_bytes_stored_once_different_bytes_become_a_version(gateway: GatewayProcess, tmp_path: Path) -> None:
     study = generate_uid()
     sop = generate_uid()
@@ -120,6 +125,7 @@ def _send_raw(port: int, dataset_file: Path, sop_class: str = CTImageStorage) ->
     return int(status.Status)
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("cut", [100, 5])
 def test_truncated_dataset_is_refused_and_leaves_nothing(gateway: GatewayProcess, tmp_path: Path, cut: int) -> None:
     whole = (PYDICOM_FILES / "CT_small.dcm").read_bytes()
@@ -133,6 +139,7 @@ def test_truncated_dataset_is_refused_and_leaves_nothing(gateway: GatewayProcess
     assert any("refused unreadable instance" in line for line in gateway.log_lines)
 
 
+@pytest.mark.peer
 def test_dataset_without_uids_is_refused(gateway: GatewayProcess, tmp_path: Path) -> None:
     ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
     del ds.SOPInstanceUID
@@ -143,6 +150,7 @@ def test_dataset_without_uids_is_refused(gateway: GatewayProcess, tmp_path: Path
     assert gateway.spool_files() == []
 
 
+@pytest.mark.peer
 def test_junk_and_http_on_the_port_do_not_disturb_a_transfer(gateway: GatewayProcess, tmp_path: Path) -> None:
     files = copies_of_ct_small(tmp_path / "ct", 40)
     transfer = subprocess.Popen(
@@ -165,6 +173,7 @@ def test_junk_and_http_on_the_port_do_not_disturb_a_transfer(gateway: GatewayPro
     assert echoscu(gateway).returncode == 0
 
 
+@pytest.mark.peer
 def test_watermark_refuses_with_out_of_resources(make_gateway: Any, tmp_path: Path) -> None:
     gateway = make_gateway(storage={"min_free_mb": 10**9})  # a petabyte: never available
     files = copies_of_ct_small(tmp_path / "ct", 2)
@@ -175,20 +184,14 @@ def test_watermark_refuses_with_out_of_resources(make_gateway: Any, tmp_path: Pa
     assert gateway.incoming_files() == []
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
+@pytest.mark.peer
 def test_large_instance_is_streamed_not_held_in_memory(gateway: GatewayProcess, tmp_path: Path) -> None:
     big = secondary_capture(tmp_path / "loop.dcm", frames=256, rows=1024, columns=1024)  # 256 MiB
     assert echoscu(gateway).returncode == 0  # warm up: imports and first association done
     assert gateway.proc is not None
-    before = _peak_rss_mb(gateway.proc.pid)
+    before = peak_rss_mb(gateway.proc.pid)
     assert storescu(gateway, big).returncode == 0
-    growth = _peak_rss_mb(gateway.proc.pid) - before
+    growth = peak_rss_mb(gateway.proc.pid) - before
     print(f"peak RSS {before:.0f} MB before, grew by {growth:.1f} MB")
     assert growth < 40, f"peak RSS grew by {growth:.0f} MB for a 256 MB instance"
     [row] = gateway.instances()
@@ -197,6 +200,7 @@ def test_large_instance_is_streamed_not_held_in_memory(gateway: GatewayProcess, 
     assert pydicom.dcmread(stored, stop_before_pixels=True).NumberOfFrames == 256
 
 
+@pytest.mark.peer
 def test_associations_beyond_the_limit_are_rejected_transiently(make_gateway: Any) -> None:
     gateway = make_gateway(dicom={"max_associations": 1})
     ae = AE(ae_title="FIRST")
@@ -222,6 +226,7 @@ def test_a_taken_port_stops_the_start_with_a_clear_message(gateway: GatewayProce
     assert f"cannot listen for DICOM on 127.0.0.1:{gateway.port}: Address already in use" in result.stderr
 
 
+@pytest.mark.peer
 def test_partial_file_of_an_aborted_association_is_removed(make_gateway: Any, tmp_path: Path) -> None:
     gateway = make_gateway(dicom={"network_timeout_s": 1})
     big = secondary_capture(tmp_path / "loop.dcm", frames=128, rows=1024, columns=1024)  # 128 MiB

@@ -7,28 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+import pytest
 from pydicom.uid import UID
 
-from tests.conftest import GatewayProcess, dcmtk
-from tests.dicomdata import PYDICOM_FILES, dataset_differences
-
-# Files that dcmtk itself refuses to send (to its own storescp too): no file meta, no or an
-# invalid SOP Class UID, truncated on purpose, or a broken JPEG stream.
-REFUSED_BY_DCMTK = {
-    "ExplVR_BigEndNoMeta.dcm": "no file meta",
-    "ExplVR_LitEndNoMeta.dcm": "no file meta",
-    "no_meta.dcm": "no file meta",
-    "rtstruct.dcm": "no file meta",
-    "no_meta_group_length.dcm": "missing SOP information",
-    "UN_sequence.dcm": "missing SOP information",
-    "priv_SQ.dcm": "missing SOP information",
-    "empty_charset_LEI.dcm": "invalid SOP Class UID",
-    "meta_missing_tsyntax.dcm": "invalid SOP Class UID",
-    "nested_priv_SQ.dcm": "invalid SOP Class UID",
-    "MR_truncated.dcm": "truncated pixel data",
-    "rtplan_truncated.dcm": "truncated",
-    "SC_rgb_jpeg.dcm": "truncated",
-}
+from tests.support.dicomdata import PYDICOM_FILES, REFUSED_BY_DCMTK, dataset_differences
+from tests.support.gateway import GatewayProcess, dcmtk
 
 
 def _read(path: Path) -> pydicom.Dataset:
@@ -50,6 +33,7 @@ def _mismatch(path: Path, original: pydicom.Dataset, spool: Path, row: Any) -> s
     return f"dataset differs in {differing[:5]}" if differing else ""
 
 
+@pytest.mark.peer
 def test_every_pydicom_file_is_stored_exactly(gateway: GatewayProcess) -> None:
     files = sorted(p for p in PYDICOM_FILES.glob("*.dcm") if p.name not in REFUSED_BY_DCMTK)
     assert len(files) >= 60, "pydicom's test files are missing"

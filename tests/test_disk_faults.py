@@ -1,4 +1,4 @@
-"""Disk faults on the data folder (tests/crashfs.py): an fsync that fails, a disk that fills.
+"""Disk faults on the data folder (tests/support/crashfs.py): an fsync that fails, a disk that fills.
 
 An fsync that fails is a failure the sender hears (C-STORE 0xA700, HL7 `AE`, ASTM NAK), never a
 success; the data is not trusted afterwards — the test file system drops what it held, as Linux
@@ -17,13 +17,13 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, SecondaryCaptureImageStorage  # type: ignore[attr-defined]
 
-from tests.astm_instrument import Instrument, result_message
-from tests.conftest import GatewayProcess, free_ports
-from tests.crashfs import CrashFs
-from tests.dicomdata import copies_of_ct_small, secondary_capture
-from tests.test_api import client, new_token
-from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa, with_control_id
-from tests.test_power_cuts import Ledger, check_after_restart
+from tests.support.astm_instrument import Instrument, result_message
+from tests.support.clients import client, new_token
+from tests.support.crashfs import CrashFs
+from tests.support.dicomdata import copies_of_ct_small, secondary_capture
+from tests.support.gateway import GatewayProcess, free_ports
+from tests.support.hl7_peer import HEMATOLOGY, hl7_answer, with_control_id
+from tests.support.ledger import Ledger, check_after_restart
 
 
 def store_one(gateway: GatewayProcess, path: Path, sop_class: str = CTImageStorage) -> int:
@@ -37,15 +37,7 @@ def store_one(gateway: GatewayProcess, path: Path, sop_class: str = CTImageStora
         assoc.release()
 
 
-def hl7_answer(gateway: GatewayProcess, message: bytes) -> str:
-    peer = Peer(gateway.hl7_port)
-    try:
-        peer.send(frame(message))
-        return msa(peer.ack())[1]
-    finally:
-        peer.close()
-
-
+@pytest.mark.peer
 @pytest.mark.parametrize("failing", ["/spool/incoming/", "/spool/dicom/"],
                          ids=["the received file", "the spool folder that names it"])
 def test_a_failed_fsync_of_a_received_instance_answers_out_of_resources_and_records_nothing(
@@ -70,6 +62,7 @@ def test_a_failed_fsync_of_a_received_instance_answers_out_of_resources_and_reco
     assert (check.lost, check.problems) == ([], [])
 
 
+@pytest.mark.peer
 def test_a_journal_that_fails_its_fsync_acknowledges_nothing_and_says_so_until_it_commits_again(
         crashfs: CrashFs, make_gateway: Any) -> None:
     (astm_port,) = free_ports(1)
@@ -118,6 +111,7 @@ def api_metrics(gateway: GatewayProcess, token: str) -> str:
         return api.get("/api/v1/metrics").text
 
 
+@pytest.mark.peer
 def test_a_full_disk_refuses_with_failure_statuses_and_accepts_again_once_space_is_back(
         crashfs: CrashFs, make_gateway: Any, tmp_path: Path) -> None:
     """No watermark here (storage.min_free_mb = 0): the writes themselves find the disk full, the

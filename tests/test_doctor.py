@@ -6,7 +6,6 @@ namespace (loopback only, thrown away afterwards), never into the machine's.
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
@@ -17,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from tests.certificates import CertificateAuthority
-from tests.conftest import GatewayProcess, free_ports, stop_process
-from tests.netns import loopback_only
-from tests.nut import UPS, NutServer
-from tests.sites import FORMS
-from tests.test_site import init
-from tests.upstream import Step, Upstream
+from tests.support.certificates import CertificateAuthority
+from tests.support.clients import doctor
+from tests.support.gateway import GatewayProcess, free_ports, stop_process
+from tests.support.netns import loopback_only
+from tests.support.nut import UPS, NutServer
+from tests.support.sites import FORMS, init
+from tests.support.upstream import Step, Upstream
 from vmgateway.host.firewall import ruleset
 from vmgateway.remote_settings import load_settings
 
@@ -32,15 +31,6 @@ from vmgateway.remote_settings import load_settings
 def network() -> Iterator[None]:
     with loopback_only():
         yield
-
-
-def doctor(config: Path, *skip: str) -> tuple[int, dict[str, dict[str, Any]]]:
-    """Exit status, and the findings by check name."""
-    flags = [flag for name in skip for flag in ("--skip", name)]
-    ran = subprocess.run([sys.executable, "-m", "vmgateway", "doctor", "--config", str(config), "--json", *flags],
-                         capture_output=True, text=True, timeout=120)
-    findings = json.loads(ran.stdout)
-    return ran.returncode, {finding["check"]: finding for finding in findings}
 
 
 def levels(findings: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -86,6 +76,7 @@ def healthy_box(make_gateway: Any, tmp_path: Path, upstream: Upstream, ca: Certi
     return gateway
 
 
+@pytest.mark.peer
 def test_a_healthy_box_is_all_ok_and_each_fault_is_found_and_explained(network: None, make_gateway: Any,
                                                                        tmp_path: Path) -> None:
     ca = CertificateAuthority(tmp_path / "pki")
@@ -149,6 +140,7 @@ def test_faults_a_technician_would_hunt_for(network: None, make_gateway: Any, tm
                        " nothing new is accepted; dicom is failing; hl7 is failing; api is failing; pacs is failing")
 
 
+@pytest.mark.peer
 def test_a_firewall_that_differs_from_the_configuration_fails(network: None, make_gateway: Any,
                                                               tmp_path: Path) -> None:
     gateway: GatewayProcess = make_gateway(start=False)
@@ -174,8 +166,7 @@ def test_a_broken_configuration_is_named_and_nothing_else_is_tried(tmp_path: Pat
 
 
 def test_items_that_will_not_reach_vetmanager_and_a_wrong_url_are_named(make_gateway: Any) -> None:
-    from tests.test_push import dead_count
-    from tests.test_push_hl7 import pushing_hl7, send
+    from tests.support.push import dead_count, pushing_hl7, send
 
     only = ("site", "listeners", "disk", "clock", "ups", "pacs", "certificates", "firewall", "release")
     waiting = make_gateway(storage={"min_free_mb": 1})  # pull mode, transfers not yet activated

@@ -4,46 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import signal
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 
 import pydicom
-from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+import pytest
 
-from tests.conftest import DCMTK_ENV, GatewayProcess, dcmtk
-from tests.dicomdata import copies_of_ct_small, dataset_differences
-
-
-def _storescu_acknowledged(gateway: GatewayProcess, files: list[Path], *, on_ack: Any, after: int) -> list[Path]:
-    """Run storescu over `files`; call `on_ack()` once `after` instances were acknowledged.
-    Returns the files whose C-STORE the client saw answered with Success."""
-    transfer = subprocess.Popen(
-        ["storescu", "-v", "-nh", "-aec", gateway.ae_title, "127.0.0.1", str(gateway.port), *map(str, files)],
-        env=DCMTK_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    assert transfer.stdout is not None
-    acknowledged: list[Path] = []
-    sending: Path | None = None
-    for line in transfer.stdout:
-        if line.startswith("I: Sending file: "):
-            sending = Path(line.removeprefix("I: Sending file: ").strip())
-        elif "Received Store Response (Success)" in line:
-            assert sending is not None
-            acknowledged.append(sending)
-            if len(acknowledged) == after:
-                on_ack()
-    transfer.wait(60)
-    return acknowledged
+from tests.support.dicomdata import copies_of_ct_small, dataset_differences
+from tests.support.gateway import GatewayProcess, dcmtk
+from tests.support.storescu import hold_association, storescu_acknowledged
 
 
+@pytest.mark.peer
 def test_kill_9_loses_nothing_acknowledged(make_gateway: Any, tmp_path: Path) -> None:
     gateway = make_gateway()
     files = copies_of_ct_small(tmp_path / "ct", 400)
-    acknowledged = _storescu_acknowledged(gateway, files, on_ack=gateway.kill, after=60)
+    acknowledged = storescu_acknowledged(gateway, files, on_ack=gateway.kill, after=60)
     assert 60 <= len(acknowledged) < len(files), "the kill did not land in the middle of the run"
 
     gateway.start()  # same configuration, same data folder
@@ -64,16 +41,9 @@ def test_kill_9_loses_nothing_acknowledged(make_gateway: Any, tmp_path: Path) ->
     assert gateway.stop() == 0
 
 
-def _hold_association(port: int) -> Any:
-    ae = AE(ae_title="HOLDER")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", port, ae_title="VM_GATEWAY")
-    assert assoc.is_established
-    return assoc
-
-
+@pytest.mark.peer
 def test_sigterm_refuses_new_associations_and_lets_running_ones_finish(gateway: GatewayProcess, tmp_path: Path) -> None:
-    running = _hold_association(gateway.port)
+    running = hold_association(gateway.port)
     assert gateway.proc is not None
     gateway.proc.send_signal(signal.SIGTERM)
     gateway.wait_for_log("dicom receiver draining")
@@ -95,7 +65,7 @@ def test_sigterm_refuses_new_associations_and_lets_running_ones_finish(gateway: 
 
 def test_sigterm_aborts_associations_that_outlast_the_drain_timeout(make_gateway: Any) -> None:
     gateway = make_gateway(dicom={"drain_timeout_s": 1})
-    idle = _hold_association(gateway.port)
+    idle = hold_association(gateway.port)
     assert gateway.proc is not None
     gateway.proc.send_signal(signal.SIGTERM)
     assert gateway.proc.wait(30) == 0
@@ -103,13 +73,13 @@ def test_sigterm_aborts_associations_that_outlast_the_drain_timeout(make_gateway
     assert not idle.is_established
 
 
+@pytest.mark.peer
 def test_a_drain_starts_no_new_upload_and_rejects_associations_until_the_process_exits(make_gateway: Any) -> None:
     """A drain only lets what runs finish: with one upload under way and another item waiting, the
     second is never started; the DICOM port, with no association to wait for, keeps answering
     A-ASSOCIATE-RJ (transient) instead of closing while the upload finishes."""
-    from tests.test_push import journal_states
-    from tests.test_push_hl7 import pushing_hl7, send
-    from tests.upstream import Step, Upstream
+    from tests.support.push import journal_states, pushing_hl7, send
+    from tests.support.upstream import Step, Upstream
 
     release = threading.Event()
     with Upstream(default=Step(200, hold=release)) as upstream:
@@ -130,7 +100,7 @@ def test_a_drain_starts_no_new_upload_and_rejects_associations_until_the_process
 
 
 def test_kill_9_loses_no_acknowledged_hl7_message(make_gateway: Any) -> None:
-    from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa, with_control_id
+    from tests.support.hl7_peer import HEMATOLOGY, Peer, frame, msa, with_control_id
 
     gateway = make_gateway()
     peer = Peer(gateway.hl7_port)
@@ -161,7 +131,7 @@ def test_kill_9_loses_no_acknowledged_hl7_message(make_gateway: Any) -> None:
 
 
 def test_sigterm_lets_an_hl7_sender_finish_then_stops(make_gateway: Any) -> None:
-    from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa, with_control_id
+    from tests.support.hl7_peer import HEMATOLOGY, Peer, frame, msa, with_control_id
 
     gateway = make_gateway(hl7={"drain_timeout_s": 2})
     peer = Peer(gateway.hl7_port)

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayProcess, dcmtk
-from tests.dicomdata import copies_of_ct_small
-from tests.test_api import MLLP_SEND, SAMPLES, new_token
+from tests.support.clients import MLLP_SEND, SAMPLES, new_token
+from tests.support.dicomdata import copies_of_ct_small
+from tests.support.gateway import GatewayProcess, dcmtk
 
 DOCUMENT = Path(__file__).parent.parent / "docs" / "openapi.json"
 GENERATOR = Path(sys.executable).parent / "openapi-python-client"
@@ -51,6 +51,7 @@ def operation(tag: str, name: str) -> ModuleType:
     return importlib.import_module(f"{PACKAGE}.api.{tag}.{name}")
 
 
+@pytest.mark.peer
 def test_a_generated_client_pages_the_feed_fetches_content_and_acknowledges(
         generated: Any, gateway: GatewayProcess, tmp_path: Path) -> None:
     models = importlib.import_module(f"{PACKAGE}.models")

@@ -4,71 +4,19 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayProcess
-
-SAMPLES = Path(__file__).parent / "samples" / "hl7"
-MLLP_SEND = Path(sys.executable).parent / "mllp_send"
-HEMATOLOGY = (SAMPLES / "oru_r01_hematology_dog_v231.hl7").read_bytes()
+from tests.support.clients import MLLP_SEND, SAMPLES
+from tests.support.gateway import GatewayProcess
+from tests.support.hl7_peer import HEMATOLOGY, Peer, frame, msa, with_control_id
 
 
-def frame(message: bytes, trailer: bytes = b"\x1c\r") -> bytes:
-    return b"\x0b" + message + trailer
-
-
-def with_control_id(message: bytes, control_id: str) -> bytes:
-    fields = message.split(b"\r", 1)[0].split(b"|")
-    fields[9] = control_id.encode()
-    return b"|".join(fields) + b"\r" + message.split(b"\r", 1)[1]
-
-
-class Peer:
-    """A raw MLLP client: sends bytes as told, reads ACK frames."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.buffer = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def ack(self) -> bytes:
-        while b"\x1c" not in self.buffer:
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError(f"closed before an ACK; had {self.buffer!r}")
-            self.buffer += data
-        start = self.buffer.index(b"\x0b") + 1
-        end = self.buffer.index(b"\x1c")
-        ack, self.buffer = self.buffer[start:end], self.buffer[end + 2 :]
-        return ack
-
-    def closed_by_gateway(self) -> bool:
-        """True when the gateway closes the connection (EOF or reset), reading what is left."""
-        try:
-            while data := self.sock.recv(65536):
-                self.buffer += data
-        except ConnectionResetError:
-            pass
-        return True
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def msa(ack: bytes) -> list[str]:
-    segment = next(s for s in ack.split(b"\r") if s.startswith(b"MSA"))
-    return segment.decode("latin-1").split("|")
-
-
+@pytest.mark.peer
 def test_every_sample_through_mllp_send(gateway: GatewayProcess, tmp_path: Path) -> None:
     expectations = {
         "oru_r01_hematology_dog_v231.hl7": ("AA", "HV000123"),
@@ -281,7 +229,7 @@ def test_swedish_names_reach_the_journal_in_either_charset_and_by_override(make_
 
 
 def test_a_16_mb_message_is_stored_whole_without_copies_piling_up(gateway: GatewayProcess) -> None:
-    from tests.test_dicom_receiver import _peak_rss_mb
+    from tests.support.gateway import peak_rss_mb
 
     pdf = base64.b64encode(os.urandom(12 * 2**20 - 3000))  # a 12 MB PDF, 16 MB in base64
     big = with_control_id(HEMATOLOGY, "PDF-16MB") + b"OBX|7|ED|PDF^Report||^application^pdf^Base64^" + pdf + b"\r"
@@ -289,10 +237,10 @@ def test_a_16_mb_message_is_stored_whole_without_copies_piling_up(gateway: Gatew
     peer.send(frame(HEMATOLOGY))  # warm up
     assert msa(peer.ack())[1] == "AA"
     assert gateway.proc is not None
-    before = _peak_rss_mb(gateway.proc.pid)
+    before = peak_rss_mb(gateway.proc.pid)
     peer.send(frame(big))
     assert msa(peer.ack())[1:3] == ["AA", "PDF-16MB"]
-    growth = _peak_rss_mb(gateway.proc.pid) - before
+    growth = peak_rss_mb(gateway.proc.pid) - before
     peer.close()
     assert growth < 40, f"peak RSS grew by {growth:.0f} MB for a 16 MB message"
     stored = next(r for r in gateway.hl7_messages() if r["control_id"] == "PDF-16MB")

@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port, write_config
-from tests.nut import UPS, NutServer
-from tests.sites import FORMS
-from tests.test_api import vmgateway
-from tests.test_site import init
+from tests.support.clients import vmgateway
+from tests.support.gateway import free_port, write_config
+from tests.support.nut import UPS, NutServer
+from tests.support.sites import FORMS, init
 from vmgateway.power.nut import NutClient
 from vmgateway.power.nut import NutServer as Upsd
 
@@ -51,6 +50,7 @@ def input_rules(ruleset: str) -> list[str]:
     return [line.strip() for line in ruleset.splitlines() if "saddr" in line]
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("option", sorted(FORMS))
 def test_the_firewall_passes_nft_and_opens_only_what_it_should(tmp_path: Path, option: int) -> None:
     out = rendered(tmp_path, option)
@@ -67,6 +67,7 @@ def test_the_firewall_passes_nft_and_opens_only_what_it_should(tmp_path: Path, o
     assert '#!/usr/sbin/nft -f\ninclude "/etc/nftables.d/vmgateway.nft"' in (out / "etc/nftables.conf").read_text()
 
 
+@pytest.mark.peer
 def test_the_firewall_follows_the_configured_ports_and_addresses(tmp_path: Path) -> None:
     out = rendered(tmp_path, 4, "--device-networks", "10.20.0.0/16, 192.168.0.128/25", "--pacs-host", "172.16.5.5",
                    dicom={"port": 11112}, hl7={"port": 5000}, astm={"listeners": [{"name": "lab", "port": 5001}]},
@@ -82,6 +83,7 @@ def test_the_firewall_follows_the_configured_ports_and_addresses(tmp_path: Path)
     assert not any("3000" in rule or "4006" in rule for rule in rules)
 
 
+@pytest.mark.peer
 def test_nft_check_is_a_real_check(tmp_path: Path) -> None:
     out = rendered(tmp_path, 1)
     broken = tmp_path / "broken.nft"
@@ -92,7 +94,7 @@ def test_nft_check_is_a_real_check(tmp_path: Path) -> None:
 def networkd(out: Path) -> dict[str, Any]:
     """Run systemd-networkd on the rendered files, in a network and mount namespace of its own."""
     applied = subprocess.run(
-        ["unshare", "--net", "--mount", "--propagation", "private", sys.executable, "-m", "tests.networkd",
+        ["unshare", "--net", "--mount", "--propagation", "private", sys.executable, "-m", "tests.support.networkd",
          str(out / "etc/systemd/network"), "enp1s0", "enp2s0"],
         capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
     assert applied.returncode == 0, applied.stderr
@@ -116,6 +118,7 @@ def default_route(result: dict[str, Any]) -> tuple[str, str]:
     return route["gateway"], route["dev"]
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("option, wan, lan, route", [
     (1, ["198.51.100.10/24"], None, ("198.51.100.1", "enp1s0")),
     (2, ["203.0.113.10/29"], ["192.168.10.20/24"], ("203.0.113.9", "enp1s0")),
@@ -177,6 +180,7 @@ async def _ups_status(port: int) -> str:
         await client.close()
 
 
+@pytest.mark.peer
 def test_upsd_runs_on_the_rendered_nut_configuration(tmp_path: Path) -> None:
     port = free_port()
     out = rendered(tmp_path, 1, power={"ups": UPS, "nut_port": port})

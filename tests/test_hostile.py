@@ -24,10 +24,9 @@ import httpx
 import pydicom
 import pytest
 
-from tests.conftest import GatewayProcess, dcmtk
-from tests.dicomdata import copies_of_ct_small, secondary_capture
-from tests.test_dicom_receiver import _peak_rss_mb
-from tests.test_hl7_receiver import HEMATOLOGY, frame, msa, with_control_id
+from tests.support.dicomdata import copies_of_ct_small, secondary_capture
+from tests.support.gateway import GatewayProcess, dcmtk, peak_rss_mb
+from tests.support.hl7_peer import HEMATOLOGY, frame, msa, with_control_id
 
 VERIFICATION = b"1.2.840.10008.1.1"
 IMPLICIT_LITTLE = b"1.2.840.10008.1.2"
@@ -140,11 +139,12 @@ def stream_zeros(sock: socket.socket, most: int) -> int:
     return sent
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("when", ["before the association", "after the association"])
 def test_a_pdu_announcing_4_gb_is_aborted_at_its_header(make_gateway: Any, when: str) -> None:
     gateway = make_gateway()
     assert gateway.proc is not None
-    before = _peak_rss_mb(gateway.proc.pid)
+    before = peak_rss_mb(gateway.proc.pid)
     with connect(gateway.port, "127.0.0.2") as attacker:
         if when == "after the association":
             attacker.sendall(associate_rq())
@@ -158,10 +158,11 @@ def test_a_pdu_announcing_4_gb_is_aborted_at_its_header(make_gateway: Any, when:
         assert sent < 64 * 2**20, f"the gateway took {sent} bytes of a PDU it should have refused"
         assert closed_by_gateway(attacker, 5)
     gateway.wait_for_log("dicom PDU refused: longer than allowed")
-    assert _peak_rss_mb(gateway.proc.pid) - before < 30  # the high-water mark: no transient spike either
+    assert peak_rss_mb(gateway.proc.pid) - before < 30  # the high-water mark: no transient spike either
     assert echo_works(gateway)
 
 
+@pytest.mark.peer
 def test_a_trickled_association_request_is_cut_at_the_artim_deadline(make_gateway: Any) -> None:
     gateway = make_gateway(dicom={"acse_timeout_s": 2, "max_associations": 10, "max_associations_per_peer": 5})
     request = associate_rq()
@@ -185,6 +186,7 @@ def test_a_trickled_association_request_is_cut_at_the_artim_deadline(make_gatewa
     gateway.wait_for_log("dicom connection cut: a PDU did not arrive in time")
 
 
+@pytest.mark.peer
 def test_a_trickled_pdu_after_the_association_is_cut(make_gateway: Any) -> None:
     gateway = make_gateway(dicom={"network_timeout_s": 2})
     with connect(gateway.port, "127.0.0.2") as attacker:
@@ -255,6 +257,7 @@ def test_api_shares_refusals_before_tls_and_the_head_deadline(make_gateway: Any)
     gateway.wait_for_log("api connection cut: no request within the head timeout")
 
 
+@pytest.mark.peer
 def test_floods_leave_descriptors_and_logs_bounded(make_gateway: Any) -> None:
     """1,500 connections from 30 addresses at every port; a second gateway with room for 1,100
     HL7 connections shows DICOM still served past descriptor 1,024 (no select())."""
@@ -396,8 +399,8 @@ def test_the_journal_meeting_a_full_disk_answers_ae_and_commits_again_once_there
         make_gateway: Any, small_disk: Path) -> None:
     """No watermark (storage.min_free_mb = 0) and a disk filled to the last byte by someone else:
     the journal's own SQLITE_FULL is an `AE`, shown in status, and gone once there is room."""
-    from tests.test_api import client, new_token
-    from tests.test_disk_faults import hl7_answer
+    from tests.support.clients import client, new_token
+    from tests.support.hl7_peer import hl7_answer
 
     gateway = make_gateway(storage={"data_dir": str(small_disk / "var"), "min_free_mb": 0})
     token = new_token(gateway, "vetmanager")
@@ -421,8 +424,8 @@ def test_the_journal_meeting_a_full_disk_answers_ae_and_commits_again_once_there
 
 
 def test_astm_shares_and_a_trickled_frame(make_gateway: Any) -> None:
-    from tests.astm_instrument import ACK, ENQ, Instrument, result_message
-    from tests.test_astm import astm_gateway, kept
+    from tests.support.astm_instrument import ACK, ENQ, Instrument, result_message
+    from tests.support.gateway import astm_gateway, kept
 
     gateway, port = astm_gateway(make_gateway, frame_timeout_s=2, idle_timeout_s=3, max_connections_per_peer=2)
     attackers = [connect(port, "127.0.0.2") for _ in range(5)]

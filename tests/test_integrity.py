@@ -15,7 +15,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
-from tests.dicomdata import PYDICOM_FILES
+from tests.support.dicomdata import PYDICOM_FILES
 from vmgateway.dicom import metadata
 from vmgateway.dicom.metadata import UnreadableInstance, read_instance
 

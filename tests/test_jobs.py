@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_ports
+from tests.support.gateway import free_ports
 from vmgateway.config import Settings
 from vmgateway.jobs import Jobs
 from vmgateway.service import Gateway

@@ -13,10 +13,10 @@ import hl7
 import hl7.mllp
 import pytest
 
-from tests.astm_instrument import Instrument, query_message, result_message
-from tests.conftest import GatewayProcess, free_ports
-from tests.test_api import client, new_token
-from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa
+from tests.support.astm_instrument import Instrument, query_message, result_message
+from tests.support.clients import client, new_token
+from tests.support.gateway import GatewayProcess, free_ports
+from tests.support.hl7_peer import HEMATOLOGY, Peer, frame, msa
 
 ORDER: dict[str, Any] = {
     "order_id": "VM-1001", "instrument": "vetlab", "priority": "stat",
@@ -290,13 +290,18 @@ def test_an_order_nobody_answers_is_dead_after_its_attempts_and_retried_by_hand(
     assert (record["state"], record["messages"][0]["attempts"]) == ("acknowledged", 1)
 
 
-def test_an_astm_analyzer_asking_for_a_samples_orders_gets_them_or_no_information(make_gateway: Any) -> None:
-    """E1394 host query on the same link: the sample id is the order id on the tube's label."""
+def astm_ordering(make_gateway: Any) -> tuple[GatewayProcess, int, str]:
+    """A gateway with an ASTM analyzer on a TCP port and an HL7 one for orders; its ASTM port and a token."""
     (astm_port,) = free_ports(1)
     gateway: GatewayProcess = make_gateway(
         astm={"listeners": [{"name": "vetscan", "bind": "127.0.0.1", "port": astm_port}]},
         lab={"instruments": [{"name": "vetlab", "host": "127.0.0.1", "port": free_ports(1)[0]}]})
-    token = new_token(gateway, "vetmanager")
+    return gateway, astm_port, new_token(gateway, "vetmanager")
+
+
+def test_an_astm_analyzer_asking_for_a_samples_orders_gets_them_or_no_information(make_gateway: Any) -> None:
+    """E1394 host query on the same link: the sample id is the order id on the tube's label."""
+    gateway, astm_port, token = astm_ordering(make_gateway)
     with client(gateway, token) as api:
         assert api.post("/api/v1/lab/orders", json=ORDER).status_code == 201
         assert api.post("/api/v1/lab/orders", json=ORDER | {"order_id": "VM-GONE"}).status_code == 201
@@ -331,11 +336,7 @@ def test_the_metrics_say_what_waits_for_each_analyzer(make_gateway: Any, analyze
 def test_a_host_query_the_journal_cannot_answer_gets_no_answer_and_the_link_goes_on(make_gateway: Any) -> None:
     """No answer is better than a wrong "no information" (the analyzer asks again); the
     conversation, which a journal error once ended without a word, carries on."""
-    (astm_port,) = free_ports(1)
-    gateway: GatewayProcess = make_gateway(
-        astm={"listeners": [{"name": "vetscan", "bind": "127.0.0.1", "port": astm_port}]},
-        lab={"instruments": [{"name": "vetlab", "host": "127.0.0.1", "port": free_ports(1)[0]}]})
-    token = new_token(gateway, "vetmanager")
+    gateway, astm_port, token = astm_ordering(make_gateway)
     with client(gateway, token) as api:
         assert api.post("/api/v1/lab/orders", json=ORDER).status_code == 201
     journal = gateway.data_dir / "journal.sqlite"

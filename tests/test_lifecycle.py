@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayProcess, dcmtk
-from tests.dicomdata import copies_of_ct_small
+from tests.support.dicomdata import copies_of_ct_small
+from tests.support.gateway import GatewayProcess, dcmtk
 from vmgateway.host.systemd import Notifier
 
 WATCHDOG_USEC = 100_000
@@ -92,6 +92,7 @@ def test_the_unit_file_verifies(tmp_path: Path) -> None:
     assert str(unit) not in verified.stderr, verified.stderr  # warnings (unknown keys, …) name the file
 
 
+@pytest.mark.peer
 def test_startup_after_a_crash_reports_what_it_found(make_gateway: Any, tmp_path: Path) -> None:
     gateway: GatewayProcess = make_gateway()
     files = copies_of_ct_small(tmp_path / "ct", 3)

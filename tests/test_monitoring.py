@@ -17,10 +17,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.certificates import CertificateAuthority
-from tests.conftest import GatewayProcess, dcmtk, free_ports, stop_process
-from tests.dicomdata import copies_of_ct_small
-from tests.test_api import client, new_token, vmgateway
+from tests.support.certificates import CertificateAuthority
+from tests.support.clients import client, new_token, vmgateway
+from tests.support.dicomdata import copies_of_ct_small
+from tests.support.gateway import GatewayProcess, dcmtk, free_ports, stop_process
 from vmgateway.clock import clock_synchronised
 
 MONITORING = Path(__file__).parent.parent / "monitoring"
@@ -37,6 +37,7 @@ def alert_rules() -> list[dict[str, Any]]:
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
+@pytest.mark.peer
 def test_the_rules_are_valid_and_every_alert_is_tested_at_its_threshold() -> None:
     checked = run("promtool", "check", "rules", RULES)
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -52,6 +53,7 @@ def test_the_rules_are_valid_and_every_alert_is_tested_at_its_threshold() -> Non
     assert len(names) == 14
 
 
+@pytest.mark.peer
 def test_the_example_configurations_are_valid(tmp_path: Path) -> None:
     """As shipped, with its /etc paths pointed at files that exist (promtool reads them)."""
     place = tmp_path / "etc"
@@ -140,6 +142,7 @@ def prometheus_config(tmp_path: Path, token: Path, ca: Path, box_a: GatewayProce
     return path
 
 
+@pytest.mark.peer
 def test_prometheus_scrapes_two_boxes_and_the_failing_one_alerts_through_alertmanager(
         make_gateway: Any, watchers: list[Watcher], tmp_path: Path) -> None:
     ca = CertificateAuthority(tmp_path / "pki")

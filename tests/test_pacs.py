@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,18 @@ import httpx
 import pydicom
 import pytest
 
-from tests.conftest import GatewayProcess, dcmtk, free_ports
-from tests.dicomdata import PYDICOM_FILES, copies_of_ct_small, dataset_differences, one_file_per_instance
-from tests.netns import loopback_only
-from tests.orthanc import Orthanc
-from tests.test_api import client, new_token, vmgateway
-from tests.test_dicom_roundtrip import REFUSED_BY_DCMTK
+from tests.support.clients import client, new_token, vmgateway
+from tests.support.dicomdata import (
+    PYDICOM_FILES,
+    REFUSED_BY_DCMTK,
+    copies_of_ct_small,
+    dataset_differences,
+    dated_today,
+    one_file_per_instance,
+)
+from tests.support.gateway import GatewayProcess, dcmtk, free_ports
+from tests.support.netns import loopback_only
+from tests.support.orthanc import Orthanc
 from vmgateway.pacs.retrieve import SOP_CLASSES_PER_ASSOCIATION
 
 JPEG_FILES = ("SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_dcmtk_+eb+cr.dcm", "JPEG2000.dcm", "SC_rgb_gdcm_KY.dcm",
@@ -70,19 +75,6 @@ def polling(make_gateway: Any, pacs: Orthanc, ports: tuple[int, int, int], **opt
     return gateway, new_token(gateway, "vetmanager")
 
 
-def dated_today(paths: list[Path], folder: Path) -> list[Path]:
-    """Copies with today's StudyDate (the poller asks for studies of the last lookback_days days)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    copies = []
-    for path in paths:
-        dataset = pydicom.dcmread(path)
-        dataset.StudyDate = date.today().strftime("%Y%m%d")
-        copy = folder / path.name
-        dataset.save_as(copy)
-        copies.append(copy)
-    return copies
-
-
 def upload_today(pacs: Orthanc, paths: list[Path], folder: Path) -> list[Path]:
     copies = dated_today(paths, folder)
     pacs.upload_all(copies)
@@ -101,6 +93,7 @@ def held(gateway: GatewayProcess) -> dict[str, Any]:
     return {row["sop_instance_uid"]: row for row in gateway.instances()}
 
 
+@pytest.mark.peer
 def test_a_poll_brings_everything_over_in_its_original_transfer_syntax(make_gateway: Any, pacs: Orthanc,
                                                                        ports: tuple[int, int, int],
                                                                        tmp_path: Path) -> None:
@@ -140,6 +133,7 @@ ORTHANC_CANNOT_SEND = "rtdose_rle.dcm"
 for: (OT) 31", 0xC000), to dcmtk's getscu as well, whatever contexts are offered."""
 
 
+@pytest.mark.peer
 def test_the_whole_pydicom_set_comes_over_intact_over_several_associations(make_gateway: Any, pacs: Orthanc,
                                                                           ports: tuple[int, int, int],
                                                                           tmp_path: Path) -> None:
@@ -172,6 +166,7 @@ def test_the_whole_pydicom_set_comes_over_intact_over_several_associations(make_
     assert len(gateway.instances()) == len(sent) - 1
 
 
+@pytest.mark.peer
 def test_a_study_that_grows_gets_only_its_new_instances(make_gateway: Any, pacs: Orthanc,
                                                         ports: tuple[int, int, int], tmp_path: Path) -> None:
     study = dated_today(copies_of_ct_small(tmp_path / "ct", 6), tmp_path / "today")
@@ -190,6 +185,7 @@ def test_a_study_that_grows_gets_only_its_new_instances(make_gateway: Any, pacs:
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == row["sha256"]
 
 
+@pytest.mark.peer
 def test_an_instance_only_the_pacs_has_is_found_even_when_the_gateway_holds_more_of_the_study(
         make_gateway: Any, pacs: Orthanc, ports: tuple[int, int, int], tmp_path: Path) -> None:
     """The modality sent series 1 to both, and series 2 to the gateway alone; the PACS also has a
@@ -222,6 +218,7 @@ def test_an_instance_only_the_pacs_has_is_found_even_when_the_gateway_holds_more
     assert len(gateway.instances()) == 5
 
 
+@pytest.mark.peer
 def test_c_move_brings_them_to_the_storage_scp(make_gateway: Any, pacs: Orthanc, ports: tuple[int, int, int],
                                                tmp_path: Path) -> None:
     upload_today(pacs, copies_of_ct_small(tmp_path / "ct", 3), tmp_path / "today")
@@ -231,6 +228,7 @@ def test_c_move_brings_them_to_the_storage_scp(make_gateway: Any, pacs: Orthanc,
     assert len(gateway.instances()) == 3
 
 
+@pytest.mark.peer
 def test_a_pacs_that_does_not_know_us_says_to_register_the_gateway(make_gateway: Any, ports: tuple[int, int, int],
                                                                    pacs_ports: list[int], tmp_path: Path) -> None:
     stranger = Orthanc(tmp_path / "pacs", modalities={"other": ["OTHER", "127.0.0.1", 104]}, ports=pacs_ports).start()
@@ -246,6 +244,7 @@ def test_a_pacs_that_does_not_know_us_says_to_register_the_gateway(make_gateway:
         stranger.remove()
 
 
+@pytest.mark.peer
 def test_a_pacs_that_is_down_shows_in_status_and_is_fetched_from_when_back(make_gateway: Any, pacs: Orthanc,
                                                                           ports: tuple[int, int, int],
                                                                           tmp_path: Path) -> None:
@@ -263,6 +262,7 @@ def test_a_pacs_that_is_down_shows_in_status_and_is_fetched_from_when_back(make_
     assert back["ok"] and back["fetched"] == 2
 
 
+@pytest.mark.peer
 def test_c_move_to_a_pacs_that_has_the_gateway_at_a_wrong_port_says_what_to_do(
         make_gateway: Any, ports: tuple[int, int, int], pacs_ports: list[int], tmp_path: Path) -> None:
     nobody = 9  # the discard port: nothing listens there in this namespace
@@ -279,6 +279,7 @@ def test_c_move_to_a_pacs_that_has_the_gateway_at_a_wrong_port_says_what_to_do(
         wrong.remove()
 
 
+@pytest.mark.peer
 def test_kill_9_during_a_c_get_then_the_next_poll_completes_the_study_once(
         make_gateway: Any, pacs: Orthanc, ports: tuple[int, int, int], tmp_path: Path) -> None:
     study = upload_today(pacs, copies_of_ct_small(tmp_path / "ct", 200), tmp_path / "today")
@@ -307,6 +308,7 @@ def _poll_ignoring_the_kill(gateway: GatewayProcess, token: str) -> None:
         poll(gateway, token)
 
 
+@pytest.mark.peer
 def test_pacs_find_lists_what_the_pacs_has_beside_what_is_held(make_gateway: Any, pacs: Orthanc,
                                                                ports: tuple[int, int, int], tmp_path: Path) -> None:
     study = upload_today(pacs, copies_of_ct_small(tmp_path / "ct", 3), tmp_path / "today")
@@ -324,6 +326,7 @@ def test_pacs_find_lists_what_the_pacs_has_beside_what_is_held(make_gateway: Any
     assert "3 on PACS     3 here" in vmgateway("pacs", "find", "--config", str(gateway.config)).stdout
 
 
+@pytest.mark.peer
 def test_the_poll_timer_fetches_new_studies_and_backs_off_while_the_pacs_is_down(
         make_gateway: Any, pacs: Orthanc, ports: tuple[int, int, int], tmp_path: Path) -> None:
     interval = 5  # the shortest pacs.interval_s allowed

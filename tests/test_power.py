@@ -13,12 +13,12 @@ from typing import Any
 import pydicom
 import pytest
 
-from tests.conftest import GatewayProcess, dcmtk
-from tests.dicomdata import copies_of_ct_small, dataset_differences
-from tests.nut import ADMIN, ADMIN_PASSWORD, UPS, NutServer
-from tests.test_api import client, new_token
-from tests.test_durability import _hold_association, _storescu_acknowledged
-from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa, with_control_id
+from tests.support.clients import client, new_token
+from tests.support.dicomdata import copies_of_ct_small, dataset_differences
+from tests.support.gateway import GatewayProcess, dcmtk
+from tests.support.hl7_peer import HEMATOLOGY, Peer, frame, msa, with_control_id
+from tests.support.nut import ADMIN, ADMIN_PASSWORD, UPS, NutServer
+from tests.support.storescu import hold_association, storescu_acknowledged
 from vmgateway.config import PowerConfig
 from vmgateway.power.monitor import PowerMonitor
 from vmgateway.power.nut import NutClient, NutError
@@ -119,6 +119,7 @@ def test_a_single_short_runtime_reading_is_not_enough_and_mains_cancels_it(tmp_p
 
 # --- the NUT protocol against upsd ---
 
+@pytest.mark.peer
 def test_client_reads_the_ups_and_names_each_failure(nut: NutServer) -> None:
     async def read(ups: str, port: int = nut.port) -> dict[str, str]:
         client = NutClient(NutAddress("127.0.0.1", port, ups), timeout=5)
@@ -196,6 +197,7 @@ def test_a_read_cancelled_just_as_upsd_answers_ends_cancelled() -> None:
 
 # --- the gateway and a real upsd ---
 
+@pytest.mark.peer
 def test_on_battery_is_reported_and_work_goes_on_then_mains_returns(make_gateway: Any, nut: NutServer,
                                                                    tmp_path: Path) -> None:
     gateway = watching(make_gateway, nut)
@@ -225,10 +227,11 @@ def test_on_battery_is_reported_and_work_goes_on_then_mains_returns(make_gateway
     assert gateway.stop() == 0
 
 
+@pytest.mark.peer
 def test_low_battery_drains_under_load_and_loses_nothing(make_gateway: Any, nut: NutServer, tmp_path: Path) -> None:
     gateway = watching(make_gateway, nut, drain_timeout_s=8)  # the HL7 sender never stops on its own
     change_power(gateway, nut, "OB DISCHRG", "on_battery")
-    held = _hold_association(gateway.port)  # a transfer still running when the drain begins
+    held = hold_association(gateway.port)  # a transfer still running when the drain begins
     files = copies_of_ct_small(tmp_path / "ct", 300)
     hl7_acknowledged: list[bytes] = []
 
@@ -249,7 +252,7 @@ def test_low_battery_drains_under_load_and_loses_nothing(make_gateway: Any, nut:
     dicom_acknowledged: list[Path] = []
     # storescu goes on during the drain (a running association may finish, or is aborted when the drain
     # time is up): in a thread of its own, so that what is checked during the drain does not wait for it.
-    storing = threading.Thread(target=lambda: dicom_acknowledged.extend(_storescu_acknowledged(
+    storing = threading.Thread(target=lambda: dicom_acknowledged.extend(storescu_acknowledged(
         gateway, files, after=40, on_ack=lambda: nut.set("ups.status", "OB DISCHRG LB"))))
     storing.start()
     gateway.wait_for_log("dicom receiver draining", after=seen, timeout=60)
@@ -288,6 +291,7 @@ def test_low_battery_drains_under_load_and_loses_nothing(make_gateway: Any, nut:
     assert gateway.stop() == 0
 
 
+@pytest.mark.peer
 def test_forced_shutdown_drains_and_runs_the_configured_shutdown_command(make_gateway: Any, nut: NutServer,
                                                                         tmp_path: Path) -> None:
     marker = tmp_path / "host-shutdown-requested"
@@ -299,6 +303,7 @@ def test_forced_shutdown_drains_and_runs_the_configured_shutdown_command(make_ga
     assert marker.read_text() == "down"
 
 
+@pytest.mark.peer
 def test_runtime_under_the_minimum_drains(make_gateway: Any, nut: NutServer) -> None:
     gateway = watching(make_gateway, nut, min_runtime_s=300)
     change_power(gateway, nut, "OB DISCHRG", "on_battery")
@@ -308,6 +313,7 @@ def test_runtime_under_the_minimum_drains(make_gateway: Any, nut: NutServer) -> 
         ("power_drain", "on battery with 200 s of runtime left, under power.min_runtime_s = 300")]
 
 
+@pytest.mark.peer
 def test_without_upsd_the_state_is_unknown_and_nothing_stops(make_gateway: Any, nut: NutServer,
                                                             tmp_path: Path) -> None:
     gateway = watching(make_gateway, nut)

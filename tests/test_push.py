@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,13 +11,19 @@ from typing import Any
 import pydicom
 import pytest
 
-from tests.conftest import GatewayProcess, dcmtk
-from tests.dicomdata import PYDICOM_FILES, copies_of_ct_small, one_file_per_instance, secondary_capture
-from tests.netns import loopback_only
-from tests.orthanc import Orthanc
-from tests.test_api import client, new_token
-from tests.test_dicom_roundtrip import REFUSED_BY_DCMTK
-from tests.test_durability import _storescu_acknowledged
+from tests.support.clients import client, new_token
+from tests.support.dicomdata import (
+    PYDICOM_FILES,
+    REFUSED_BY_DCMTK,
+    copies_of_ct_small,
+    one_file_per_instance,
+    secondary_capture,
+)
+from tests.support.gateway import GatewayProcess, dcmtk
+from tests.support.netns import loopback_only
+from tests.support.orthanc import Orthanc
+from tests.support.push import dead_count, delivered_count, journal_states, wait_delivered
+from tests.support.storescu import storescu_acknowledged
 
 FAST_RETRIES = {"backoff_initial_s": 0.2, "backoff_max_s": 1.0}
 
@@ -46,24 +51,6 @@ def pushing(make_gateway: Any, orthanc: Orthanc, **transfers: Any) -> tuple[Gate
     return gateway, token
 
 
-def delivered_count(lines: list[str]) -> int:
-    return sum(json.loads(line)["items"] for line in lines if '"msg": "delivered"' in line)
-
-
-def dead_count(lines: list[str]) -> int:
-    return sum(len(json.loads(line)["items"]) for line in lines if '"msg": "items dead' in line)
-
-
-def wait_delivered(gateway: GatewayProcess, count: int, timeout: float = 120, after: int = 0) -> None:
-    """Wait until the log (from line `after` on) tells of `count` items delivered."""
-    gateway.wait_until(lambda lines: delivered_count(lines[after:]) >= count, f"{count} items delivered", timeout)
-
-
-def journal_states(gateway: GatewayProcess) -> dict[str, int]:
-    with gateway.journal() as conn:
-        return {row[0]: row[1] for row in conn.execute("SELECT state, count(*) FROM items GROUP BY state")}
-
-
 def assert_identical_in_orthanc(gateway: GatewayProcess, orthanc: Orthanc) -> int:
     rows = gateway.instances()
     for row in rows:
@@ -84,6 +71,7 @@ ORTHANC_STOW_REFUSES = {
 }
 
 
+@pytest.mark.peer
 def test_everything_received_arrives_in_orthanc_byte_for_byte(make_gateway: Any, orthanc: Orthanc) -> None:
     gateway, token = pushing(make_gateway, orthanc, max_attempts=1)
     files = one_file_per_instance(exclude=REFUSED_BY_DCMTK)
@@ -120,6 +108,7 @@ def test_everything_received_arrives_in_orthanc_byte_for_byte(make_gateway: Any,
     assert gateway.stop() == 0
 
 
+@pytest.mark.peer
 def test_nothing_moves_while_transfers_are_off(make_gateway: Any, orthanc: Orthanc, tmp_path: Path) -> None:
     gateway, token = pushing(make_gateway, orthanc)
     with client(gateway, token) as api:
@@ -141,7 +130,7 @@ def received_while_off(make_gateway: Any, orthanc: Orthanc, tmp_path: Path, coun
     with client(gateway, token) as api:
         assert api.post("/api/v1/transfers/deactivate").status_code == 200
     files = copies_of_ct_small(tmp_path / "ct", count)
-    assert len(_storescu_acknowledged(gateway, files, after=1, on_ack=lambda: None)) == count
+    assert len(storescu_acknowledged(gateway, files, after=1, on_ack=lambda: None)) == count
     return gateway, token
 
 
@@ -155,6 +144,7 @@ def when_delivered(count: int, action: Callable[[], object]) -> Callable[[list[s
     return condition
 
 
+@pytest.mark.peer
 def test_orthanc_killed_mid_transfer_and_restarted_gets_each_instance_once(make_gateway: Any, orthanc: Orthanc,
                                                                           tmp_path: Path) -> None:
     gateway, token = received_while_off(make_gateway, orthanc, tmp_path, 150, batch_max_instances=2, concurrency=1)
@@ -176,6 +166,7 @@ def test_orthanc_killed_mid_transfer_and_restarted_gets_each_instance_once(make_
     assert assert_identical_in_orthanc(gateway, orthanc) == 150
 
 
+@pytest.mark.peer
 def test_kill_9_during_delivery_loses_nothing(make_gateway: Any, orthanc: Orthanc, tmp_path: Path) -> None:
     gateway, token = received_while_off(make_gateway, orthanc, tmp_path, 150, batch_max_instances=2, concurrency=1)
     with client(gateway, token) as api:
@@ -191,6 +182,7 @@ def test_kill_9_during_delivery_loses_nothing(make_gateway: Any, orthanc: Orthan
     assert assert_identical_in_orthanc(gateway, orthanc) == 150
 
 
+@pytest.mark.peer
 def test_a_refused_instance_dies_alone_is_listed_and_can_be_retried(make_gateway: Any, orthanc: Orthanc,
                                                                    tmp_path: Path) -> None:
     gateway, token = pushing(make_gateway, orthanc, max_attempts=2)
@@ -221,13 +213,14 @@ def test_a_refused_instance_dies_alone_is_listed_and_can_be_retried(make_gateway
         assert conn.execute("SELECT count(*) FROM events WHERE kind = 'dead'").fetchone()[0] == 2
 
 
+@pytest.mark.peer
 def test_large_items_wait_for_their_window_and_a_paced_upload_leaves_room_for_results(
         make_gateway: Any, orthanc: Orthanc, tmp_path: Path) -> None:
     """A slow clinic uplink: large instances only in their window (small ones go at once, status
     says until when); a paced DICOM upload never faster than transfers.max_upload_kbit_s, and a lab
     result posted during it gets through before it ends."""
-    from tests.test_push_hl7 import send
-    from tests.upstream import Upstream
+    from tests.support.push import send
+    from tests.support.upstream import Upstream
 
     later = datetime.datetime.now() + datetime.timedelta(hours=2)
     closed = f"{later:%H:%M}-{later + datetime.timedelta(hours=1):%H:%M}"

@@ -6,37 +6,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.certificates import CertificateAuthority
-from tests.conftest import GatewayProcess, dcmtk, free_port
-from tests.dicomdata import copies_of_ct_small
-from tests.test_api import client, new_token
-from tests.test_hl7_receiver import HEMATOLOGY, Peer, frame, msa, with_control_id
-from tests.test_push import dead_count, delivered_count, journal_states, wait_delivered
-from tests.upstream import Step, Upstream
+import pytest
 
-FAST = {"backoff_initial_s": 0.1, "backoff_max_s": 0.5}
-
-
-def pushing_hl7(make_gateway: Any, url: str, **transfers: Any) -> tuple[GatewayProcess, str]:
-    gateway: GatewayProcess = make_gateway(transfers={"mode": "push", "hl7_url": url, **FAST} | transfers)
-    token = new_token(gateway, "vetmanager")
-    with client(gateway, token) as api:
-        assert api.post("/api/v1/transfers/activate").status_code == 200
-    return gateway, token
-
-
-def send(gateway: GatewayProcess, *control_ids: str) -> list[bytes]:
-    peer = Peer(gateway.hl7_port)
-    sent = []
-    try:
-        for control_id in control_ids:
-            message = with_control_id(HEMATOLOGY, control_id)
-            peer.send(frame(message))
-            assert msa(peer.ack())[1] == "AA"
-            sent.append(message)
-    finally:
-        peer.close()
-    return sent
+from tests.support.certificates import CertificateAuthority
+from tests.support.clients import client
+from tests.support.dicomdata import copies_of_ct_small
+from tests.support.gateway import dcmtk, free_port
+from tests.support.push import dead_count, delivered_count, journal_states, pushing_hl7, send, wait_delivered
+from tests.support.upstream import Step, Upstream
 
 
 def test_outages_are_retried_with_one_idempotency_key_and_retry_after_is_honoured(make_gateway: Any) -> None:
@@ -84,6 +61,7 @@ def test_a_refused_message_dies_alone_and_comes_back_when_retried(make_gateway: 
     assert journal_states(gateway) == {"delivered": 2}
 
 
+@pytest.mark.peer
 def test_a_dead_dicomweb_destination_does_not_hold_hl7_up(make_gateway: Any) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}/dicom-web"  # nothing listens there
     with Upstream() as upstream:

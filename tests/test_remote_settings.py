@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.conftest import GatewayProcess, free_ports
-from tests.test_api import client, new_token, vmgateway
+from tests.support.clients import client, new_token, vmgateway
+from tests.support.gateway import GatewayProcess, free_ports
 
 CONTACT = {"name": "Åsa Öberg", "phone": "+46 70 123 45 67", "email": "asa@example.se"}
 
@@ -117,10 +118,11 @@ def test_a_remote_file_with_a_key_it_may_not_hold_is_refused_by_name(tmp_path: P
     assert "may hold only" in refused.stderr and "not upgrade.start_command" in refused.stderr
 
 
+@pytest.mark.peer
 def test_who_may_connect_and_where_results_go_change_at_once(make_gateway: Any) -> None:
-    from tests.conftest import dcmtk
-    from tests.test_push_hl7 import pushing_hl7, send
-    from tests.upstream import Upstream
+    from tests.support.gateway import dcmtk
+    from tests.support.push import pushing_hl7, send
+    from tests.support.upstream import Upstream
 
     with Upstream() as first, Upstream() as second:
         gateway, token = pushing_hl7(make_gateway, first.url, allow_plain_http=True)

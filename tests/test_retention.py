@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayProcess, dcmtk
-from tests.dicomdata import copies_of_ct_small
-from tests.test_api import client, new_token
+from tests.support.clients import client, new_token
+from tests.support.dicomdata import copies_of_ct_small
+from tests.support.gateway import GatewayProcess, dcmtk
 from vmgateway.model import DicomInstance, Sender
 from vmgateway.store import Store
 from vmgateway.store.spool import Spool
@@ -132,6 +132,7 @@ def test_bytes_placed_again_while_their_old_file_is_doomed_are_kept(tmp_path: Pa
     assert spool.doom("dicom/ab/x.dcm") and spool.remove_doomed("dicom/ab/x.dcm")
 
 
+@pytest.mark.peer
 def test_the_feed_answers_410_for_a_removed_file_and_keeps_the_record(make_gateway: Any, tmp_path: Path) -> None:
     gateway: GatewayProcess = make_gateway(storage={"keep_delivered_days": 0})
     token = new_token(gateway, "vetmanager")

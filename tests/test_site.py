@@ -10,15 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.sites import FORMS
-from tests.test_api import vmgateway
+from tests.support.clients import vmgateway
+from tests.support.sites import FORMS, init
 from vmgateway.remote_settings import load_settings
-
-
-def init(config: Path, *flags: str, answers: str | None = None) -> subprocess.CompletedProcess[str]:
-    asking = ["--ask"] if answers is not None else ["--no-ask"]
-    return subprocess.run([sys.executable, "-m", "vmgateway", "site", "init", "--config", str(config), *asking,
-                           "--lang", "en", *flags], input=answers or "", capture_output=True, text=True, timeout=60)
 
 
 def digest(path: Path) -> str:
@@ -106,6 +100,7 @@ def test_a_missing_answer_is_named(tmp_path: Path) -> None:
     assert not (tmp_path / "vmgateway.toml").exists()
 
 
+@pytest.mark.peer
 def test_init_keeps_the_rest_of_the_configuration_and_the_previous_file(tmp_path: Path) -> None:
     config = tmp_path / "vmgateway.toml"
     config.write_text('# Box 17, Smådjurskliniken\n[dicom]\nport = 4106  # the X-ray is set to this\nae_title = "VM_GW_2"\n'

@@ -8,11 +8,12 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.sync_api import Page, ViewportSize, expect, sync_playwright
 
-from tests.conftest import GatewayProcess, dcmtk
-from tests.dicomdata import copies_of_ct_small
-from tests.test_api import new_token
+from tests.support.clients import new_token
+from tests.support.dicomdata import copies_of_ct_small
+from tests.support.gateway import GatewayProcess, dcmtk
 from vmgateway import __version__
 from vmgateway.clock import clock_synchronised
 
@@ -40,6 +41,7 @@ def snapshots(page: Page, state: str) -> None:
     page.set_viewport_size(DESKTOP)
 
 
+@pytest.mark.peer
 def test_sign_in_see_devices_activate_transfers(gateway: GatewayProcess, tmp_path: Path) -> None:
     token = new_token(gateway, "office")
     assert dcmtk("echoscu", "-aet", "XRAY_ROOM1", "-aec", "VM_GATEWAY", "127.0.0.1", str(gateway.port)).returncode == 0
@@ -100,10 +102,10 @@ def test_sign_in_see_devices_activate_transfers(gateway: GatewayProcess, tmp_pat
     assert audit[0] == "office: transfers activated"
 
 
+@pytest.mark.peer
 def test_a_dead_item_is_listed_with_why_and_retried_from_a_phone(make_gateway: Any) -> None:
-    from tests.test_push import dead_count, wait_delivered
-    from tests.test_push_hl7 import pushing_hl7, send
-    from tests.upstream import Step, Upstream
+    from tests.support.push import dead_count, pushing_hl7, send, wait_delivered
+    from tests.support.upstream import Step, Upstream
 
     with Upstream(default=Step(400)) as upstream:  # refuses: the message dies at its first attempt
         gateway, token = pushing_hl7(make_gateway, upstream.url, allow_plain_http=True, max_attempts=1)

@@ -1,7 +1,7 @@
 """`vmgateway upgrade` with locally built wheels: a good release (with a journal migration), one
 that fails its health check (after migrating the journal further), one that does not start at
 all, and an upgrade killed mid-install then retried. The gateway runs as a service would
-(tests/service.py stands in for systemd) from <root>/current.
+(tests/support/service.py stands in for systemd) from <root>/current.
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import dcmtk, free_ports, write_config
-from tests.dicomdata import copies_of_ct_small
-from tests.nut import UPS, NutServer
-from tests.releases import BROKEN_HEALTH, CANNOT_START, REPO, Patch, add_migration, patched_tree
-from tests.test_api import vmgateway
-from tests.test_doctor import doctor
+from tests.support.clients import doctor, vmgateway
+from tests.support.dicomdata import copies_of_ct_small
+from tests.support.gateway import dcmtk, free_ports, write_config
+from tests.support.nut import UPS, NutServer
+from tests.support.releases import BROKEN_HEALTH, CANNOT_START, REPO, Patch, add_migration, patched_tree
 from vmgateway.dicom.echo import echo
 from vmgateway.files import fsync_directory
 from vmgateway.store.schema import SCHEMA_VERSION
@@ -124,7 +123,7 @@ class Box:
             return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-SERVICE = [sys.executable, "-m", "tests.service"]
+SERVICE = [sys.executable, "-m", "tests.support.service"]
 
 
 def _fresh_box(place: Path, wheelhouse: Path) -> Box:
@@ -188,6 +187,7 @@ def installed(first_install: Path, box: Box) -> Box:
     return box
 
 
+@pytest.mark.peer
 def test_upgrades_commit_roll_back_and_never_lose_the_journal(installed: Box, wheels: dict[str, Path],
                                                               tmp_path: Path) -> None:
     box = installed  # release 1.0.0, first installed by `vmgateway upgrade` (fixture first_install)
@@ -250,6 +250,7 @@ def test_upgrades_commit_roll_back_and_never_lose_the_journal(installed: Box, wh
     assert len(list((box.root / "snapshots").glob("journal-*.sqlite"))) == 1  # the newest only
 
 
+@pytest.mark.peer
 def test_a_trial_cut_off_by_a_reboot_is_rolled_back_at_boot(installed: Box, wheels: dict[str, Path]) -> None:
     box = installed
     marker = box.data_dir / "on-trial"
@@ -275,6 +276,7 @@ def test_a_trial_cut_off_by_a_reboot_is_rolled_back_at_boot(installed: Box, whee
     box.wait_answering()
 
 
+@pytest.mark.peer
 def test_an_upgrade_is_refused_on_battery_with_transfers_waiting_or_without_room(box: Box, wheels: dict[str, Path],
                                                                                  tmp_path: Path) -> None:
     nut = NutServer({"ups.status": "OB DISCHRG"}).start()
@@ -297,6 +299,7 @@ def test_an_upgrade_is_refused_on_battery_with_transfers_waiting_or_without_room
     assert box.versions()["running"] is None  # nothing changed
 
 
+@pytest.mark.peer
 def test_transfers_waiting_hold_an_upgrade_unless_forced(installed: Box, wheels: dict[str, Path]) -> None:
     box = installed
     hl7 = box.root / "m.hl7"
@@ -352,6 +355,7 @@ def test_a_restored_journal_is_the_snapshot_and_keeps_its_owner(tmp_path: Path) 
         "journal.sqlite-wal").stat().st_size == 0
 
 
+@pytest.mark.peer
 def test_an_installed_release_is_whole_after_a_power_cut_right_after(crashfs: Any, wheels: dict[str, Path],
                                                                      wheelhouse: Path) -> None:
     """pip fsyncs nothing it writes: once install_release returns, the release must be durable."""

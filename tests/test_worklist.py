@@ -18,10 +18,10 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
-from tests.conftest import DCMTK_ENV, GatewayProcess, dcmtk, free_port, stop_process
-from tests.dicomdata import secondary_capture
-from tests.test_api import client, new_token
-from tests.upstream import Upstream
+from tests.support.clients import client, new_token
+from tests.support.dicomdata import secondary_capture
+from tests.support.gateway import DCMTK_ENV, GatewayProcess, dcmtk, free_port, stop_process
+from tests.support.upstream import Upstream
 from vmgateway.worklist.entry import WorklistEntry, worklist_item
 
 TODAY = datetime.date.today()
@@ -143,6 +143,7 @@ QUERIES = {
 }
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("name", QUERIES)
 def test_the_gateway_answers_as_wlmscpfs_does(scheduled: tuple[GatewayProcess, str, list[dict[str, Any]]],
                                               reference: int, tmp_path: Path, name: str) -> None:
@@ -159,6 +160,7 @@ def test_the_gateway_answers_as_wlmscpfs_does(scheduled: tuple[GatewayProcess, s
         assert answer.SpecificCharacterSet == "ISO_IR 100"
 
 
+@pytest.mark.peer
 def test_veterinary_attributes_and_nested_sequences(scheduled: tuple[GatewayProcess, str, list[dict[str, Any]]],
                                                     tmp_path: Path) -> None:
     gateway = scheduled[0]
@@ -181,6 +183,7 @@ def test_veterinary_attributes_and_nested_sequences(scheduled: tuple[GatewayProc
         "DX", "XRAY1", f"{TODAY:%Y%m%d}")
 
 
+@pytest.mark.peer
 def test_names_match_whatever_their_case(scheduled: tuple[GatewayProcess, str, list[dict[str, Any]]],
                                          reference: int, tmp_path: Path) -> None:
     """PS3.4 C.2.2.2.1 lets an SCP match person names case-insensitively; the gateway does (a nurse
@@ -191,6 +194,7 @@ def test_names_match_whatever_their_case(scheduled: tuple[GatewayProcess, str, l
     assert find(reference, "WLMSCP", ["PatientName=berg*", "AccessionNumber"], tmp_path / "theirs") == []
 
 
+@pytest.mark.peer
 def test_utf8_worklist_and_cancelled_or_performed_entries_leave_it(make_gateway: Any, tmp_path: Path) -> None:
     gateway = make_gateway(dicom={"worklist_charset": "ISO_IR 192"})
     token = new_token(gateway, "vetmanager")
@@ -231,6 +235,7 @@ def test_a_wrong_entry_is_refused_naming_the_field(gateway: GatewayProcess) -> N
         assert changed.status_code == 409 and "is not 'O-9'" in changed.text
 
 
+@pytest.mark.peer
 def test_pushed_instances_carry_their_order(make_gateway: Any, tmp_path: Path) -> None:
     with Upstream() as upstream:  # only the request matters here, not the archive's answer
         gateway = make_gateway(transfers={"mode": "push", "dicomweb_url": upstream.url.removesuffix("/hl7"),
@@ -275,6 +280,7 @@ def _step(accession: str, status: str) -> Dataset:
     return attributes
 
 
+@pytest.mark.peer
 def test_a_modality_reports_its_procedure_steps(scheduled: tuple[GatewayProcess, str, list[dict[str, Any]]],
                                                tmp_path: Path) -> None:
     """MPPS, with pynetdicom as the modality (Debian's dcmtk has no MPPS client)."""

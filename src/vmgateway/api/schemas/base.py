@@ -1,6 +1,8 @@
 """What every answer shares: closed fields, read from the store's records, and the error answers."""
 
-from pydantic import BaseModel, ConfigDict
+from collections.abc import Callable
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 UnixTime = float
 """Seconds since 1970-01-01 UTC."""
@@ -35,3 +37,9 @@ _ERRORS = {
 def errors(*codes: int) -> dict[int | str, dict[str, object]]:
     """The error answers a route documents (each a Problem); 401, 403 and 429 go with every token."""
     return {code: {"model": Problem, "description": _ERRORS[code]} for code in codes}
+
+
+def kept_as_json(read: Callable[[str], object]) -> BeforeValidator:
+    """For a field a record holds as the JSON the journal keeps (a lab order, a worklist entry):
+    `read` makes it the model it was (its module's one JSON conversion)."""
+    return BeforeValidator(lambda value: read(value) if isinstance(value, str) else value)

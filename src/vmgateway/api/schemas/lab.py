@@ -1,16 +1,14 @@
 """Lab orders, the messages that carry them, and each instrument's queue.
 (No `from __future__ import annotations`: pydantic reads the annotations at run time.)"""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from vmgateway.api.schemas.base import Answer, UnixTime
+from vmgateway.api.schemas.base import Answer, UnixTime, kept_as_json
 from vmgateway.lab.order import LabOrder
 from vmgateway.lab.orders import order_from_json
-
-LabMessageState = Literal["queued", "sent", "acknowledged", "failed", "dead"]
-LabState = Literal["queued", "sent", "acknowledged", "failed", "dead", "resulted"]
+from vmgateway.records import LabMessageState, LabOrderState
 
 
 class LabMessage(Answer):
@@ -27,21 +25,15 @@ class LabMessage(Answer):
 class LabOrderRecord(Answer):
     order_id: str
     instrument: str
-    state: LabState = Field(description="Its latest message's: queued → sent → acknowledged, or failed (the"
+    state: LabOrderState = Field(description="Its latest message's: queued → sent → acknowledged, or failed (the"
                                         " instrument refused it), or dead (no answer after lab.max_attempts);"
                                         " resulted once a result for it arrived.")
     cancelled: bool
     last_answer: str | None
     created_at: UnixTime
     updated_at: UnixTime
-    order: LabOrder
+    order: Annotated[LabOrder, kept_as_json(order_from_json)]
     messages: list[LabMessage] = Field(description="What went to the instrument for it, oldest first.")
-
-    @field_validator("order", mode="before")
-    @classmethod
-    def _kept(cls, order: object) -> object:
-        """A record holds the order as the journal keeps it."""
-        return order_from_json(order) if isinstance(order, str) else order
 
 
 class LabRetried(Answer):

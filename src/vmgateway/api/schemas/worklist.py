@@ -1,11 +1,11 @@
 """Worklist entries as the API shows them.
 (No `from __future__ import annotations`: pydantic reads the annotations at run time.)"""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from vmgateway.api.schemas.base import Answer, UnixTime
+from vmgateway.api.schemas.base import Answer, UnixTime, kept_as_json
 from vmgateway.worklist.entry import WorklistEntry, entry_from_json
 
 
@@ -18,13 +18,7 @@ class WorklistRecord(Answer):
     expires_at: UnixTime
     linked_items: int = Field(description="Instances received for this order.")
     procedure_step: str | None = Field(description="The last MPPS status a modality reported.")
-    entry: WorklistEntry
-
-    @field_validator("entry", mode="before")
-    @classmethod
-    def _kept(cls, entry: object) -> object:
-        """A record holds the entry as the journal keeps it."""
-        return entry_from_json(entry) if isinstance(entry, str) else entry
+    entry: Annotated[WorklistEntry, kept_as_json(entry_from_json)]
 
 
 class Cancelled(Answer):

@@ -1,6 +1,6 @@
 """Real systemd-networkd applying rendered .network files, in a namespace the test made.
 
-Run as `unshare -n -m --propagation private python -m tests.networkd DIR IFACE...` (root): in
+Run as `unshare -n -m --propagation private python -m tests.support.networkd DIR IFACE...` (root): in
 that private network and mount namespace each IFACE is made as one end of a veth pair, DIR is
 mounted over /etc/systemd/network, and networkd runs until every IFACE is configured (or
 failed). It prints the resulting addresses, routes and link states as JSON, and stops.

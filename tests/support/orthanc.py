@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import free_ports, stop_process
+from tests.support.gateway import free_ports, stop_process
 
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 START_TIMEOUT_S = 60

@@ -165,3 +165,5 @@ class PtyMaster:
     def close(self) -> None:
         os.close(self.fd)
         os.close(self.slave_fd)
+
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import random
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 
 import pydicom
@@ -112,3 +113,35 @@ def dataset_differences(original: pydicom.Dataset, stored: pydicom.Dataset) -> l
         if pixels != original.PixelData:
             differing.append("PixelData")
     return differing
+
+
+# Files that dcmtk itself refuses to send (to its own storescp too): no file meta, no or an
+# invalid SOP Class UID, truncated on purpose, or a broken JPEG stream.
+REFUSED_BY_DCMTK = {
+    "ExplVR_BigEndNoMeta.dcm": "no file meta",
+    "ExplVR_LitEndNoMeta.dcm": "no file meta",
+    "no_meta.dcm": "no file meta",
+    "rtstruct.dcm": "no file meta",
+    "no_meta_group_length.dcm": "missing SOP information",
+    "UN_sequence.dcm": "missing SOP information",
+    "priv_SQ.dcm": "missing SOP information",
+    "empty_charset_LEI.dcm": "invalid SOP Class UID",
+    "meta_missing_tsyntax.dcm": "invalid SOP Class UID",
+    "nested_priv_SQ.dcm": "invalid SOP Class UID",
+    "MR_truncated.dcm": "truncated pixel data",
+    "rtplan_truncated.dcm": "truncated",
+    "SC_rgb_jpeg.dcm": "truncated",
+}
+
+
+def dated_today(paths: list[Path], folder: Path) -> list[Path]:
+    """Copies with today's StudyDate (the poller asks for studies of the last lookback_days days)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for path in paths:
+        dataset = pydicom.dcmread(path)
+        dataset.StudyDate = date.today().strftime("%Y%m%d")
+        copy = folder / path.name
+        dataset.save_as(copy)
+        copies.append(copy)
+    return copies

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 CONTACT = ["--contact-name", "Åsa Öberg", "--contact-phone", "+46 70 123 45 67", "--contact-email", "asa@example.se"]
 
 FORMS: dict[int, list[str]] = {
@@ -18,3 +22,9 @@ FORMS: dict[int, list[str]] = {
         "--internal-ip", "192.168.0.20", "--lan-network", "192.168.0.0/24", "--router-ip", "192.168.0.1",
         "--pacs-host", "192.168.0.30", "--pacs-port", "11112", "--pacs-ae-title", "CLINIC_PACS", *CONTACT],
 }
+
+
+def init(config: Path, *flags: str, answers: str | None = None) -> subprocess.CompletedProcess[str]:
+    asking = ["--ask"] if answers is not None else ["--no-ask"]
+    return subprocess.run([sys.executable, "-m", "vmgateway", "site", "init", "--config", str(config), *asking,
+                           "--lang", "en", *flags], input=answers or "", capture_output=True, text=True, timeout=60)

@@ -1,6 +1,6 @@
 """The gateway with one fsync taken out, to show that the power-cut test catches it.
 
-`python -m tests.mutants NAME run --config FILE` runs the CLI after one change:
+`python -m tests.support.mutants NAME run --config FILE` runs the CLI after one change:
 
 - `spool_directory_fsync`: the spool's folder is not fsync'ed after a file is renamed into it;
 - `spool_file_fsync`: a received file is not fsync'ed before its rename;

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.certificates import Issued
+from tests.support.certificates import Issued
 
 
 @dataclass

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import free_port, stop_process
+from tests.support.gateway import free_port, stop_process
 
 NUT_BIN = Path("/lib/nut")
 UPS = "backups"

@@ -1,8 +1,8 @@
 """A stand-in for systemd in the upgrade tests (there is no systemd as PID 1 here).
 
-    python -m tests.service start ROOT CONFIG LOG   run ROOT/current/venv/bin/vmgateway in the background
-    python -m tests.service stop ROOT               SIGTERM (the gateway drains), wait, SIGKILL after 60 s
-    python -m tests.service status ROOT             exit 0 while it runs
+    python -m tests.support.service start ROOT CONFIG LOG   run ROOT/current/venv/bin/vmgateway in the background
+    python -m tests.support.service stop ROOT               SIGTERM (the gateway drains), wait, SIGKILL after 60 s
+    python -m tests.support.service status ROOT             exit 0 while it runs
 
 It does for the test what the unit does on the box: start whatever `current` points at, stop it
 through a drain, say whether it runs. The pid is kept in ROOT/service.pid.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-REPO = Path(__file__).parent.parent
+REPO = Path(__file__).parents[2]
 Patch = tuple[str, str, str]
 """A file under src/, a text in it, what replaces that text."""
 MIGRATIONS_END = "]\n\nSCHEMA_VERSION = len(MIGRATIONS)"

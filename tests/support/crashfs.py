@@ -16,7 +16,7 @@ mounts a new one over that folder. It can also fail the n-th fsync with EIO the 
 (PostgreSQL's "fsyncgate": the dirty data is dropped, and a second fsync succeeds without saving
 it), and report "no space" past a quota.
 
-Run as `python -m tests.crashfs LIVE MOUNTPOINT CONTROL_SOCKET` (foreground; `CrashFs` does it).
+Run as `python -m tests.support.crashfs LIVE MOUNTPOINT CONTROL_SOCKET` (foreground; `CrashFs` does it).
 Nodes are known by identities of our own, not by inode numbers, which the folder underneath
 reuses once a file is gone. Metadata other than sizes (modes, times) is not tracked.
 """
@@ -419,9 +419,9 @@ class CrashFs:
 
     def mount(self) -> CrashFs:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.crashfs", str(self.live), str(self.mountpoint),
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.support.crashfs", str(self.live), str(self.mountpoint),
                                          str(self.control), str(self.work / f"state-{self.generation}")],
-                                        cwd=Path(__file__).parent.parent)
+                                        cwd=Path(__file__).parents[2])
         deadline = time.monotonic() + 30
         while not os.path.ismount(self.mountpoint) or not self.control.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:

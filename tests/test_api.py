@@ -298,6 +298,7 @@ def test_plain_http_only_when_configured(make_gateway: Any) -> None:
     assert httpx.get(f"http://127.0.0.1:{gateway.api_port}/api/v1/health", timeout=10).json() == {"status": "ok"}
 
 
+@pytest.mark.long
 def test_schemathesis_finds_no_server_errors_and_no_schema_violations(make_gateway: Any) -> None:
     """Property-based requests against the served OpenAPI document, in a network namespace with only
     loopback: generated settings (a PACS host, then a poll) must not send traffic anywhere. The echo

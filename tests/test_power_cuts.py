@@ -120,6 +120,7 @@ def network() -> Iterator[None]:
         yield
 
 
+@pytest.mark.long
 @pytest.mark.peer
 def test_power_cuts_under_load_lose_nothing_acknowledged(crashfs: CrashFs, network: None, make_gateway: Any,
                                                          tmp_path: Path) -> None:

@@ -33,6 +33,8 @@ from vmgateway.upgrade.install import InstallError, install_release, wheel_versi
 from vmgateway.upgrade.layout import Layout
 from vmgateway.upgrade.state import UpgradeState
 
+pytestmark = pytest.mark.long  # each upgrade installs a release with pip: about half a minute
+
 OTHER_CHECKS = ("site", "listeners", "disk", "clock", "ups", "pacs", "upstream", "transfers", "certificates",
                 "firewall")
 """Every doctor check but the release's."""

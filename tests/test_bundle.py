@@ -5,6 +5,7 @@ bundles made by hand that are whole, cut short, altered, unsigned, padded or for
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import platform
 import sys
@@ -95,6 +96,7 @@ def test_a_whole_bundle_reads_and_its_signer_is_trusted_only_when_named(tmp_path
 
 @pytest.mark.parametrize("kind, reason", [
     ("cut short", "cannot be read as a bundle (truncated or not a bundle)"),
+    ("cut after a wheel", "cannot be read as a bundle (truncated or not a bundle)"),
     ("altered wheel", "wheels/vmgateway-1.2.3-py3-none-any.whl does not match the manifest (altered)"),
     ("altered manifest", "the manifest does not match its signature (altered)"),
     ("unlisted file", "holds files its manifest does not list (altered): wheels/evil-1.0-py3-none-any.whl"),
@@ -106,6 +108,15 @@ def test_a_bundle_that_is_not_whole_is_refused_with_the_reason(tmp_path: Path, k
     if kind == "cut short":
         whole = make_bundle(tmp_path / "whole.pyz").read_bytes()
         path.write_bytes(whole[: len(whole) - 200])
+    elif kind == "cut after a wheel":  # what is left ends as the wheel, itself an archive, ends
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as wheel:
+            wheel.writestr("other/__init__.py", b"")
+        whole = make_bundle(tmp_path / "whole.pyz", extra={"wheels/other-1.0-py3-none-any.whl": buffer.getvalue()}
+                            ).read_bytes()
+        end = whole.index(buffer.getvalue()) + len(buffer.getvalue())
+        path.write_bytes(whole[:end + 100])
+        assert zipfile.is_zipfile(path)  # zipfile alone would take it for the wheel
     elif kind == "altered wheel":
         make_bundle(path, change={"wheels/vmgateway-1.2.3-py3-none-any.whl": b"wheel bytez"})
     elif kind == "altered manifest":

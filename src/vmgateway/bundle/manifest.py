@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import sys
 import zipfile
@@ -148,8 +149,21 @@ def _parse(raw: bytes, path: Path) -> Manifest:
     return manifest
 
 
+_END_OF_ARCHIVE = b"PK\x05\x06"
+"""The signature of a zip archive's last record: a bundle (written without an archive comment)
+ends with it, 22 bytes before its end."""
+
+
 def _open_zip(path: Path) -> zipfile.ZipFile:
+    """The bundle as an archive. zipfile looks for the archive's end in the last 64 KiB: a bundle
+    cut just after one of its wheels (themselves archives) once opened as that wheel, and was
+    refused as "not a vmgateway bundle" instead of as cut short."""
     try:
+        with path.open("rb") as file:
+            file.seek(-22, os.SEEK_END)
+            ends_whole = file.read(4) == _END_OF_ARCHIVE
+        if not ends_whole:
+            raise zipfile.BadZipFile("it does not end where an archive ends")
         return zipfile.ZipFile(path)
     except FileNotFoundError:
         raise BundleError(f"{path}: no such file") from None

@@ -14,6 +14,7 @@ from tests.support.astm_instrument import ACK, EOT, NAK, Instrument, PtyMaster, 
 from tests.support.clients import client, new_token
 from tests.support.gateway import astm_gateway, kept
 from tests.support.upstream import Step, Upstream
+from vmgateway.astm.host_query import HostQuery, read_query
 from vmgateway.astm.link import ETB, ETX, LinkReceiver, Message, Reply, checksum
 from vmgateway.astm.receiver import SERIAL_RETRY_S
 from vmgateway.astm.records import Delimiters, parse, summarise
@@ -251,3 +252,15 @@ def test_records_follow_the_delimiters_the_header_declares_and_results_stay_with
     summary = summarise(message)
     assert (summary.instrument, summary.sample_ids, summary.patient_ids, summary.test_codes, summary.result_count) == (
         "Cobas X", "S1 S2", "PID7", "K NA GLU", 3)
+
+
+def test_a_host_query_names_every_repeated_sample_and_only_the_first_ones_are_looked_up() -> None:
+    raw = b"H|\\^&|||VetScan\rQ|1|^A\\^B\\C^D||^^^ALL||||||||O\rQ|2|E||^^^ALL\rL|1|N\r"
+    assert read_query(raw) == HostQuery(["A", "B", "D", "E"], 4)  # the specimen ID, else the first component
+    many = b"H|\\^&\r" + b"".join(b"Q|%d|^S%d\r" % (n, n) for n in range(1, 121)) + b"L|1|N\r"
+    query = read_query(many)
+    assert query is not None and query.queried == 120 and query.samples == [f"S{n}" for n in range(1, 51)]
+    assert read_query(b"H|\\^&\rQ|1|^A\rP|1\rO|1|A\rR|1|^^^GLU|5.5\rL|1|N\r") is None  # results: no query
+    assert read_query(b"H|\\^&\rP|1\rL|1|N\r") is None
+    assert read_query(b"1H|\\^&\r2Q|1|^A\\^B\r3L|1\r") == HostQuery(["A", "B"], 2)  # a sequence digit, as parse() reads it
+    assert read_query(b"H!@~&\rQ!1!~A@~B\rL!1\r") == HostQuery(["A", "B"], 2)  # the delimiters H declares

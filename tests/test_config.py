@@ -117,6 +117,11 @@ def test_every_command_follows_the_environment_and_says_what_it_used(tmp_path: P
         ({"upgrade": {"service": "runit"}}, "upgrade.service = 'runit': Input should be 'systemd' or 'commands'"),
         ({"site": {"wan_interface": "a-very-long-interface-name"}}, "site.wan_interface"),
         ({"site": {"lan_network": "192.168.1.0/33"}}, "site.lan_network = '192.168.1.0/33'"),
+        ({"lab": {"instruments": [{"name": "vetlab", "host": "10.0.0.9", "port": 9100, "charset": "UNICODE UTF-16"}]}},
+         "lab.instruments.0.charset = 'UNICODE UTF-16': a charset whose text cannot break an MLLP frame"),
+        ({"lab": {"instruments": [{"name": "vetlab", "host": "10.0.0.9", "port": 9100,
+                                   "sending_facility": "VET\x1cCLINIC"}]}},
+         "lab.instruments.0.sending_facility = 'VET\\x1cCLINIC': U+001C is a control character"),
     ],
 )
 def test_wrong_values_are_refused_by_key(data: dict[str, Any], expected: str) -> None:

@@ -6,17 +6,20 @@ recursion depth mismatch" — and the analyzer runs in a thread.)"""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import time
 from typing import Any
 
 import hl7
 import hl7.mllp
 import pytest
 
-from tests.support.astm_instrument import Instrument, query_message, result_message
+from tests.support.astm_instrument import ACK, EOT, Instrument, frames_of, query_message, result_message
 from tests.support.clients import client, new_token
-from tests.support.gateway import GatewayProcess, free_ports
+from tests.support.gateway import GatewayProcess, free_ports, peak_rss_mb, resident_mb
 from tests.support.hl7_peer import HEMATOLOGY, Peer, frame, msa
+from vmgateway.astm.host_query import MAX_SAMPLES_ANSWERED
 
 ORDER: dict[str, Any] = {
     "order_id": "VM-1001", "instrument": "vetlab", "priority": "stat",
@@ -188,6 +191,8 @@ def test_a_cancellation_follows_its_order_and_ends_it(make_gateway: Any, analyze
         assert api.post("/api/v1/lab/orders", json=ORDER).status_code == 201
         changed = api.put("/api/v1/lab/orders/VM-1001", json=ORDER | {"priority": "routine"})
         assert changed.status_code == 200, changed.text
+        again = api.put("/api/v1/lab/orders/VM-1001", json=ORDER | {"priority": "routine"})  # changes nothing
+        assert again.status_code == 200 and len(again.json()["messages"]) == 2  # so nothing is sent
         assert api.delete("/api/v1/lab/orders/VM-1001").json()["cancelled"] is True
         new, change, cancel = analyzer.wait_for(3)
         answered(gateway, 3)
@@ -356,3 +361,76 @@ def test_a_host_query_the_journal_cannot_answer_gets_no_answer_and_the_link_goes
     finally:
         instrument.close()
     assert found[2].split(b"|")[2] == b"VM-1001"
+
+
+@pytest.mark.parametrize(("path", "value", "said"), [
+    (("animal", "breed"), "Labrador\x1c", "U+001C is a control character"),  # MLLP's end of block
+    (("animal", "name"), "Fido\x0bX", "U+000B is a control character"),  # MLLP's start of block
+    (("owner", "family_name"), "Berg\x00", "U+0000 is a control character"),
+    (("animal", "species"), "Canine\x03", "U+0003 is a control character"),  # E1381's ETX
+    (("owner", "given_name"), "M\x85rta", "U+0085 is a control character"),  # C1
+    (("animal", "name"), "   ", "it needs more than spaces"),
+    (("order_id",), "....", "an id needs a letter or a digit"),
+])
+def test_an_order_field_that_could_break_a_frame_is_refused_by_name(make_gateway: Any, analyzer_port: int,
+                                                                    path: tuple[str, ...], value: str,
+                                                                    said: str) -> None:
+    gateway, token = ordering(make_gateway, analyzer_port)
+    body = json.loads(json.dumps(ORDER))
+    *parents, last = path
+    target = body
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    with client(gateway, token) as api:
+        refused = api.post("/api/v1/lab/orders", json=body)
+        assert refused.status_code == 422, refused.text
+        (problem,) = refused.json()["detail"]
+        assert problem["loc"] == ["body", *path] and said in problem["msg"]
+        assert api.get("/api/v1/lab/orders").json() == []  # nothing queued
+
+
+def test_a_lone_surrogate_in_an_order_is_a_422_not_a_500(make_gateway: Any, analyzer_port: int) -> None:
+    gateway, token = ordering(make_gateway, analyzer_port)
+    raw = json.dumps(ORDER).replace('"Labrador"', '"Labrador\\ud800"').encode()
+    with client(gateway, token) as api:
+        refused = api.post("/api/v1/lab/orders", content=raw, headers={"content-type": "application/json"})
+        assert refused.status_code == 422, refused.text
+        assert api.get("/api/v1/lab/orders").json() == []
+
+
+def test_a_host_query_for_300000_samples_is_answered_for_the_first_ones_in_time_and_memory(
+        make_gateway: Any) -> None:
+    """One message once took the gateway from 95 MB to 1.4 GB and its final frame 49 s to be
+    acknowledged (E1381: 15 s). 3,000 Q records of 100 samples each (repeats of Q-3, every one
+    asked about): the first MAX_SAMPLES_ANSWERED are looked up, the rest answered as unknown."""
+    gateway, astm_port, token = astm_ordering(make_gateway)
+    with client(gateway, token) as api:
+        for order_id in ("S-000007", f"S-{MAX_SAMPLES_ANSWERED + 10:06d}"):  # one among the first, one beyond
+            assert api.post("/api/v1/lab/orders", json=ORDER | {"order_id": order_id}).status_code == 201
+    samples = [f"S-{n:06d}" for n in range(300_000)]
+    records = [b"H|\\^&|||VetScan^VS2^3.1.35|||||||P|LIS2-A2|20261208101500"]
+    records += [f"Q|{n + 1}|".encode() + b"\\".join(f"^{s}".encode() for s in samples[n * 100:(n + 1) * 100])
+                + b"||^^^ALL||||||||O" for n in range(3000)]
+    records.append(b"L|1|N")
+    assert gateway.proc is not None
+    before_mb = resident_mb(gateway.proc.pid)
+    instrument = Instrument("127.0.0.1", astm_port, timeout=30).connect()
+    try:
+        assert instrument.establish() == ACK
+        parts = frames_of(records)
+        for number, (text, ends_record) in enumerate(parts[:-1], start=1):
+            assert instrument.send_frame(number, text, ends_record) == ACK
+        began = time.monotonic()
+        assert instrument.send_frame(len(parts), *parts[-1]) == ACK
+        final_frame_s = time.monotonic() - began
+        instrument.sock.sendall(EOT)
+        answer = instrument.receive_message()
+    finally:
+        instrument.close()
+    assert final_frame_s < 15  # E1381's receiver timeout
+    assert peak_rss_mb(gateway.proc.pid) - before_mb < 30
+    orders = [record.split(b"|")[2] for record in answer if record[:1] == b"O"]
+    assert orders == [b"S-000007"] and answer[-1] == b"L|1|N"
+    line = gateway.wait_for_log("astm host query larger than is answered")
+    assert '"queried": 300000' in line and f'"answered": {MAX_SAMPLES_ANSWERED}' in line

@@ -65,3 +65,46 @@ def is_known(charset: str) -> bool:
     except LookupError:
         return False
     return True
+
+
+HL7_DELIMITERS = "|^~\\&"
+"""The encoding characters MSH-1/MSH-2 declare (the gateway's own messages always use these)."""
+FIELD_TEXT_PATTERN = r"^[^|^~\\&\x00-\x1f\x7f-\x9f]*$"
+"""What `unfit_for_a_field` allows, as a pattern for the API's documentation (lone surrogates,
+which a pattern cannot name, are refused too)."""
+
+
+def unfit_for_a_field(value: str) -> str | None:
+    """Why `value` cannot go into an HL7 or ASTM field as it is, or None. A delimiter would split
+    the field; a control character (C0 and C1, DEL) may be a framing byte — MLLP's 0x0B and 0x1C,
+    E1381's STX, ETX, EOT, ENQ, ETB — that ends a message where the sender did not mean it to (an
+    analyzer once acknowledged an order cut after its PID); a lone surrogate cannot be encoded."""
+    for character in value:
+        code = ord(character)
+        if character in HL7_DELIMITERS:
+            return f"{character!r} is an HL7 delimiter"
+        if code < 0x20 or 0x7F <= code < 0xA0:
+            return f"U+{code:04X} is a control character"
+        if 0xD800 <= code < 0xE000:
+            return f"U+{code:04X} is a lone surrogate, not a character"
+    return None
+
+
+_FRAMING_BYTES = (0x00, 0x0A, 0x0B, 0x0D, 0x1C)
+_PROBE = "".join(chr(code) for code in range(0x20, 0x3400) if not 0x7F <= code < 0xA0) + "\u0d1c\U0001f600"
+"""Characters an order may carry (Latin, Greek, Cyrillic, Hebrew, Arabic, CJK punctuation and kana,
+U+0D1C whose UTF-16 is 1C 0D, an emoji)."""
+
+
+def frames_safely(charset: str) -> bool:
+    """Whether text in `charset` can travel in an MLLP frame: ASCII stays ASCII (the analyzer must
+    read "MSH|^~\\&"), and no other character encodes to a framing byte (UTF-16 and UTF-32 do:
+    U+0D1C is 1C 0D, MLLP's end of block)."""
+    codec = codec_for(charset)
+    try:
+        if "MSH|^~\\&\r".encode(codec) != b"MSH|^~\\&\r":
+            return False
+    except UnicodeError:
+        return False
+    encoded = _PROBE.encode(codec, errors="ignore")
+    return not any(byte in encoded for byte in _FRAMING_BYTES)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, model_validator
 
 from vmgateway.addresses import local_address, parse_address_set
-from vmgateway.charsets import KNOWN, is_known
+from vmgateway.charsets import FIELD_TEXT_PATTERN, KNOWN, frames_safely, is_known, unfit_for_a_field
 from vmgateway.paths import BOX_CONFIG, TRUSTED_KEYS
 from vmgateway.when import Window
 
@@ -408,8 +408,31 @@ class WorklistConfig(_Section):
     """An entry is forgotten this long after its scheduled time."""
 
 
-Hl7Text = Annotated[str, Field(max_length=180, pattern=r"^[^|^~\\&\r\n]*$")]
-"""A value that goes into an HL7 field as it is: no delimiters, no line breaks."""
+def field_text(value: str) -> str:
+    """A value that goes into an HL7 or ASTM field as it is (vmgateway.charsets.unfit_for_a_field)."""
+    problem = unfit_for_a_field(value)
+    if problem:
+        raise ValueError(f"{problem}: a field takes text without the delimiters | ^ ~ \\ & and without control"
+                         " characters")
+    return value
+
+
+def not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("it needs more than spaces")
+    return value
+
+
+Hl7Text = Annotated[str, Field(max_length=180, json_schema_extra={"pattern": FIELD_TEXT_PATTERN}),
+                    AfterValidator(field_text)]
+"""A value that goes into an HL7 field as it is: no delimiters, no control characters."""
+
+
+def _instrument_charset(value: str) -> str:
+    if not frames_safely(value):
+        raise ValueError("a charset whose text cannot break an MLLP frame, such as 8859/1 or UNICODE UTF-8"
+                         " (in UTF-16 and UTF-32 a letter can encode to the frame's end)")
+    return value
 
 
 class LabInstrument(_Section):
@@ -422,7 +445,7 @@ class LabInstrument(_Section):
     protocol: Literal["hl7"] = "hl7"
     """How orders reach it (HL7 ORM^O01). ASTM order download is not built yet."""
     hl7_version: Literal["2.3", "2.3.1", "2.4", "2.5", "2.5.1"] = "2.3.1"
-    charset: Annotated[str, AfterValidator(_charset)] = "8859/1"
+    charset: Annotated[str, AfterValidator(_charset), AfterValidator(_instrument_charset)] = "8859/1"
     """MSH-18: the characters the instrument reads (HL7 table 0211, e.g. 8859/1, UNICODE UTF-8)."""
     sending_application: Hl7Text = "VMGATEWAY"
     sending_facility: Hl7Text = ""

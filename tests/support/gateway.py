@@ -202,11 +202,21 @@ class GatewayProcess:
         return sorted((self.data_dir / "spool" / "incoming").iterdir())
 
 
-def peak_rss_mb(pid: int) -> float:
+def _status_mb(pid: int, key: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
+    raise AssertionError(f"no {key}")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The most memory the process has held so far (VmHWM)."""
+    return _status_mb(pid, "VmHWM")
+
+
+def resident_mb(pid: int) -> float:
+    """The memory the process holds now (VmRSS)."""
+    return _status_mb(pid, "VmRSS")
 
 
 def astm_gateway(make_gateway: Any, **astm: Any) -> tuple[GatewayProcess, int]:

@@ -9,9 +9,13 @@ connect at all is decided by the listener (api/server.py).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from vmgateway import __version__
@@ -28,10 +32,32 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _printable(value: Any) -> Any:
+    """`value` with every lone surrogate replaced by U+FFFD, at any depth: JSON text must be UTF-8,
+    and an answer that echoed one (a 422 names the input it refused) failed as a 500."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list | tuple):
+        return [_printable(item) for item in value]
+    if isinstance(value, dict):
+        return {_printable(key): _printable(item) for key, item in value.items()}
+    return value
+
+
+async def _refused_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 (the same `detail` list: where, what, the input), sayable whatever was sent."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _printable(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
 def create_app(view: GatewayView) -> Any:
     api = FastAPI(title="vmgateway management API", version=__version__, openapi_url="/api/v1/openapi.json",
                   docs_url=None, redoc_url=None, generate_unique_id_function=_operation_id)
     api.state.view = view
+    api.add_exception_handler(RequestValidationError, _refused_request)
     for module in (gateway, site, settings, checks, worklist, lab, transfers, feed, ui):
         api.include_router(module.router)
     app: Any = BodyLimitMiddleware(api, view.settings.api.max_body_bytes)

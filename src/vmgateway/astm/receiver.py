@@ -11,7 +11,7 @@ from functools import partial
 import serial
 
 from vmgateway.admission import Admission, AdmittingListener
-from vmgateway.astm.host_query import answer_records, queried_samples
+from vmgateway.astm.host_query import HostQuery, answer_records, read_query
 from vmgateway.astm.lines import Line, SerialLine, TcpLine
 from vmgateway.astm.link import ACK, ENQ, EOT, NAK, LinkReceiver, Message, Problem, Reply, frames
 from vmgateway.astm.records import parse, summarise
@@ -25,6 +25,8 @@ from vmgateway.store import SpoolFull, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 SERIAL_RETRY_S = 5
+_SAMPLES_LOGGED = 5
+"""Sample ids named in a log line about a query (its counts say the rest)."""
 ANSWER_TIMEOUT_S = 15
 """E1381: how long the gateway, sending, waits for each reply of the analyzer."""
 
@@ -168,29 +170,35 @@ class AstmReceiver:
                 log.warning("astm link problem", extra={"listener": sender.name, "address": sender.address,
                                                          "problem": event.text})
             else:
-                samples = queried_samples(parse(event.raw))
-                if samples is None:
+                query = read_query(event.raw)
+                if query is None:
                     stored = await self._keep(event.raw, sender)
                 else:  # a host query: nothing to keep; answered once the analyzer's transmission ends
-                    answer = await self._answer(samples, sender)
+                    answer = await self._answer(query, sender)
                     due += [answer] if answer is not None else []
                     stored = True
                 await self._handle(link.answered(stored), link, line, sender, due)
 
-    async def _answer(self, samples: list[str], sender: Sender) -> list[bytes] | None:
+    async def _answer(self, query: HostQuery, sender: Sender) -> list[bytes] | None:
         """The records that answer a host query: each sample's pending lab order (the order id is the
         sample id), or no information. None when the journal cannot say: no answer is better than
         a wrong "no order" (the analyzer asks again)."""
         found: list[tuple[str, LabOrder | None]] = []
         try:
-            for sample in samples:
+            for sample in query.samples:
                 found.append((sample, await self.lab.pending(sample)))
         except StoreUnavailable as exc:
             log.warning("astm host query not answered: the journal cannot be read",
-                        extra={"listener": sender.name, "samples": samples, "error": str(exc)})
+                        extra={"listener": sender.name, "samples": query.samples[:_SAMPLES_LOGGED],
+                               "queried": query.queried, "error": str(exc)})
             return None
-        log.info("astm host query", extra={"listener": sender.name, "samples": samples,
-                                           "found": [sample for sample, order in found if order]})
+        ordered = [sample for sample, order in found if order]
+        log.info("astm host query", extra={
+            "listener": sender.name, "queried": query.queried, "looked_up": len(query.samples),
+            "samples": query.samples[:_SAMPLES_LOGGED], "found": ordered[:_SAMPLES_LOGGED], "orders": len(ordered)})
+        if query.queried > len(query.samples):
+            log.warning("astm host query larger than is answered: the rest answered as unknown",
+                        extra={"listener": sender.name, "queried": query.queried, "answered": len(query.samples)})
         return answer_records(found, time.strftime("%Y%m%d%H%M%S"))
 
     async def _transmit(self, line: Line, records: list[bytes], sender: Sender) -> None:

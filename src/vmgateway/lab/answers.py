@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from vmgateway.charsets import codec_for
 
+MAX_ANSWER_TEXT = 2000
+"""What is kept of an instrument's words on a message (MSA-3, ERR): enough for a person, bounded
+whatever the instrument sends (its ACK may be up to a megabyte)."""
+
 
 class NotAnAnswer(ValueError):
     """The bytes are no ACK to the message sent (no MSA, or another message's control id)."""
@@ -35,4 +39,5 @@ def read_answer(raw: bytes, control_id: str, charset: str) -> Answer:
         raise NotAnAnswer(f"an answer to {fields[2].strip() if len(fields) > 2 else '?'!r}, not to {control_id}")
     said = [fields[3].strip()] if len(fields) > 3 and fields[3].strip() else []
     said += [segment for segment in segments if segment.startswith("ERR")]
-    return Answer(code, "; ".join(said))
+    text = "; ".join(said)
+    return Answer(code, text if len(text) <= MAX_ANSWER_TEXT else text[:MAX_ANSWER_TEXT - 1] + "…")

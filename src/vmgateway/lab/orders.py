@@ -53,8 +53,12 @@ class LabDesk:
         return await self.get(order.order_id)
 
     async def change(self, order: LabOrder) -> LabOrderRecord:
-        """Queue a change (ORC-1 XO): the instrument gets the order again."""
+        """Queue a change (ORC-1 XO): the instrument gets the order again; a change that changes
+        nothing sends nothing (an analyzer shows every XO to its technician)."""
         build = self._builder(order, "XO")
+        kept = await self._queue.order(order.order_id)
+        if kept is not None and not kept.cancelled and order_from_json(kept.order) == order:
+            return kept
         self._refused(order.order_id, await self._queue.follow_up(order.order_id, order.instrument, "XO",
                                                                     order_to_json(order), build))
         return await self.get(order.order_id)

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from tests.support.clients import MLLP_SEND, SAMPLES, client, new_token, vmgateway
+from tests.support.clients import MLLP_SEND, SAMPLES, client, in_process_api, new_token, vmgateway
 from tests.support.dicomdata import copies_of_ct_small
 from tests.support.gateway import GatewayProcess, dcmtk
 from tests.support.netns import loopback_only
@@ -131,10 +131,6 @@ def test_addresses_outside_the_allowlist_are_closed_before_tls(gateway: GatewayP
     gateway.wait_for_log("api connection refused: address not allowed")
 
 
-async def no_poll() -> dict[str, object]:
-    return {}
-
-
 def test_allowlist_ranges() -> None:
     from vmgateway.api.security import allowlist
     from vmgateway.config import parse_settings
@@ -146,32 +142,19 @@ def test_allowlist_ranges() -> None:
 
 
 def test_bodies_over_the_limit_get_413_announced_or_chunked(tmp_path: Path) -> None:
-    from vmgateway.api.app import GatewayView, create_app
-    from vmgateway.config import parse_settings
-    from vmgateway.store import Store
+    async def chunked(*chunks: bytes) -> AsyncIterator[bytes]:  # no length: sent chunked
+        for chunk in chunks:
+            yield chunk
 
-    settings = parse_settings({"storage": {"data_dir": str(tmp_path)}})
-    store = Store(tmp_path, 0)
-    store.open()
-    try:
-        app = create_app(GatewayView(settings, store, time.time(), dict, dict, dict, dict, dict, no_poll))
+    async def post() -> list[int]:
+        headers = {"content-type": "application/json"}
+        async with in_process_api(tmp_path) as (api, _):
+            return [(await api.post("/api/v1/feed/ack", content=body, headers=headers)).status_code
+                    for body in (b"x" * 70000, chunked(b"[" + b"1," * 20000, b"1," * 20000 + b"1]"),
+                                 chunked(b'{"item_ids":', b" []}"))]
 
-        async def chunked(*chunks: bytes) -> AsyncIterator[bytes]:  # no length: sent chunked
-            for chunk in chunks:
-                yield chunk
-
-        async def post() -> list[int]:
-            transport = httpx.ASGITransport(app, client=("127.0.0.1", 40000))
-            headers = {"content-type": "application/json"}
-            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as asgi:
-                return [(await asgi.post("/api/v1/feed/ack", content=body, headers=headers)).status_code
-                        for body in (b"x" * 70000, chunked(b"[" + b"1," * 20000, b"1," * 20000 + b"1]"),
-                                     chunked(b'{"item_ids":', b" []}"))]
-
-        announced, chunked_large, chunked_small = asyncio.run(post())
-        assert (announced, chunked_large) == (413, 413) and chunked_small != 413
-    finally:
-        store.close()
+    announced, chunked_large, chunked_small = asyncio.run(post())
+    assert (announced, chunked_large) == (413, 413) and chunked_small != 413
 
 
 @pytest.mark.peer

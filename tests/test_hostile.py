@@ -7,7 +7,9 @@ serves port 4006: the attacks are raw bytes, the legitimate senders are dcmtk an
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import resource
 import shutil
 import socket
@@ -24,9 +26,12 @@ import httpx
 import pydicom
 import pytest
 
+from tests.support.clients import in_process_api
 from tests.support.dicomdata import copies_of_ct_small, secondary_capture
 from tests.support.gateway import GatewayProcess, dcmtk, peak_rss_mb
 from tests.support.hl7_peer import HEMATOLOGY, frame, msa, with_control_id
+from vmgateway.hl7.messages import read_header
+from vmgateway.model import Sender
 
 VERIFICATION = b"1.2.840.10008.1.1"
 IMPLICIT_LITTLE = b"1.2.840.10008.1.2"
@@ -449,3 +454,67 @@ def test_astm_shares_and_a_trickled_frame(make_gateway: Any) -> None:
             attacker.close()
     gateway.wait_for_log("astm sender silent mid-transfer")
     assert [row["sample_ids"] for row in kept(gateway)] == ["FAIR"]
+
+
+UNSAYABLE = ['"\\ud800"', '"a\\udfffb"', "NaN", "Infinity", "-Infinity", "1e400", '"²"', "1" + "0" * 30, "1" * 5000,
+             "-1", "1e3", '{"a.b": 1}', '"\\u0000"']
+"""What JSON or an ID cannot hold, or what means nothing here: a lone surrogate, NaN and the
+infinities (Python's json reads them; JSON has none), a number too large for a float, a digit
+that is no ASCII digit, IDs beyond SQLite's integers, negative and exponent IDs, a dotted key."""
+
+
+def test_no_route_answers_a_5xx_to_what_json_and_ids_cannot_hold(tmp_path: Path) -> None:
+    """Each class sent to every route of the API, in a body's every usual place and in the path:
+    4xx each time, naming the problem (165 answers were 500s once)."""
+    async def probe() -> list[str]:
+        failures = []
+        async with in_process_api(tmp_path) as (api, _):
+            assert (await api.post("/api/v1/transfers/activate")).status_code == 200
+            document = (await api.get("/api/v1/openapi.json")).json()
+            for path, operations in document["paths"].items():
+                for method in operations:
+                    for value in UNSAYABLE:
+                        url = re.sub(r"\{[^}]+\}", lambda _: value.strip('"')[:60], path)
+                        bodies = [value, f'{{"x": {value}}}', f'{{"item_ids": [{value}]}}',
+                                  f'{{"changes": {{"site.contact": {{"name": {value}}}}}}}']
+                        for body in bodies if method in ("post", "put", "patch") else [None]:
+                            answer = await api.request(method, url, content=body,
+                                                       headers={"content-type": "application/json"} if body else {})
+                            if answer.status_code >= 500:
+                                failures.append(f"{method.upper()} {url[:50]} {(body or '')[:40]}: {answer.status_code}")
+        return failures
+
+    assert asyncio.run(probe()) == []
+
+
+def test_json_that_cannot_be_json_is_refused_saying_where_and_what(tmp_path: Path) -> None:
+    async def send() -> list[httpx.Response]:
+        async with in_process_api(tmp_path) as (api, _):
+            headers = {"content-type": "application/json"}
+            return [await api.post("/api/v1/transfers/retry", content=body, headers=headers)
+                    for body in (b'{"item_ids": [NaN]}', b'{"item_ids": [1e400]}', b'{"x": ["ok", "\\udc00"]}')]
+
+    not_a_number, too_large, surrogate = asyncio.run(send())
+    assert [a.status_code for a in (not_a_number, too_large, surrogate)] == [422, 422, 422]
+    assert not_a_number.json()["detail"][0]["msg"] == "NaN is not a JSON number"
+    assert too_large.json()["detail"][0]["msg"] == "1e400 is too large for a number"
+    assert surrogate.json()["detail"][0] == {"type": "value_error", "loc": ["body", "x", 1],
+                                             "msg": "a lone surrogate is not a character", "input": None}
+
+
+@pytest.mark.parametrize("item_id", ["-1", "1e3", "²", "1" * 30, "1" * 5000, "0"])
+def test_the_pages_retry_button_retries_nothing_for_an_id_that_is_no_item(tmp_path: Path, item_id: str) -> None:
+    """"-1" and "1e3" once meant "retry every dead item"; "²" and 30 digits were 500s."""
+    async def press() -> tuple[int, list[int]]:
+        async with in_process_api(tmp_path) as (api, store):
+            raw = with_control_id(HEMATOLOGY, "DEAD-1")
+            receipt = store.submit_hl7(raw, read_header(raw), Sender("hl7", "LAB^VET", "127.0.0.1")).result(10)
+            assert await store.deliveries.record_refused([(receipt.item_id, "refused")], 1, {}) == [receipt.item_id]
+            token = api.headers["authorization"].removeprefix("Bearer ")
+            answer = await api.post("/ui/transfers/retry", content=f"item_id={item_id}",
+                                    headers={"content-type": "application/x-www-form-urlencoded",
+                                             "cookie": f"vmgateway_token={token}"})
+            return answer.status_code, [dead.id for dead in await store.deliveries.dead_items(0, 10)]
+
+    status, still_dead = asyncio.run(press())
+    assert status == 400 and still_dead == [1]

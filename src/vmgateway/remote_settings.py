@@ -120,6 +120,13 @@ def _set(data: dict[str, Any], key: str, value: Any) -> None:
         node[last] = value
 
 
+def _inner_keys(value: Any) -> list[str]:
+    """Every key of a value that is a table, at any depth."""
+    if not isinstance(value, dict):
+        return []
+    return [str(key) for key in value] + [inner for item in value.values() for inner in _inner_keys(item)]
+
+
 def change(config_file: str | None, data_dir: Path, changes: dict[str, Any], version: str | None) -> Outcome:
     """Validate and write `changes` (dotted keys; None takes a key back to the file's value);
     RefusedChange, ConflictingChange, or OSError when the file cannot be written (then nothing
@@ -129,6 +136,9 @@ def change(config_file: str | None, data_dir: Path, changes: dict[str, Any], ver
     refused = [key for key in changes if _root(key) is None]
     if refused:
         raise RefusedChange(f"{', '.join(refused)}: may not change remotely (these may: {', '.join(CHANGEABLE)})")
+    dotted = [f"{key}: {inner!r}" for key, value in changes.items() for inner in _inner_keys(value) if "." in inner]
+    if dotted:
+        raise RefusedChange(f"{dotted[0]}: a key inside a value is a plain name, without dots")
     if version is not None and version != version_of(data_dir):
         raise ConflictingChange(f"the remote settings changed since version {version} (now {version_of(data_dir)}):"
                                 " read them again (GET /api/v1/settings)")

@@ -9,6 +9,7 @@ connect at all is decided by the listener (api/server.py).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -36,10 +37,12 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _printable(value: Any) -> Any:
-    """`value` with every lone surrogate replaced by U+FFFD, at any depth: JSON text must be UTF-8,
-    and an answer that echoed one (a 422 names the input it refused) failed as a 500."""
+    """`value` with every lone surrogate replaced by U+FFFD and every NaN or infinity said in words,
+    at any depth: an answer that echoed one (a 422 names the input it refused) failed as a 500."""
     if isinstance(value, str):
         return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # JSON has no NaN or Infinity
     if isinstance(value, list | tuple):
         return [_printable(item) for item in value]
     if isinstance(value, dict):

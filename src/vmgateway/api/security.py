@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from vmgateway.addresses import Network, contains, parse_address_set
+from vmgateway.api.json_bodies import unsayable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,7 +28,11 @@ LOOPBACK = parse_address_set("127.0.0.1") + parse_address_set("::1")
 
 
 async def _refuse(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+    await _refuse_json(send, status, {"detail": detail})
+
+
+async def _refuse_json(send: Send, status: int, answer: dict[str, Any]) -> None:
+    body = json.dumps(answer).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -39,8 +44,17 @@ def allowlist(allow: list[str]) -> Callable[[str], bool]:
     return lambda address: contains(networks, address)
 
 
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            media_type = bytes(value).split(b";")[0].strip().lower()
+            return media_type == b"application/json" or media_type.endswith(b"+json")
+    return False
+
+
 class BodyLimitMiddleware:
-    """413 for request bodies over the limit, whether announced or streamed (chunked).
+    """413 for request bodies over the limit, whether announced or streamed (chunked); 422 for a
+    JSON body that holds what JSON cannot (vmgateway.api.json_bodies).
 
     The body is read here, whole, before the app sees the request, and handed on from memory: an
     error raised while the app itself reads would become FastAPI's 400 "error parsing the body".
@@ -70,6 +84,13 @@ class BodyLimitMiddleware:
                 return
             if not message.get("more_body", False):
                 break
+        if body and _is_json(scope):
+            refused = unsayable(bytes(body))
+            if refused is not None:
+                where, why = refused
+                await _refuse_json(send, 422, {"detail": [
+                    {"type": "value_error", "loc": ["body", *where], "msg": why, "input": None}]})
+                return
         delivered = False
 
         async def replay() -> Message:

@@ -5,12 +5,12 @@ annotations at run time.)"""
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
 from pydantic import ValidationError
 
 from vmgateway.api import page
 from vmgateway.api.checks import EchoRequest, run_echo
-from vmgateway.api.deps import COOKIE, Gateway, GatewayView, identify
+from vmgateway.api.deps import COOKIE, MAX_ID, Gateway, GatewayView, identify
 from vmgateway.api.gateway import gateway_status
 from vmgateway.api.transfers import switch_transfers
 
@@ -70,16 +70,24 @@ def signout() -> RedirectResponse:
     return answer
 
 
-@router.post("/ui/transfers/retry")
-async def ui_retry(request: Request, view: Gateway) -> RedirectResponse:
+@router.post("/ui/transfers/retry", response_model=None)
+async def ui_retry(request: Request, view: Gateway) -> RedirectResponse | PlainTextResponse:
     """The page's retry buttons: one dead item (`item_id`), or all of them. (Declared before
     /ui/transfers/{action}, which would take the path otherwise.)"""
     who = await _user(view, request)
     if who is not None:
         chosen = (await _form(request)).get("item_id", "")
-        revived = await view.store.deliveries.revive([int(chosen)] if chosen.isdigit() else None)
+        if chosen and not _an_item_id(chosen):  # "-1" or "1e3" once meant "retry every dead item"
+            return PlainTextResponse(f"item_id {chosen[:40]!r} is not an item: a whole number from 1 to {MAX_ID}",
+                                     status_code=400)
+        revived = await view.store.deliveries.revive([int(chosen)] if chosen else None)
         await view.audit(who, f"retried {len(revived)} dead item(s)")
     return _see_page()
+
+
+def _an_item_id(text: str) -> bool:
+    """ASCII digits naming an ID the journal can hold ("²" is a digit to str.isdigit, not to int)."""
+    return len(text) <= len(str(MAX_ID)) and text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_ID
 
 
 @router.post("/ui/transfers/{action}")

@@ -474,7 +474,7 @@ def test_no_route_answers_a_5xx_to_what_json_and_ids_cannot_hold(tmp_path: Path)
             for path, operations in document["paths"].items():
                 for method in operations:
                     for value in UNSAYABLE:
-                        url = re.sub(r"\{[^}]+\}", lambda _: value.strip('"')[:60], path)
+                        url = re.sub(r"\{[^}]+\}", value.strip('"')[:60].replace("\\", "\\\\"), path)
                         bodies = [value, f'{{"x": {value}}}', f'{{"item_ids": [{value}]}}',
                                   f'{{"changes": {{"site.contact": {{"name": {value}}}}}}}']
                         for body in bodies if method in ("post", "put", "patch") else [None]:
@@ -518,3 +518,36 @@ def test_the_pages_retry_button_retries_nothing_for_an_id_that_is_no_item(tmp_pa
 
     status, still_dead = asyncio.run(press())
     assert status == 400 and still_dead == [1]
+
+
+def test_the_pages_buttons_answer_only_the_page_and_the_api_only_its_bearer_token(tmp_path: Path) -> None:
+    """A form on another site posting to the page (or `text/plain` to the API) with the person's
+    cookie once switched transfers; the page's answers now also carry headers that keep it from
+    being framed, cached or told on."""
+    async def visit() -> dict[str, Any]:
+        async with in_process_api(tmp_path) as (api, store):
+            token = api.headers.pop("authorization").removeprefix("Bearer ")
+            cookie = {"cookie": f"vmgateway_token={token}"}
+            form = cookie | {"content-type": "application/x-www-form-urlencoded"}
+            seen: dict[str, Any] = {
+                "sign_in": await api.get("/"),
+                "foreign_origin": await api.post("/ui/transfers/activate", headers=form | {"origin": "https://evil.example"}),
+                "cross_site": await api.post("/ui/transfers/activate", headers=form | {"sec-fetch-site": "cross-site"}),
+                "api_by_cookie": await api.post("/api/v1/transfers/activate", content=b"{}",
+                                                headers=cookie | {"content-type": "text/plain"}),
+            }
+            seen["still_off"] = await store.settings.transfers_active()
+            seen["from_the_page"] = await api.post("/ui/transfers/activate", headers=form | {
+                "origin": "http://gateway", "sec-fetch-site": "same-origin"})
+            seen["now_on"] = await store.settings.transfers_active()
+            return seen
+
+    seen = asyncio.run(visit())
+    assert (seen["foreign_origin"].status_code, seen["cross_site"].status_code) == (403, 403)
+    assert seen["api_by_cookie"].status_code == 401 and seen["still_off"] is False
+    assert seen["from_the_page"].status_code == 303 and seen["now_on"] is True
+    for answer in (seen["sign_in"], seen["foreign_origin"], seen["from_the_page"]):
+        assert answer.headers["x-frame-options"] == "DENY" and answer.headers["cache-control"] == "no-store"
+        assert answer.headers["referrer-policy"] == "same-origin"  # nothing told to any other site
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+        assert "script-src" not in answer.headers["content-security-policy"]  # default-src 'none': no script at all

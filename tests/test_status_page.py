@@ -53,6 +53,8 @@ def test_sign_in_see_devices_activate_transfers(gateway: GatewayProcess, tmp_pat
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
             page = browser.new_context(ignore_https_errors=True).new_page()
+            said: list[str] = []  # what Chromium reports: a policy that blocked the page's style or a form
+            page.on("console", lambda message: said.append(message.text))
             page.goto(f"https://127.0.0.1:{gateway.api_port}/")
             page.fill("input[name=token]", "wrong")
             page.click("button[type=submit]")
@@ -94,6 +96,8 @@ def test_sign_in_see_devices_activate_transfers(gateway: GatewayProcess, tmp_pat
             cookies = page.context.cookies()
             assert [(c["name"], c["httpOnly"], c["secure"], c["sameSite"]) for c in cookies] == [
                 ("vmgateway_token", True, True, "Strict")]
+            assert page.evaluate("getComputedStyle(document.body).fontFamily") != "", "the page's style was blocked"
+            assert [text for text in said if "Content Security Policy" in text] == []
         finally:
             browser.close()
     assert all(shot.stat().st_size > 10_000 for shot in ARTIFACTS.glob("status-page-*-phone.png"))

@@ -145,9 +145,11 @@ async def identify(view: GatewayView, request: Request, token: str | None) -> Ho
 
 async def caller(request: Request, view: Gateway,
                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
-    """The name of the token presented (header or the status page's cookie); 401 without one, 403
-    for a monitoring token anywhere but status and metrics."""
-    token = credentials.credentials if credentials else request.cookies.get(COOKIE)
+    """The name of the token presented in the Authorization header; 401 without one, 403 for a
+    monitoring token anywhere but status and metrics. The status page's cookie is not one: a browser
+    sends it with whatever a page elsewhere makes it send (a form posting `text/plain` to
+    /api/v1/transfers/activate once switched transfers with it)."""
+    token = credentials.credentials if credentials else None
     holder = await identify(view, request, token)
     if holder is None:
         raise HTTPException(401, "a valid token is needed", headers={"WWW-Authenticate": "Bearer"})

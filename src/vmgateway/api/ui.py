@@ -2,10 +2,13 @@
 Rendering is in vmgateway.api.page. (No `from __future__ import annotations`: FastAPI reads the
 annotations at run time.)"""
 
-from urllib.parse import parse_qs
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
 from vmgateway.api import page
@@ -14,7 +17,48 @@ from vmgateway.api.deps import COOKIE, MAX_ID, Gateway, GatewayView, identify
 from vmgateway.api.gateway import gateway_status
 from vmgateway.api.transfers import switch_transfers
 
-router = APIRouter(include_in_schema=False)
+PAGE_HEADERS = {
+    "Content-Security-Policy": f"default-src 'none'; style-src {page.STYLE_SOURCE}; form-action 'self';"
+                               " frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",  # it lists owners and animals
+    "Referrer-Policy": "same-origin",  # no-referrer makes the page's own forms say `Origin: null`
+    "X-Content-Type-Options": "nosniff",
+}
+"""On every answer of the page: no script, no other style, no framing, nothing kept or told on."""
+
+
+def _from_the_page(request: Request) -> bool:
+    """Whether a POST was sent by the page itself: a browser says where a form came from (Fetch
+    Metadata; else Origin, which it sends with every POST), and a form on another site must not
+    press the page's buttons with the person's cookie. A request that says neither is no
+    browser's (curl, a script holding the token): nothing to forge there."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+class _PageRoute(APIRoute):
+    """The page's routes: every answer carries PAGE_HEADERS; a POST from elsewhere is refused (403)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            if request.method == "POST" and not _from_the_page(request):
+                answer: Response = PlainTextResponse("refused: that form was not sent from the gateway's page",
+                                                     status_code=403)
+            else:
+                answer = await handle(request)
+            answer.headers.update(PAGE_HEADERS)
+            return answer
+
+        return guarded
+
+
+router = APIRouter(include_in_schema=False, route_class=_PageRoute)
 
 
 async def _user(view: GatewayView, request: Request) -> str | None:

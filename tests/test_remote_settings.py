@@ -56,6 +56,11 @@ def test_remote_changes_are_kept_applied_and_seen_by_every_command(make_gateway:
         assert api.get("/api/v1/site").json()["pacs"]["ae_title"] == "NEW_PACS"
         poll = api.post("/api/v1/pacs/poll", timeout=60).json()
         assert poll["ok"] is False and str(pacs_port) in poll["error"], poll  # nobody listens there: it tried
+        # polling switched on remotely polls at once, not an interval (here an hour) later
+        seen = len(gateway.log_lines)
+        switched = api.patch("/api/v1/settings", json={"changes": {"pacs.poll": True, "pacs.interval_s": 3600}})
+        assert switched.status_code == 200, switched.text
+        gateway.wait_for_log("pacs poll failed", timeout=30, after=seen)
 
         # a URL for a destination this (pull mode) gateway did not start with waits for the next start
         later = api.patch("/api/v1/settings", json={"changes": {"transfers.hl7_url": "https://vm.example/hl7"}})
@@ -68,17 +73,31 @@ def test_remote_changes_are_kept_applied_and_seen_by_every_command(make_gateway:
         refused(api, {"pacs.port": 0}, 400, "pacs.port = 0")
         refused(api, {"site.contact.email": "no at sign"}, 400, "site.contact.email")
         refused(api, {"pacs.host.name": "x"}, 400, "pacs.host.name: no such setting")
+        # each value as it will be used (the destination once paused for good on these, with tracebacks)
+        for url, said in (("https://", "a URL with a host"), ("https://[::1", "Invalid IPv6 URL"),
+                          ("https://vm.example:99999/hl7", "Port out of range"),
+                          ("https://vm.example/\x00hl7", "without spaces or control characters"),
+                          ("https://vm:s3cret@vm.example/hl7", "without a user or password")):
+            answer = api.patch("/api/v1/settings", json={"changes": {"transfers.hl7_url": url}})
+            assert answer.status_code == 400 and said in answer.json()["detail"], answer.text
+            assert "s3cret" not in answer.text  # a refusal does not show the password back
+        refused(api, {"pacs.ae_title": "NEW\r\nPACS"}, 400, "pacs.ae_title")
+        refused(api, {"pacs.ae_title": "A_NAME_LONGER_THAN_16"}, 400, "at most 16 characters")
+        refused(api, {"pacs.host": "pacs; rm -rf /"}, 400, "pacs.host")
+        refused(api, {"site.contact.name": "Anna\nPACS: 10.6.6.6"}, 400, "site.contact.name")  # a forged line
         refused(api, {"pacs.port": 104}, 409, "changed since version 0123", version="0123")
         remote_file(gateway).with_name("remote-settings.toml.bak").unlink()
         remote_file(gateway).with_name("remote-settings.toml.bak").mkdir()  # the file cannot be written
         refused(api, {"pacs.port": 104}, 503, "could not be written")
         assert remote_file(gateway).read_bytes() == before, "a refused change changes nothing"
         assert api.get("/api/v1/site").json()["pacs"]["port"] == pacs_port
-    assert [said for said in audit(gateway) if "settings changed" in said] == [
-                                   "vetmanager: settings changed: site.contact",
-                                   "vetmanager: settings changed: pacs.ae_title, pacs.host, pacs.port",
-                                   "vetmanager: settings changed: transfers.hl7_url (at the next start:"
-                                   " transfers.hl7_url)"]
+    contact, pacs, polling, url = [said for said in audit(gateway) if "settings changed" in said]
+    assert "pacs.poll: false → true" in polling
+    assert contact.startswith("vetmanager: settings changed: site.contact: {") and '"08-555 12 34"}' in contact
+    assert pacs == (f'vetmanager: settings changed: pacs.ae_title: "" → "NEW_PACS"; pacs.host: "" → "127.0.0.1";'
+                    f" pacs.port: 104 → {pacs_port}")  # old → new
+    assert url == ('vetmanager: settings changed: transfers.hl7_url: "" → "https://vm.example/hl7"'
+                   " (at the next start: transfers.hl7_url)")
 
     assert gateway.stop() == 0
     gateway.start()

@@ -9,10 +9,12 @@ reason: a misspelt key silently ignored is a setting the technician believes in 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, model_validator
 
@@ -56,6 +58,39 @@ def _ip_address(allowed: str, empty_too: bool = False) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _printable(value: str) -> str:
+    """Text a person reads on the site form and in the doctor's report: no control characters (a
+    remote party must not forge lines on the sheet a technician reads)."""
+    bad = next((c for c in value if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0), None)
+    if bad is not None:
+        raise ValueError(f"text without control characters (U+{ord(bad):04X} is one)")
+    return value
+
+
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def is_host(value: str) -> bool:
+    """An IP address, or a name as RFC 1123 allows (labels of letters, digits and hyphens)."""
+    try:
+        ip_address(value.strip("[]"))
+        return True
+    except ValueError:
+        pass
+    name = value.removesuffix(".")
+    return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
+
+
+def _host(value: str) -> str:
+    if value and not is_host(value):
+        raise ValueError("a host: an IP address or a name such as pacs.clinic.local")
+    return value
+
+
+def _ae_title_or_none(value: str) -> str:
+    return _ae_title(value) if value else value
+
+
 AETitle = Annotated[str, AfterValidator(_ae_title)]
 BindAddress = Annotated[str, _ip_address("a bind address is an IP address such as 0.0.0.0 (all) or 127.0.0.1")]
 OptionalIP = Annotated[str, _ip_address("an IP address such as 192.0.2.10, or empty", empty_too=True)]
@@ -70,9 +105,10 @@ class _Section(BaseModel):
 class ContactConfig(_Section):
     """The clinic's contact person (the site form)."""
 
-    name: Annotated[str, Field(max_length=200)] = ""
+    name: Annotated[str, Field(max_length=200), AfterValidator(_printable)] = ""
     phone: Annotated[str, Field(max_length=50, pattern=r"^[0-9+()\- ]*$")] = ""
-    email: Annotated[str, Field(max_length=200, pattern=r"^$|^[^@\s]+@[^@\s]+\.[^@\s]+$")] = ""
+    email: Annotated[str, Field(max_length=200, pattern=r"^$|^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+                     AfterValidator(_printable)] = ""
 
 
 InterfaceName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -111,9 +147,10 @@ class SiteConfig(_Section):
 class PacsConfig(_Section):
     """The clinic's PACS, where the gateway polls one (empty host: none)."""
 
-    host: Annotated[str, Field(max_length=253)] = ""
+    host: Annotated[str, Field(max_length=253), AfterValidator(_host)] = ""
     port: Port = 104
-    ae_title: Annotated[str, Field(max_length=16)] = ""
+    ae_title: Annotated[str, AfterValidator(_ae_title_or_none)] = ""
+    """The PACS's AE title, as DICOM allows one (PS3.5: 16 characters, no backslash or control characters)."""
     poll: bool = False
     """Ask the PACS for new studies every interval_s and fetch them (for a PACS that cannot forward)."""
     interval_s: Annotated[float, Field(ge=5, le=86400)] = 60
@@ -268,10 +305,27 @@ class PowerConfig(_Section):
 
 
 def _upstream_url(value: str) -> str:
-    if value and not value.startswith(("https://", "http://")):
+    """A URL as the push sink will use it: https (or http, allowed separately), a host, a port
+    1–65535, no user or password in it (transfers.auth says how to authenticate), nothing but
+    printable characters. `https://`, `https://[::1` or port 99999 once passed and the destination
+    paused for good, with tracebacks."""
+    if not value:
+        return value
+    if not value.startswith(("https://", "http://")):
         raise ValueError("an https:// URL (http:// only with allow_plain_http = true), or empty")
-    if any(c.isspace() for c in value):
-        raise ValueError("a URL without spaces")
+    if any(c.isspace() or ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
+        raise ValueError("a URL without spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"a URL that can be read ({exc})") from None
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("a URL without a user or password in it (transfers.auth and token_file say how to sign in)")
+    if not parts.hostname or not is_host(parts.hostname):
+        raise ValueError("a URL with a host: an IP address or a name")
+    if port == 0:
+        raise ValueError("a URL whose port is 1 to 65535")
     return value.rstrip("/")
 
 
@@ -533,7 +587,16 @@ def _describe(error: Any, model: type[BaseModel]) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if isinstance(error["input"], dict):  # a whole section's consistency: the message names the keys
         return f"{key}: {message}"
-    return f"{key} = {error['input']!r}: {message}"
+    return f"{key} = {_without_secrets(error['input'])!r}: {message}"
+
+
+_USERINFO = re.compile(r"(?<=://)[^/@]*@")
+
+
+def _without_secrets(value: Any) -> Any:
+    """A refused value as it may be shown: a URL's user and password replaced (a refusal once
+    printed the password it refused)."""
+    return _USERINFO.sub("…@", value) if isinstance(value, str) else value
 
 
 def parse_settings(data: dict[str, Any], source: str = "configuration") -> Settings:

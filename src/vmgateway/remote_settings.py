@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,3 +171,22 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     if not remote:
         return settings
     return parse_settings(merged(data, remote), source=f"{source} with {remote_file(settings.storage.data_dir)}")
+
+
+def value_at(settings: Settings, key: str) -> Any:
+    """The value a dotted key has in `settings` (a section: its whole table)."""
+    node: Any = settings.model_dump(mode="json")
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def described_change(before: Settings, after: Settings, keys: list[str]) -> str:
+    """Each changed key with its old and new value, for the audit trail (the settings hold no
+    secrets: tokens, passwords and keys live in the files they name)."""
+
+    def shown(value: Any) -> str:
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+        return text if len(text) <= 200 else text[:199] + "…"
+
+    return "; ".join(f"{key}: {shown(value_at(before, key))} → {shown(value_at(after, key))}" for key in keys)

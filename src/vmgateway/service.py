@@ -155,6 +155,8 @@ class Gateway:
             "site": now.site.model_copy(update={"contact": changed.site.contact}), "pacs": changed.pacs,
             "dicom": dicom, "hl7": hl7, "transfers": now.transfers.model_copy(update=urls)})
         self.pacs.settings = self.api.view.settings = self.settings
+        if changed.pacs != now.pacs:
+            self.pacs.reconfigured()
         return later
 
     async def _move_remote_settings_out_of_the_journal(self) -> None:

@@ -17,6 +17,7 @@ from vmgateway.remote_settings import (
     ConflictingChange,
     RefusedChange,
     change,
+    described_change,
     read_remote,
     remote_file,
     version_of,
@@ -36,6 +37,7 @@ class SettingsChange(BaseModel):
 async def apply_change(view: GatewayView, who: str, changes: dict[str, Any], version: str | None) -> dict[str, Any]:
     """Validate, write and apply a remote change, audited; the one path every remote change takes."""
     async with view.changing:
+        before = view.settings
         try:
             outcome = await asyncio.to_thread(change, view.settings_file, view.settings.storage.data_dir, changes,
                                               version)
@@ -51,7 +53,7 @@ async def apply_change(view: GatewayView, who: str, changes: dict[str, Any], ver
         restart = await view.on_gateway_loop(lambda: view.apply_settings(outcome.settings, outcome.changed))
     view.restart_needed |= set(restart)
     later = f" (at the next start: {', '.join(restart)})" if restart else ""
-    await view.audit(who, f"settings changed: {', '.join(outcome.changed)}{later}")
+    await view.audit(who, f"settings changed: {described_change(before, outcome.settings, outcome.changed)}{later}")
     return {"changed": outcome.changed, "restart_needed": restart, "version": outcome.version}
 
 

@@ -127,6 +127,11 @@ class PacsPoller:
         self._stopping = True
         self._asked.set()
 
+    def reconfigured(self) -> None:
+        """The PACS settings changed (remotely): the next round starts now, not an interval later,
+        so a poll switched on polls at once. Called on the poller's loop."""
+        self._asked.set()
+
     async def poll_now(self) -> dict[str, Any]:
         """Ask for a poll at once and wait for its outcome (a technician's or Vetmanager's check)."""
         if self._stopping:

@@ -145,3 +145,30 @@ def test_an_unsigned_bundle_or_one_for_another_machine_is_refused(tmp_path: Path
     foreign = read_bundle(make_bundle(tmp_path / "foreign.pyz", machine=other))
     with pytest.raises(BundleError, match=f"is built for {other}, this box is {platform.machine()}"):
         foreign.check_fits_this_box()
+
+
+def test_verify_exits_0_only_for_a_bundle_a_trusted_key_signed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`verify` once exited 0 for an unsigned bundle; what it proves is only what a trusted key proves."""
+    from vmgateway import bootstrap
+
+    monkeypatch.setattr(bootstrap, "TRUSTED_KEYS", tmp_path / "no-keys-here")
+    ours, theirs = tmp_path / "ours.pem", tmp_path / "theirs.pem"
+    ours.write_text(public_pem(KEY))
+    theirs.write_text(public_pem(Ed25519PrivateKey.generate()))
+
+    def verify(bundle: Path, *flags: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", [str(bundle)])
+        status = bootstrap.main(["verify", *flags])
+        said = capsys.readouterr()
+        return status, said.out + said.err
+
+    signed, unsigned = make_bundle(tmp_path / "signed.pyz"), make_bundle(tmp_path / "unsigned.pyz", sign=None)
+    status, said = verify(signed, "--trust", str(ours))
+    assert status == 0 and "trusted   ours.pem" in said
+    status, said = verify(signed)  # a box with no trusted key, and none given: nothing is proven
+    assert status == 2 and "no key to check the signer against" in said
+    status, said = verify(signed, "--trust", str(theirs))
+    assert status == 2 and "not verified" in said and "not a trusted key here" in said
+    status, said = verify(unsigned, "--trust", str(ours))
+    assert status == 2 and "is not signed" in said

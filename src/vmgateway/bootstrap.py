@@ -46,17 +46,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     install.add_argument("--trust", metavar="PUB.pem",
                          help="the public key the bundle must be signed with (openssl pkey -pubout); it is added"
                          f" to {TRUSTED_KEYS}")
-    commands.add_parser("verify", help="check the bundle and show its version, signer and contents")
+    verify = commands.add_parser("verify", help="check the bundle and show its version, signer and contents;"
+                                 " exit 0 only when a trusted key signed it")
+    verify.add_argument("--trust", metavar="PUB.pem", help="the key it must be signed with (default: the box's"
+                        f" trusted keys, {TRUSTED_KEYS})")
     args = parser.parse_args(argv)
     path = Path(sys.argv[0]).resolve()
     try:
         bundle = read_bundle(path)
         if args.command == "verify":
             print(describe(bundle), end="")
+            print(f"trusted   {_check_signer(bundle, Path(args.trust) if args.trust else None)}")
             return 0
         return _install(bundle, Path(args.trust) if args.trust else None)
     except (BundleError, Refused, UntrustedKey) as exc:
-        print(f"vmgateway: install refused, nothing changed: {exc}", file=sys.stderr)
+        said = "not verified" if args.command == "verify" else "install refused, nothing changed"
+        print(f"vmgateway: {said}: {exc}", file=sys.stderr)
         return 2
     except InstallError as exc:
         print(f"vmgateway: the release could not be installed: {exc}", file=sys.stderr)
@@ -73,6 +78,24 @@ def describe(bundle: Bundle) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _given_key(trust_file: Path) -> bytes:
+    try:
+        return signature.public_key_from_pem(trust_file.read_text())
+    except (OSError, UnicodeDecodeError, signature.NotAPublicKey) as exc:
+        raise Refused(f"--trust {trust_file}: {exc}") from None
+
+
+def _check_signer(bundle: Bundle, trust_file: Path | None) -> str:
+    """Which trusted key signed the bundle: the one given, else one of the box's. Refused for an
+    unsigned bundle or an unknown key (`verify` said "OK" of any well-formed bundle once: it
+    proves only what a trusted key proves). This runs the bundle's own code, so it can catch an
+    accident, never a forgery: a forger replaces this check too."""
+    keys = {trust_file.name: _given_key(trust_file)} if trust_file is not None else trusted_keys(TRUSTED_KEYS)
+    if not keys:
+        raise Refused(f"no key to check the signer against: give --trust PUB.pem (no trusted keys in {TRUSTED_KEYS})")
+    return bundle.check_signed_by(keys)
+
+
 def _install(bundle: Bundle, trust_file: Path | None) -> int:
     if os.geteuid() != 0:
         raise Refused("run it as root (it makes a system user, /etc/vmgateway, /opt/vmgateway and the units)")
@@ -84,10 +107,7 @@ def _install(bundle: Bundle, trust_file: Path | None) -> int:
         name = bundle.check_signed_by(keys)
         print(f"signed by {signature.fingerprint(bundle.signer or b'')}, trusted here as {name}")
     elif trust_file is not None:
-        try:
-            given = signature.public_key_from_pem(trust_file.read_text())
-        except (OSError, UnicodeDecodeError, signature.NotAPublicKey) as exc:
-            raise Refused(f"--trust {trust_file}: {exc}") from None
+        given = _given_key(trust_file)
         bundle.check_signed_by({trust_file.name: given})
         new_key = given
     else:

@@ -8,7 +8,9 @@ import hashlib
 import io
 import json
 import platform
+import re
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vmgateway.bundle import manifest as manifest_module
 from vmgateway.bundle import signature
 from vmgateway.bundle.manifest import MANIFEST, SIGNATURE, SIGNER, BundleError, read_bundle
 from vmgateway.bundle.trust import UntrustedKey, trust, trusted_keys
@@ -57,13 +60,18 @@ def test_public_keys_are_read_as_openssl_writes_them_and_anything_else_is_named(
 
 
 def make_bundle(path: Path, *, machine: str | None = None, sign: Ed25519PrivateKey | None = KEY,
-                change: dict[str, bytes] | None = None, extra: dict[str, bytes] | None = None) -> Path:
-    """A bundle of the real format around a stand-in wheel; `change` alters members after signing."""
+                change: dict[str, bytes] | None = None, extra: dict[str, bytes] | None = None,
+                sizes: dict[str, int] | None = None) -> Path:
+    """A bundle of the real format around a stand-in wheel; `change` alters members after signing;
+    `sizes` (given: the manifest lists every member's size, these overriding it) as `bundle build`
+    writes them now (bundles built before listed none)."""
     members = {"__main__.py": b"print('bootstrap')\n", "wheels/vmgateway-1.2.3-py3-none-any.whl": b"wheel bytes",
                "wheels/other-1.0-py3-none-any.whl": b"dependency", "requirements.txt": b"vmgateway==1.2.3\n"}
+    listed = {} if sizes is None else {"sizes": {name: len(data) for name, data in members.items()} | sizes}
     manifest = json.dumps({"format": 1, "version": "1.2.3", "platform": machine or platform.machine(),
                            "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-                           "files": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()}}).encode()
+                           "files": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()}}
+                          | listed).encode()
     members[MANIFEST] = manifest
     if sign is not None:
         members[SIGNATURE] = sign.sign(manifest)
@@ -172,3 +180,54 @@ def test_verify_exits_0_only_for_a_bundle_a_trusted_key_signed(tmp_path: Path, m
     assert status == 2 and "not verified" in said and "not a trusted key here" in said
     status, said = verify(unsigned, "--trust", str(ours))
     assert status == 2 and "is not signed" in said
+
+
+def _appended(path: Path, info: zipfile.ZipInfo | str, data: bytes) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of a duplicate name: that is the point
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr(info, data)
+    return path
+
+
+@pytest.mark.parametrize("member, data, reason", [
+    ("requirements.txt", b"evil==1.0\n", "holds two members named requirements.txt"),
+    ("wheels/", b"data", "the directory entry wheels/ carries data"),
+])
+def test_what_no_bundle_holds_is_refused_with_a_sentence(tmp_path: Path, member: zipfile.ZipInfo | str, data: bytes,
+                                                         reason: str) -> None:
+    bundle = _appended(make_bundle(tmp_path / "vmgateway-1.2.3.pyz"), member, data)
+    with pytest.raises(BundleError, match=re.escape(reason)):
+        read_bundle(bundle)
+
+
+def test_an_encrypted_member_is_refused(tmp_path: Path) -> None:
+    bundle = _appended(make_bundle(tmp_path / "vmgateway-1.2.3.pyz"), "notes.txt", b"x")
+    data = bytearray(bundle.read_bytes())
+    entry = data.rindex(b"notes.txt") - 46  # its central directory record (zipfile never writes the flag)
+    assert data[entry:entry + 4] == b"PK\x01\x02"
+    data[entry + 8] |= 0x1  # general purpose flag, bit 0: encrypted
+    bundle.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="notes.txt is encrypted; a bundle holds no encrypted member"):
+        read_bundle(bundle)
+
+
+def test_another_compression_method_is_refused(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "vmgateway-1.2.3.pyz")
+    with zipfile.ZipFile(bundle, "a", compression=zipfile.ZIP_BZIP2) as archive:
+        archive.writestr("notes.txt", b"x" * 100)
+    with pytest.raises(BundleError, match="compressed with method 12, which no bundle uses"):
+        read_bundle(bundle)
+
+
+def test_a_member_is_read_no_further_than_its_manifest_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few KB that inflate to GBs took 15-19 s to be refused: now its size is known first, and
+    no member is inflated past it."""
+    blown = make_bundle(tmp_path / "blown.pyz", change={"wheels/other-1.0-py3-none-any.whl": bytes(8 << 20)})
+    monkeypatch.setattr(manifest_module, "MAX_MEMBER_BYTES", 1 << 20)  # a manifest without sizes: the cap
+    with pytest.raises(BundleError, match="wheels/other-1.0-py3-none-any.whl is not the size its manifest says"):
+        read_bundle(blown)
+    sized = make_bundle(tmp_path / "sized.pyz", sizes={"wheels/vmgateway-1.2.3-py3-none-any.whl": 3})
+    with pytest.raises(BundleError, match="wheels/vmgateway-1.2.3-py3-none-any.whl is not the size its manifest says"):
+        read_bundle(sized)
+    assert read_bundle(make_bundle(tmp_path / "whole.pyz", sizes={})).manifest.sizes is not None

@@ -59,7 +59,8 @@ def build(source: Path, out: Path, sign_key: Path | None, machine: str, say: Say
              "--abi", "none", *platforms, str(release))
         members = _members(wheels, release)
         manifest = Manifest(version, machine, BOX_PYTHON,
-                            {name: hashlib.sha256(data).hexdigest() for name, data in members.items()})
+                            {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
+                            {name: len(data) for name, data in members.items()})
         out.mkdir(parents=True, exist_ok=True)
         target = out / f"vmgateway-{version}.pyz"
         partial = out / f".{target.name}.partial"

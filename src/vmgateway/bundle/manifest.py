@@ -45,18 +45,25 @@ class Manifest:
     """major.minor of the Python its wheels are for."""
     files: dict[str, str]
     """Every member but the unsigned ones: name -> SHA-256 (hex)."""
+    sizes: dict[str, int] | None = None
+    """Every member's size, by name: no member is read past it (bundles built before had none)."""
 
     @property
     def wheels(self) -> list[str]:
         return sorted(name for name in self.files if name.startswith("wheels/") and name.endswith(".whl"))
+
+    def size_of(self, name: str) -> int:
+        """How many bytes member `name` may hold: its size, or MAX_MEMBER_BYTES without sizes."""
+        return MAX_MEMBER_BYTES if self.sizes is None else self.sizes.get(name, -1)
 
     def release_wheel(self) -> str:
         (wheel,) = [name for name in self.wheels if name.startswith(f"wheels/vmgateway-{self.version}-")]
         return wheel
 
     def to_json(self) -> bytes:
+        sizes = {} if self.sizes is None else {"sizes": self.sizes}
         return json.dumps({"format": FORMAT, "version": self.version, "platform": self.platform,
-                           "python": self.python, "files": self.files}, indent=1, sort_keys=True).encode()
+                           "python": self.python, "files": self.files} | sizes, indent=1, sort_keys=True).encode()
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ class Bundle:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 digest = hashlib.sha256()
                 with target.open("wb") as sink:
-                    for block in _blocks(archive, name):
+                    for block in _blocks(archive, name, self.manifest.size_of(name)):
                         digest.update(block)
                         sink.write(block)
                 if digest.hexdigest() != self.manifest.files[name]:
@@ -105,19 +112,20 @@ def read_bundle(path: Path) -> Bundle:
     valid for the key it names, every member is listed and matches its hash. Trust in the signer
     is a separate question (Bundle.check_signed_by)."""
     with _open_zip(path) as archive:
+        _check_members(archive, path)
         names = set(archive.namelist())
         if MANIFEST not in names:
             raise BundleError(f"{path.name} is not a vmgateway bundle (no {MANIFEST})")
-        raw = _read(archive, MANIFEST)
+        raw = _read(archive, MANIFEST, _SMALL_MEMBER_BYTES)
         signer = None
         if SIGNATURE in names:
             if SIGNER not in names:
                 raise BundleError(f"{path.name} has a signature but not the key that made it")
             try:
-                signer = signature.public_key_from_pem(_read(archive, SIGNER).decode())
+                signer = signature.public_key_from_pem(_read(archive, SIGNER, _SMALL_MEMBER_BYTES).decode())
             except (signature.NotAPublicKey, UnicodeDecodeError) as exc:
                 raise BundleError(f"{path.name}: {SIGNER}: {exc}") from None
-            if not signature.verify(signer, raw, _read(archive, SIGNATURE)):
+            if not signature.verify(signer, raw, _read(archive, SIGNATURE, _SMALL_MEMBER_BYTES)):
                 raise BundleError(f"{path.name}: the manifest does not match its signature (altered)")
         manifest = _parse(raw, path)
         unlisted = sorted(names - UNSIGNED_MEMBERS - set(manifest.files) - {n for n in names if n.endswith("/")})
@@ -128,7 +136,11 @@ def read_bundle(path: Path) -> Bundle:
         if missing:
             raise BundleError(f"{path.name} lacks files its manifest lists: {', '.join(missing[:5])}")
         for name, expected in manifest.files.items():
-            if _sha256(archive, name) != expected:
+            size = manifest.size_of(name)
+            declared = archive.getinfo(name).file_size
+            if declared > size or manifest.sizes is not None and declared != size:
+                raise BundleError(f"{path.name}: {name} is not the size its manifest says (altered)")
+            if _sha256(archive, name, size) != expected:
                 raise BundleError(f"{path.name}: {name} does not match the manifest (altered)")
     return Bundle(path, manifest, signer)
 
@@ -139,8 +151,10 @@ def _parse(raw: bytes, path: Path) -> Manifest:
         if data.get("format") != FORMAT:
             raise BundleError(f"{path.name} is a bundle of format {data.get('format')!r}; this program reads"
                               f" format {FORMAT}")
+        sizes = data.get("sizes")
         manifest = Manifest(str(data["version"]), str(data["platform"]), str(data["python"]),
-                            {str(k): str(v) for k, v in data["files"].items()})
+                            {str(k): str(v) for k, v in data["files"].items()},
+                            None if sizes is None else {str(k): int(v) for k, v in sizes.items()})
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BundleError(f"{path.name}: its manifest cannot be read ({exc})") from None
     wheels = [name for name in manifest.wheels if name.startswith(f"wheels/vmgateway-{manifest.version}-")]
@@ -171,22 +185,55 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
         raise BundleError(f"{path.name} cannot be read as a bundle (truncated or not a bundle): {exc}") from None
 
 
-def _blocks(archive: zipfile.ZipFile, name: str) -> Iterator[bytes]:
-    """A member's content in blocks; a truncated or corrupt member is a BundleError."""
+_SMALL_MEMBER_BYTES = 1 << 20
+"""The manifest, its signature and the signer's key are small."""
+MAX_MEMBER_BYTES = 1 << 28
+"""A member of a bundle whose manifest gives no sizes is read no further (the largest wheel is ~10 MB)."""
+_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
+"""What `bundle build` writes; anything else is not one of ours."""
+
+
+def _check_members(archive: zipfile.ZipFile, path: Path) -> None:
+    """Refuse, with a sentence, what no bundle of ours holds: two members of one name (which one
+    would be checked, which installed?), a directory entry with data, another compression method,
+    an encrypted member."""
+    seen: set[str] = set()
+    for info in archive.infolist():
+        if info.filename in seen:
+            raise BundleError(f"{path.name} holds two members named {info.filename} (altered)")
+        seen.add(info.filename)
+        if info.flag_bits & 0x1:
+            raise BundleError(f"{path.name}: {info.filename} is encrypted; a bundle holds no encrypted member")
+        if info.compress_type not in _METHODS:
+            raise BundleError(f"{path.name}: {info.filename} is compressed with method {info.compress_type}, which"
+                              " no bundle uses (stored or deflated only)")
+        if info.is_dir() and (info.file_size or info.compress_size):
+            raise BundleError(f"{path.name}: the directory entry {info.filename} carries data (altered)")
+
+
+def _blocks(archive: zipfile.ZipFile, name: str, limit: int) -> Iterator[bytes]:
+    """A member's content in blocks, never more than `limit` bytes (a member that inflates past
+    what it should is refused as it inflates, not after); a truncated or corrupt member is a
+    BundleError."""
+    read = 0
     try:
         with archive.open(name) as member:
-            while block := member.read(1 << 20):
+            while block := member.read(min(1 << 20, limit + 1 - read)):
+                read += len(block)
+                if read > limit:
+                    raise BundleError(f"{Path(str(archive.filename)).name}: {name} holds more than its manifest"
+                                      " says (altered)")
                 yield block
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise BundleError(f"{Path(str(archive.filename)).name}: {name} cannot be read (truncated?): {exc}") from None
 
 
-def _read(archive: zipfile.ZipFile, name: str) -> bytes:
-    return b"".join(_blocks(archive, name))
+def _read(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    return b"".join(_blocks(archive, name, limit))
 
 
-def _sha256(archive: zipfile.ZipFile, name: str) -> str:
+def _sha256(archive: zipfile.ZipFile, name: str, limit: int) -> str:
     digest = hashlib.sha256()
-    for block in _blocks(archive, name):
+    for block in _blocks(archive, name, limit):
         digest.update(block)
     return digest.hexdigest()

@@ -88,13 +88,16 @@ class Box:
         write_config(self.config, {name: self.sections.get(name, {}) | changes.get(name, {})
                                    for name in self.sections.keys() | changes.keys()})
 
-    def upgrade_command(self, *args: str) -> list[str]:
-        """`vmgateway upgrade` with the dependencies from the module's wheelhouse (no index: faster)."""
+    def upgrade_command(self, *args: str, unsigned: bool = True) -> list[str]:
+        """`vmgateway upgrade` with the dependencies from the module's wheelhouse (no index: faster);
+        the wheels these tests build carry no signature: `unsigned` allows them (--allow-unsigned)."""
         return [sys.executable, "-m", "vmgateway", "upgrade", "--config", str(self.config),
-                *([] if "--recover" in args else ["--wheelhouse", str(self.wheelhouse)]), *args]
+                *([] if "--recover" in args else ["--wheelhouse", str(self.wheelhouse)]),
+                *(["--allow-unsigned"] if unsigned and "--recover" not in args else []), *args]
 
-    def upgrade(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.upgrade_command(*args), capture_output=True, text=True, timeout=600)
+    def upgrade(self, *args: str, unsigned: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.upgrade_command(*args, unsigned=unsigned), capture_output=True, text=True,
+                              timeout=600)
 
     def versions(self) -> dict[str, Any]:
         shown = vmgateway("version", "--config", str(self.config), "--json")
@@ -173,6 +176,11 @@ def first_install(tmp_path_factory: pytest.TempPathFactory, wheels: dict[str, Pa
         "this_program": "0.1.0", "running": "1.0.0", "committed": "1.0.0", "previous": None, "on_trial": None,
         "failed": [], "installed": None}
     assert box.answers_echo() and not (box.data_dir / "on-trial").exists()
+    assert "carries no signature: installing it on the word of whoever ran this" in first.stdout
+    with box.journal() as conn:  # the box runs code nobody signed: its audit trail says so
+        audited = [row[0] for row in conn.execute("SELECT detail FROM events WHERE kind = 'audit'")]
+    assert any(line.startswith("release 1.0.0 runs unsigned: installed unsigned with --allow-unsigned from")
+               for line in audited), audited
     subprocess.run([*SERVICE, "stop", str(box.root)], cwd=REPO, check=True, timeout=120)
     template = tmp_path_factory.getbasetemp() / "upgrade-box-1.0.0"
     shutil.copytree(place, template, symlinks=True)
@@ -294,6 +302,8 @@ def test_an_upgrade_is_refused_on_battery_with_transfers_waiting_or_without_room
     no_room = box.upgrade(str(wheels["1.0.0"]))
     assert no_room.returncode == 2 and "MB needed" in no_room.stderr
     box.configure()
+    unsigned = box.upgrade(str(wheels["1.0.0"]), unsigned=False)  # a wheel is installed as root: only on one's word
+    assert unsigned.returncode == 2 and "is no signed release bundle" in unsigned.stderr, unsigned.stderr
     not_a_wheel = tmp_path / "vmgateway-1.0.0-py3-none-any.whl"
     not_a_wheel.write_text("no zip")
     assert "cannot be read as a wheel" in box.upgrade(str(not_a_wheel)).stderr

@@ -129,11 +129,14 @@ def _parser() -> argparse.ArgumentParser:
         " deep health check passes: then it is committed; otherwise the last committed release comes back,"
         " with the journal snapshot if the new release migrated it. Exit status: 0 committed, 1 rolled back,"
         " 2 refused (nothing changed).")
-    upgrade.add_argument("wheel", nargs="?", metavar="WHEEL", help="the release, vmgateway-<version>-*.whl")
+    upgrade.add_argument("wheel", nargs="?", metavar="RELEASE",
+                         help="the release: a signed bundle vmgateway-<version>.pyz (a wheel with --allow-unsigned)")
     _box_config(upgrade)
     upgrade.add_argument("--wheelhouse", metavar="DIR", help="install dependencies from here only (no index)")
     upgrade.add_argument("--force", action="store_true",
                          help="go ahead with transfers waiting, the UPS unreadable, or a release that failed before")
+    upgrade.add_argument("--allow-unsigned", action="store_true",
+                         help="install a wheel, which carries no signature, on your word (audited at each start)")
     upgrade.add_argument("--recover", action="store_true",
                          help="only settle an upgrade that was cut off: roll back a release left on trial")
     upgrade.add_argument("--boot", action="store_true",
@@ -519,7 +522,7 @@ def _upgrade(args: argparse.Namespace) -> int:
             print("vmgateway: upgrade needs a WHEEL (or --recover)", file=sys.stderr)
             return 2
         version = upgrade(settings, Path(args.wheel), Path(args.wheelhouse) if args.wheelhouse else None,
-                          args.force, say)
+                          args.force, say, allow_unsigned=args.allow_unsigned)
     except UpgradeRefused as exc:
         print(f"vmgateway: upgrade refused, nothing changed: {exc}", file=sys.stderr)
         return 2

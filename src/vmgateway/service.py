@@ -39,6 +39,7 @@ from vmgateway.store import DataFolderBusy, Store
 from vmgateway.store.access import SITE_CONTACT, SITE_PACS
 from vmgateway.transfers.retention import INTERVAL_S as RETENTION_INTERVAL_S
 from vmgateway.transfers.retention import remove_delivered_files
+from vmgateway.upgrade.layout import Layout
 from vmgateway.worklist.expiry import EVERY_S as EXPIRY_INTERVAL_S
 from vmgateway.worklist.expiry import forget_expired_entries
 
@@ -270,6 +271,10 @@ class Gateway:
         try:
             await self._report_startup(check)
             await self.store.record_event("start", f"vmgateway {__version__}")
+            unsigned = Layout(self.settings.upgrade.root).unsigned_note(__version__)
+            if unsigned is not None:  # the box runs code nobody signed: said at every start
+                log.warning("this release runs unsigned", extra={"version": __version__, "note": unsigned})
+                await self.store.record_event("audit", f"release {__version__} runs unsigned: {unsigned}")
             await self._move_remote_settings_out_of_the_journal()
             gateway_id = await self.store.settings.gateway_id()  # made at the first start
             if self.settings.transfers.mode == "push":

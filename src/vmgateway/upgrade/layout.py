@@ -10,6 +10,9 @@ from pathlib import Path
 from vmgateway.files import fsync_directory
 
 INSTALLING = ".installing"
+UNSIGNED = "UNSIGNED"
+"""In a release's folder when it was installed from a wheel with --allow-unsigned: what it says
+is recorded in the journal's audit trail at every start of that release."""
 VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!_-]*$")
 
 
@@ -54,6 +57,13 @@ class Layout:
         A venv cannot be moved once made (its scripts name their interpreter's path), so a
         release is built where it stays, and the marker says whether it is whole."""
         return sorted(path.parent for path in self.releases.glob(f"*/{INSTALLING}")) if self.releases.exists() else []
+
+    def unsigned_note(self, version: str) -> str | None:
+        """Why release `version` runs unsigned, when it was installed with --allow-unsigned."""
+        try:
+            return (self.release(version) / UNSIGNED).read_text().strip()
+        except (FileNotFoundError, ValueError):
+            return None
 
     def current_version(self) -> str | None:
         """The release `current` points at, or None before the first one."""

@@ -8,6 +8,7 @@ that a cut-off run (kill -9, power cut, reboot) is finished or undone by the nex
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -17,12 +18,12 @@ from pathlib import Path
 from vmgateway.bundle.manifest import Bundle, BundleError, read_bundle
 from vmgateway.bundle.trust import UntrustedKey, trusted_keys
 from vmgateway.config import Settings
-from vmgateway.files import write_atomically
+from vmgateway.files import fsync_directory, write_atomically
 from vmgateway.store import snapshot
 from vmgateway.upgrade import trial
 from vmgateway.upgrade.health import listening_problems, wait_healthy
 from vmgateway.upgrade.install import InstallError, install_bundle, install_release, wheel_version
-from vmgateway.upgrade.layout import Layout
+from vmgateway.upgrade.layout import UNSIGNED, Layout
 from vmgateway.upgrade.preflight import refusals
 from vmgateway.upgrade.service import Service, ServiceError, service_for
 from vmgateway.upgrade.state import UpgradeState
@@ -49,11 +50,16 @@ def _locked(layout: Layout) -> Iterator[None]:
         yield
 
 
-def upgrade(settings: Settings, release: Path, wheelhouse: Path | None, force: bool, say: Say) -> str:
-    """Upgrade to the release in `release` (a bundle, or a wheel with its dependencies from the
-    index or `wheelhouse`); return its version. UpgradeRefused: nothing changed; UpgradeFailed:
-    tried, rolled back to the last committed release. A bundle's signature is checked first,
-    whatever `force` says."""
+def upgrade(settings: Settings, release: Path, wheelhouse: Path | None, force: bool, say: Say,
+            allow_unsigned: bool = False) -> str:
+    """Upgrade to the release in `release` (a signed bundle, or with `allow_unsigned` a wheel with
+    its dependencies from the index or `wheelhouse`); return its version. UpgradeRefused: nothing
+    changed; UpgradeFailed: tried, rolled back to the last committed release. A bundle's signature
+    is checked first, whatever `force` says; a wheel, which carries none, is installed as root only
+    on the word of whoever passes --allow-unsigned (said, and audited at each start of it)."""
+    if release.suffix != ".pyz" and not allow_unsigned:
+        raise UpgradeRefused(f"{release.name} is no signed release bundle (vmgateway-X.Y.Z.pyz); --allow-unsigned"
+                             " installs a wheel as it is, on your word (audited)")
     bundle = _trusted_bundle(settings, release) if release.suffix == ".pyz" else None
     layout = Layout(settings.upgrade.root)
     service = service_for(settings.upgrade)
@@ -76,7 +82,13 @@ def upgrade(settings: Settings, release: Path, wheelhouse: Path | None, force: b
             if bundle:
                 install_bundle(layout, bundle)
             else:
+                say(f"WARNING: {release.name} carries no signature: installing it on the word of whoever ran"
+                    " this (--allow-unsigned)")
                 install_release(layout, release, wheelhouse)
+                note = layout.release(version) / UNSIGNED
+                note.write_text(f"installed unsigned with --allow-unsigned from {release}"
+                                f" by uid {os.getuid()} at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+                fsync_directory(note.parent)
         except (InstallError, BundleError) as exc:
             if version != layout.current_version():  # never the release that runs
                 shutil.rmtree(layout.release(version), ignore_errors=True)

@@ -149,7 +149,7 @@ class PacsConfig(_Section):
 
     host: Annotated[str, Field(max_length=253), AfterValidator(_host)] = ""
     port: Port = 104
-    ae_title: Annotated[str, AfterValidator(_ae_title_or_none)] = ""
+    ae_title: Annotated[str, Field(max_length=16), AfterValidator(_ae_title_or_none)] = ""
     """The PACS's AE title, as DICOM allows one (PS3.5: 16 characters, no backslash or control characters)."""
     poll: bool = False
     """Ask the PACS for new studies every interval_s and fetch them (for a PACS that cannot forward)."""

@@ -19,6 +19,7 @@ from pynetdicom.sop_class import CTImageStorage, SecondaryCaptureImageStorage  #
 
 from tests.support.dicomdata import PYDICOM_FILES, copies_of_ct_small, secondary_capture
 from tests.support.gateway import DCMTK_ENV, GatewayProcess, dcmtk, peak_rss_mb
+from tests.support.storescu import send_as_it_is
 
 
 def echoscu(gateway: GatewayProcess, calling: str = "ECHOSCU", called: str | None = None) -> Any:
@@ -245,3 +246,25 @@ def test_partial_file_of_an_aborted_association_is_removed(make_gateway: Any, tm
     gateway.wait_for_log("removed unacknowledged partial")
     assert gateway.incoming_files() == []
     assert gateway.instances() == []
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("engine", ["asyncio", "pynetdicom"])
+def test_a_deflated_instance_is_checked_whole_before_success(make_gateway: Any, tmp_path: Path, engine: str) -> None:
+    """dcmtk writes and sends Deflated Explicit VR Little Endian; cut short inside its zlib stream,
+    the same instance was once acknowledged (the uncompressed cut got 0xC000)."""
+    gateway = make_gateway(dicom={"engine": engine})
+    [plain] = copies_of_ct_small(tmp_path / "plain", 1)
+    deflated = tmp_path / "deflated.dcm"
+    assert dcmtk("dcmconv", "+td", plain, deflated).returncode == 0
+    sent = dcmtk("storescu", "-xd", "-aec", "VM_GATEWAY", "127.0.0.1", str(gateway.port), deflated)
+    assert sent.returncode == 0, sent.stdout
+    [kept] = gateway.instances()
+    assert kept["transfer_syntax_uid"] == pydicom.uid.DeflatedExplicitVRLittleEndian
+    assert kept["sop_instance_uid"] == pydicom.dcmread(plain).SOPInstanceUID
+    cut = tmp_path / "cut.dcm"
+    whole = deflated.read_bytes()
+    cut.write_bytes(whole[:len(whole) - len(whole) // 3])  # inside the zlib stream
+    refused = send_as_it_is(gateway, cut, pydicom.uid.DeflatedExplicitVRLittleEndian)  # dcmtk sends no broken file
+    assert refused.Status == 0xC000 and refused.ErrorComment == "dataset is not whole: its zlib stream is cut short"
+    assert len(gateway.instances()) == 1 and gateway.incoming_files() == []

@@ -30,6 +30,7 @@ from tests.support.clients import in_process_api
 from tests.support.dicomdata import copies_of_ct_small, secondary_capture
 from tests.support.gateway import GatewayProcess, dcmtk, peak_rss_mb
 from tests.support.hl7_peer import HEMATOLOGY, frame, msa, with_control_id
+from tests.support.storescu import send_as_it_is
 from vmgateway.hl7.messages import read_header
 from vmgateway.model import Sender
 
@@ -296,28 +297,6 @@ def test_floods_leave_descriptors_and_logs_bounded(make_gateway: Any) -> None:
                 sock.close()
 
 
-def _send_raw(gateway: GatewayProcess, path: Path) -> Any:
-    """C-STORE of the file's bytes as they are (pynetdicom's chunked send: no re-encoding)."""
-    from pynetdicom import AE, _config
-    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
-
-    _config.STORE_SEND_CHUNKED_DATASET = True
-    validators = _config.VALIDATORS
-    _config.VALIDATORS = validators | {"UI": lambda value: (True, "")}  # an attacker checks nothing
-    try:
-        ae = AE(ae_title="HOSTILE")
-        ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
-        association = ae.associate("127.0.0.1", gateway.port, ae_title="VM_GATEWAY")
-        assert association.is_established
-        try:
-            return association.send_c_store(path)
-        finally:
-            association.release()
-    finally:
-        _config.STORE_SEND_CHUNKED_DATASET = False
-        _config.VALIDATORS = validators
-
-
 @pytest.mark.parametrize("uid", ["../../../../etc/passwd", "1." + "2" * 200, "1.2/3", "1.2\x003", "1..2"])
 def test_an_instance_whose_uid_is_no_uid_is_refused_and_says_why(make_gateway: Any, tmp_path: Path, uid: str) -> None:
     gateway = make_gateway()
@@ -326,7 +305,7 @@ def test_an_instance_whose_uid_is_no_uid_is_refused_and_says_why(make_gateway: A
     dataset.SOPInstanceUID = pydicom.uid.UID(uid)
     dataset.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.UID(uid)
     dataset.save_as(path, enforce_file_format=True)
-    answer = _send_raw(gateway, path)
+    answer = send_as_it_is(gateway, path)
     assert answer.Status == 0xC000
     assert "SOP Instance UID is not a valid UID" in answer.ErrorComment
     assert gateway.instances() == []
@@ -337,7 +316,7 @@ def test_a_repeated_sop_instance_uid_is_refused_not_silently_replaced(make_gatew
     [path] = copies_of_ct_small(tmp_path, 1)  # explicit VR little endian
     with path.open("ab") as file:  # a second (0008,0018), out of order, after the pixel data
         file.write(struct.pack("<HH2sH", 0x0008, 0x0018, b"UI", 8) + b"1.2.3.4\x00")
-    answer = _send_raw(gateway, path)
+    answer = send_as_it_is(gateway, path)
     assert answer.Status == 0xC000
     assert "(0008,0018) appears more than once" in answer.ErrorComment
     assert gateway.instances() == []

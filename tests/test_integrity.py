@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+import zlib
 from pathlib import Path
 
 import pydicom
@@ -16,7 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from tests.support.dicomdata import PYDICOM_FILES
-from vmgateway.dicom import metadata
+from vmgateway.dicom import integrity, metadata
 from vmgateway.dicom.metadata import UnreadableInstance, read_instance
 
 SAMPLES = [
@@ -143,3 +144,61 @@ def test_a_plain_ascii_value_is_read_as_pydicom_reads_it(charset: str, tag: int,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             assert taken == metadata.decoded_text(dataset, dictionary_keyword(tag))
+
+
+def _deflated(folder: Path, name: str = "CT_small.dcm") -> bytes:
+    """The sample re-encoded as pydicom writes Deflated Explicit VR Little Endian."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(PYDICOM_FILES / name)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+        path = folder / f"deflated-{name}"
+        ds.save_as(path, enforce_file_format=True)
+    return path.read_bytes()
+
+
+def test_a_deflated_data_set_is_inflated_and_walked(tmp_path: Path) -> None:
+    """A deflated data set cut short inside a valid zlib stream was once acknowledged."""
+    whole = _deflated(tmp_path)
+    path = tmp_path / "received.dcm"
+    path.write_bytes(whole)
+    kept = read_instance(path)
+    assert kept.sop_instance_uid == pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm").SOPInstanceUID
+    assert kept.transfer_syntax_uid == pydicom.uid.DeflatedExplicitVRLittleEndian
+    for cut in (2, 10, 500, len(whole) // 2):  # (1 may take only the even-length padding)
+        path.write_bytes(whole[:-cut])
+        with pytest.raises(UnreadableInstance, match="its zlib stream is cut short|no valid deflate stream"):
+            read_instance(path)
+    path.write_bytes(whole + b"\x01\x02")
+    with pytest.raises(UnreadableInstance, match="bytes follow the end of the deflated data set"):
+        read_instance(path)
+    assert not list(tmp_path.glob(".inflated-*")), "an inflated copy was left behind"
+
+
+def _meta_end(part10: bytes) -> int:
+    """Where the file meta ends: after (0002,0000) and the group length it gives."""
+    return 144 + int.from_bytes(part10[140:144], "little")
+
+
+def test_a_data_set_whose_stream_is_whole_but_whose_content_is_cut_is_refused(tmp_path: Path) -> None:
+    whole = _resaved("CT_small.dcm", tmp_path)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = compressor.compress(whole[_meta_end(whole):-100]) + compressor.flush()  # a whole stream, a cut data set
+    deflated = _deflated(tmp_path)
+    path = tmp_path / "received.dcm"
+    path.write_bytes(deflated[:_meta_end(deflated)] + body)
+    with pytest.raises(UnreadableInstance, match="not whole"):
+        read_instance(path)
+
+
+def test_a_deflate_bomb_is_refused_before_it_fills_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(integrity, "MAX_INFLATED", 4 << 20)
+    deflated = _deflated(tmp_path)
+    meta = deflated[:_meta_end(deflated)]
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    bomb = b"".join(compressor.compress(bytes(1 << 20)) for _ in range(16)) + compressor.flush()  # 16 MB in ~16 KB
+    path = tmp_path / "received.dcm"
+    path.write_bytes(meta + bomb)
+    with pytest.raises(UnreadableInstance, match="inflates past 4 MB"):
+        read_instance(path)
+    assert not list(tmp_path.glob(".inflated-*"))

@@ -1,5 +1,5 @@
-"""dcmtk's storescu and pynetdicom as the senders of the durability tests: which C-STOREs the
-sender saw answered Success, an association held open."""
+"""Senders of instances, as the tests play them: dcmtk's storescu and which of its C-STOREs were
+answered Success, an association held open, and a file sent as it is, however broken."""
 
 from __future__ import annotations
 
@@ -42,3 +42,26 @@ def hold_association(port: int) -> Any:
     assoc = ae.associate("127.0.0.1", port, ae_title="VM_GATEWAY")
     assert assoc.is_established
     return assoc
+
+
+def send_as_it_is(gateway: GatewayProcess, path: Path, syntax: str = "1.2.840.10008.1.2.1") -> Any:
+    """C-STORE of the file's bytes as they are, in transfer syntax `syntax` (pynetdicom's chunked
+    send: no re-encoding, no check — what a broken or hostile sender sends)."""
+    from pynetdicom import AE, _config
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    validators = _config.VALIDATORS
+    _config.VALIDATORS = validators | {"UI": lambda value: (True, "")}  # an attacker checks nothing
+    try:
+        ae = AE(ae_title="HOSTILE")
+        ae.add_requested_context(CTImageStorage, syntax)
+        association = ae.associate("127.0.0.1", gateway.port, ae_title="VM_GATEWAY")
+        assert association.is_established
+        try:
+            return association.send_c_store(path)
+        finally:
+            association.release()
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = False
+        _config.VALIDATORS = validators

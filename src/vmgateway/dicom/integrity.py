@@ -11,6 +11,10 @@ element loop was written for speed, see `_Walker`) — a full
 pydicom parse would cost several times that on every instance. The values found are handed
 back as pydicom raw elements, so pydicom still does the decoding (character sets, VRs).
 
+A deflated data set (Deflated Explicit VR Little Endian) is inflated first, chunk by chunk
+into a temporary file beside the received one, its zlib stream required to end where the file
+does, and then walked like any other: a cut inside the stream was once acknowledged.
+
 A cut that falls exactly between two elements leaves a shorter dataset that is valid in
 itself; no structure check can see that. Over DIMSE it cannot happen (the last P-DATA
 fragment is flagged); it needs a file already broken on the sender's disk.
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import mmap
 import struct
+import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,11 +175,59 @@ class _Walker:
         return UID(syntax)
 
 
+MAX_INFLATED = 2 << 30
+"""How large a deflated data set may inflate (deflate is used for small structured data; a bomb
+of a few MB inflating to gigabytes is refused at this size, written to disk as it inflates,
+never held in memory)."""
+_INFLATE_CHUNK = 1 << 20
+
+
+class TooLarge(Exception):
+    """A deflated data set inflates past MAX_INFLATED."""
+
+
+def _inflated(buffer: mmap.mmap, start: int, beside: Path) -> tempfile._TemporaryFileWrapper[bytes]:
+    """The deflated data set from `start` on, inflated into a temporary file beside the received
+    one (the spool's disk), chunk by chunk. Truncated when the zlib stream ends early, or more
+    than its even-length padding follows it: a cut inside a valid stream was once acknowledged."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    target = tempfile.NamedTemporaryFile(dir=beside.parent, prefix=".inflated-", suffix=".tmp")
+    try:
+        written = 0
+        for at in range(start, len(buffer), _INFLATE_CHUNK):
+            chunk = buffer[at:at + _INFLATE_CHUNK]
+            while chunk and not inflater.eof:
+                out = inflater.decompress(chunk, _INFLATE_CHUNK)
+                chunk = inflater.unconsumed_tail
+                written += len(out)
+                if written > MAX_INFLATED:
+                    raise TooLarge(f"the deflated data set inflates past {MAX_INFLATED >> 20} MB")
+                target.write(out)
+            if inflater.eof:
+                break
+        if not inflater.eof:  # what zlib still holds once all input is in
+            out = inflater.flush(_INFLATE_CHUNK)
+            if written + len(out) > MAX_INFLATED:
+                raise TooLarge(f"the deflated data set inflates past {MAX_INFLATED >> 20} MB")
+            target.write(out)
+        if not inflater.eof:
+            raise Truncated("its zlib stream is cut short")
+        rest = inflater.unused_data + buffer[at + _INFLATE_CHUNK:] if len(buffer) > start else b""
+        if rest.strip(b"\0"):
+            raise Truncated("bytes follow the end of the deflated data set")
+        target.flush()
+        return target
+    except zlib.error as exc:
+        target.close()
+        raise Truncated(f"the deflated data set is no valid deflate stream: {exc}") from None
+    except BaseException:
+        target.close()
+        raise
+
+
 def scan_part10(path: Path, wanted: frozenset[int]) -> Scan:
     """Check that the Part 10 file at `path` is whole; collect the `wanted` top-level elements.
-
-    Deflated datasets are not walked (their body is a zlib stream): only the file meta is read.
-    """
+    A deflated data set is inflated first (`_inflated`) and walked as it inflated."""
     with open(path, "rb") as handle:
         try:
             buffer = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
@@ -182,9 +236,16 @@ def scan_part10(path: Path, wanted: frozenset[int]) -> Scan:
     with buffer:
         meta = _Walker(buffer, explicit=True, little=True)
         syntax = meta.file_meta()
-        if syntax.is_deflated:
-            return Scan(syntax)
-        walker = _Walker(buffer, explicit=not syntax.is_implicit_VR, little=syntax.is_little_endian, wanted=wanted)
-        walker.pos = meta.pos
-        walker.dataset(until=None, top_level=True)
-        return Scan(syntax, walker.found)
+        if not syntax.is_deflated:
+            walker = _Walker(buffer, explicit=not syntax.is_implicit_VR, little=syntax.is_little_endian,
+                             wanted=wanted)
+            walker.pos = meta.pos
+            walker.dataset(until=None, top_level=True)
+            return Scan(syntax, walker.found)
+        with _inflated(buffer, meta.pos, path) as inflated:
+            if inflated.tell() == 0:
+                raise Truncated("the deflated data set inflates to nothing")
+            with mmap.mmap(inflated.fileno(), 0, access=mmap.ACCESS_READ) as body:
+                walker = _Walker(body, explicit=True, little=True, wanted=wanted)  # deflated: explicit VR LE inside
+                walker.dataset(until=None, top_level=True)
+                return Scan(syntax, walker.found)

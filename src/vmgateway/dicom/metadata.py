@@ -14,13 +14,12 @@ import re
 from pathlib import Path
 from typing import overload
 
-from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from vmgateway.dicom.integrity import RepeatedElement, Truncated, scan_part10
+from vmgateway.dicom.integrity import RepeatedElement, TooLarge, Truncated, scan_part10
 from vmgateway.model import DicomInstance
 
 _KEYWORDS = [
@@ -54,15 +53,13 @@ def read_instance(path: Path) -> DicomInstance:
     try:
         scan = scan_part10(path, _TAGS)
         dataset: Dataset | None = None
-        plain: dict[int, str | None] = {}
-        if scan.transfer_syntax.is_deflated:
-            dataset = dcmread(path, stop_before_pixels=True, specific_tags=_KEYWORDS)
-        else:
-            plain = {tag: text for tag, raw in scan.elements.items() if (text := plain_text(raw)) is not NOT_PLAIN}
+        plain = {tag: text for tag, raw in scan.elements.items() if (text := plain_text(raw)) is not NOT_PLAIN}
     except Truncated as exc:
         raise UnreadableInstance(f"dataset is not whole: {exc}") from None
     except RepeatedElement as exc:
         raise UnreadableInstance(f"dataset is ambiguous: {exc}") from None
+    except TooLarge as exc:
+        raise UnreadableInstance(f"dataset is refused: {exc}") from None
     except Exception as exc:  # pydicom and UID checks raise many types for malformed input
         raise UnreadableInstance(f"dataset cannot be parsed: {exc}") from None
 

@@ -13,30 +13,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-from vmgateway.api.app import GatewayView, create_app
-from vmgateway.config import parse_settings
-from vmgateway.hl7.messages import read_header
-from vmgateway.model import Sender
-from vmgateway.store import Store
-
-MESSAGE = (Path(__file__).resolve().parent.parent / "tests" / "samples" / "hl7"
-           / "oru_r01_hematology_dog_v231.hl7").read_bytes()
-
-
-def with_control_id(number: int) -> bytes:
-    fields = MESSAGE.split(b"\r", 1)[0].split(b"|")
-    fields[9] = f"BENCH{number}".encode()
-    return b"|".join(fields) + b"\r" + MESSAGE.split(b"\r", 1)[1]
-
-
-async def no_poll() -> dict[str, object]:
-    return {}
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.support.clients import in_process_api  # noqa: E402
+from tests.support.hl7_peer import HEMATOLOGY, with_control_id  # noqa: E402
+from vmgateway.hl7.messages import read_header  # noqa: E402
+from vmgateway.model import Sender  # noqa: E402
 
 
 async def timed(api: httpx.AsyncClient, path: str, requests: int) -> list[float]:
@@ -50,29 +39,15 @@ async def timed(api: httpx.AsyncClient, path: str, requests: int) -> list[float]
 
 
 async def measure(folder: Path, requests: int) -> None:
-    settings = parse_settings({"storage": {"data_dir": str(folder)}, "power": {"enabled": False}})
-    store = Store(folder, 0)
-    store.open()
-    try:
+    async with in_process_api(folder) as (api, store):
         for number in range(100):
-            raw = with_control_id(number)
+            raw = with_control_id(HEMATOLOGY, f"BENCH{number}")
             store.submit_hl7(raw, read_header(raw), Sender("hl7", "LAB^VET", "127.0.0.1")).result(10)
         await store.settings.switch_transfers(True)
-        token = store.tokens.create("bench")
-        listeners = {name: {"state": "running", "last_problem": None} for name in ("dicom", "hl7", "astm")}
-        view = GatewayView(settings, store, time.time(), lambda: listeners, dict, lambda: {"state": "disabled"}, dict,
-                           lambda: {"state": "off", "last_poll_at": None, "last_success_at": None, "last_error": None,
-                                    "last_result": None, "failures_in_a_row": 0, "next_poll_at": None},
-                           no_poll)
-        transport = httpx.ASGITransport(create_app(view), client=("127.0.0.1", 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway",
-                                     headers={"authorization": f"Bearer {token}"}) as api:
-            for path in ("/api/v1/feed?limit=100", "/api/v1/status"):
-                await timed(api, path, 20)  # warm
-                took = sorted(await timed(api, path, requests))
-                print(f"| {path} | {statistics.median(took):.2f} | {took[int(len(took) * 0.99) - 1]:.2f} |")
-    finally:
-        store.close()
+        for path in ("/api/v1/feed?limit=100", "/api/v1/status"):
+            await timed(api, path, 20)  # warm
+            took = sorted(await timed(api, path, requests))
+            print(f"| {path} | {statistics.median(took):.2f} | {took[int(len(took) * 0.99) - 1]:.2f} |")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import re
 
 HL7_MEDIA_TYPE = "x-application/hl7-v2+er7"
 """How HL7 v2 (ER7 encoding) is labelled over HTTP: the feed's content and pushed messages."""
@@ -74,24 +75,39 @@ FIELD_TEXT_PATTERN = r"^[^|^~\\&\x00-\x1f\x7f-\x9f]*$"
 which a pattern cannot name, are refused too)."""
 
 
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A code point that is half of a UTF-16 pair on its own: no character, and no UTF-8 encodes it."""
+
+
+def is_control(character: str) -> bool:
+    """C0 and C1 controls and DEL: the characters that frame, break or forge lines and messages."""
+    code = ord(character)
+    return code < 0x20 or 0x7F <= code < 0xA0
+
+
+def control_character(value: str) -> str | None:
+    """The first control character in `value`, as U+XXXX, or None."""
+    found = next((character for character in value if is_control(character)), None)
+    return None if found is None else f"U+{ord(found):04X}"
+
+
 def unfit_for_a_field(value: str) -> str | None:
     """Why `value` cannot go into an HL7 or ASTM field as it is, or None. A delimiter would split
     the field; a control character (C0 and C1, DEL) may be a framing byte — MLLP's 0x0B and 0x1C,
     E1381's STX, ETX, EOT, ENQ, ETB — that ends a message where the sender did not mean it to (an
     analyzer once acknowledged an order cut after its PID); a lone surrogate cannot be encoded."""
     for character in value:
-        code = ord(character)
         if character in HL7_DELIMITERS:
             return f"{character!r} is an HL7 delimiter"
-        if code < 0x20 or 0x7F <= code < 0xA0:
-            return f"U+{code:04X} is a control character"
-        if 0xD800 <= code < 0xE000:
-            return f"U+{code:04X} is a lone surrogate, not a character"
+        if is_control(character):
+            return f"U+{ord(character):04X} is a control character"
+        if LONE_SURROGATE.match(character):
+            return f"U+{ord(character):04X} is a lone surrogate, not a character"
     return None
 
 
 _FRAMING_BYTES = (0x00, 0x0A, 0x0B, 0x0D, 0x1C)
-_PROBE = "".join(chr(code) for code in range(0x20, 0x3400) if not 0x7F <= code < 0xA0) + "\u0d1c\U0001f600"
+_PROBE = "".join(chr(code) for code in range(0x20, 0x3400) if not is_control(chr(code))) + "\u0d1c\U0001f600"
 """Characters an order may carry (Latin, Greek, Cyrillic, Hebrew, Arabic, CJK punctuation and kana,
 U+0D1C whose UTF-16 is 1C 0D, an emoji)."""
 

@@ -19,7 +19,14 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, model_validator
 
 from vmgateway.addresses import local_address, parse_address_set
-from vmgateway.charsets import FIELD_TEXT_PATTERN, KNOWN, frames_safely, is_known, unfit_for_a_field
+from vmgateway.charsets import (
+    FIELD_TEXT_PATTERN,
+    KNOWN,
+    control_character,
+    frames_safely,
+    is_known,
+    unfit_for_a_field,
+)
 from vmgateway.paths import BOX_CONFIG, TRUSTED_KEYS
 from vmgateway.when import Window
 
@@ -61,9 +68,9 @@ def _ip_address(allowed: str, empty_too: bool = False) -> AfterValidator:
 def _printable(value: str) -> str:
     """Text a person reads on the site form and in the doctor's report: no control characters (a
     remote party must not forge lines on the sheet a technician reads)."""
-    bad = next((c for c in value if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0), None)
+    bad = control_character(value)
     if bad is not None:
-        raise ValueError(f"text without control characters (U+{ord(bad):04X} is one)")
+        raise ValueError(f"text without control characters ({bad} is one)")
     return value
 
 
@@ -313,7 +320,7 @@ def _upstream_url(value: str) -> str:
         return value
     if not value.startswith(("https://", "http://")):
         raise ValueError("an https:// URL (http:// only with allow_plain_http = true), or empty")
-    if any(c.isspace() or ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
+    if any(c.isspace() for c in value) or control_character(value):
         raise ValueError("a URL without spaces or control characters")
     try:
         parts = urlsplit(value)

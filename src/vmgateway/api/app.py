@@ -10,7 +10,6 @@ connect at all is decided by the listener (api/server.py).
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +22,7 @@ from vmgateway import __version__
 from vmgateway.api import checks, feed, gateway, lab, settings, site, transfers, ui, worklist
 from vmgateway.api.deps import GatewayView
 from vmgateway.api.security import BodyLimitMiddleware
+from vmgateway.charsets import LONE_SURROGATE
 
 __all__ = ["GatewayView", "create_app"]
 
@@ -33,14 +33,11 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _printable(value: Any) -> Any:
     """`value` with every lone surrogate replaced by U+FFFD and every NaN or infinity said in words,
     at any depth: an answer that echoed one (a 422 names the input it refused) failed as a 500."""
     if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
+        return LONE_SURROGATE.sub("\ufffd", value)
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)  # JSON has no NaN or Infinity
     if isinstance(value, list | tuple):

@@ -11,6 +11,8 @@ import json
 import math
 from typing import Any
 
+from vmgateway.charsets import LONE_SURROGATE
+
 Location = list[str | int]
 
 
@@ -29,14 +31,10 @@ def _finite(text: str) -> float:
     return number
 
 
-def _lone_surrogate_in(value: str) -> bool:
-    return any(0xD800 <= ord(character) < 0xE000 for character in value)
-
-
 def _find(value: object, where: Location) -> Location | None:
     """Where the first string holding a lone surrogate is (a key counts as its value's place)."""
     if isinstance(value, str):
-        return where if _lone_surrogate_in(value) else None
+        return where if LONE_SURROGATE.search(value) is not None else None
     if isinstance(value, list):
         for index, item in enumerate(value):
             found = _find(item, [*where, index])
@@ -44,7 +42,7 @@ def _find(value: object, where: Location) -> Location | None:
                 return found
     if isinstance(value, dict):
         for key, item in value.items():
-            if _lone_surrogate_in(key):
+            if LONE_SURROGATE.search(key):
                 return [*where, key.encode("utf-8", "replace").decode()]
             found = _find(item, [*where, key])
             if found is not None:

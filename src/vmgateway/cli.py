@@ -124,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
 
     upgrade = commands.add_parser(
         "upgrade", help="install a new release beside the running one, try it, commit it or roll back",
-        description="Installs WHEEL into upgrade.root/releases/<version>, drains the gateway, snapshots the"
+        description="Installs RELEASE (a signed bundle; a wheel only with --allow-unsigned) into"
+        " upgrade.root/releases/<version>, drains the gateway, snapshots the"
         " journal, switches the `current` link and starts the new release on trial (loopback only) until a"
         " deep health check passes: then it is committed; otherwise the last committed release comes back,"
         " with the journal snapshot if the new release migrated it. Exit status: 0 committed, 1 rolled back,"
@@ -519,7 +520,7 @@ def _upgrade(args: argparse.Namespace) -> int:
             recover_now(settings, say, boot=args.boot)
             return 0
         if not args.wheel:
-            print("vmgateway: upgrade needs a WHEEL (or --recover)", file=sys.stderr)
+            print("vmgateway: upgrade needs a RELEASE, vmgateway-X.Y.Z.pyz (or --recover)", file=sys.stderr)
             return 2
         version = upgrade(settings, Path(args.wheel), Path(args.wheelhouse) if args.wheelhouse else None,
                           args.force, say, allow_unsigned=args.allow_unsigned)

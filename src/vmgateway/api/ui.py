@@ -48,8 +48,9 @@ class _PageRoute(APIRoute):
 
         async def guarded(request: Request) -> Response:
             if request.method == "POST" and not _from_the_page(request):
-                answer: Response = PlainTextResponse("refused: that form was not sent from the gateway's page",
-                                                     status_code=403)
+                answer: Response = PlainTextResponse(
+                    "Refused: that form was not sent from the gateway's page. / Nekad: formuläret skickades inte"
+                    " från gatewayens sida.", status_code=403)
             else:
                 answer = await handle(request)
             answer.headers.update(PAGE_HEADERS)
@@ -122,8 +123,9 @@ async def ui_retry(request: Request, view: Gateway) -> RedirectResponse | PlainT
     if who is not None:
         chosen = (await _form(request)).get("item_id", "")
         if chosen and not _an_item_id(chosen):  # "-1" or "1e3" once meant "retry every dead item"
-            return PlainTextResponse(f"item_id {chosen[:40]!r} is not an item: a whole number from 1 to {MAX_ID}",
-                                     status_code=400)
+            return PlainTextResponse(f"item_id {chosen[:40]!r} is not an item: a whole number from 1 to {MAX_ID}. /"
+                                     f" item_id {chosen[:40]!r} är ingen försändelse: ett heltal från 1 till"
+                                     f" {MAX_ID}.", status_code=400)
         revived = await view.store.deliveries.revive([int(chosen)] if chosen else None)
         await view.audit(who, f"retried {len(revived)} dead item(s)")
     return _see_page()

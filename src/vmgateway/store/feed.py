@@ -192,17 +192,6 @@ class Feed:
     async def payload(self, item_id: int) -> bytes:
         return await self._journal.read_async(lambda conn: payload(conn, item_id))
 
-    async def message(self, item_id: int) -> tuple[Item, bytes]:
-        """A message item's record and its bytes, in one read."""
-
-        def read(conn: sqlite3.Connection) -> tuple[Item, bytes]:
-            found = item(conn, item_id)
-            if found is None:
-                raise KeyError(f"no item {item_id}")
-            return found[0], payload(conn, item_id)
-
-        return await self._journal.read_async(read)
-
     async def payload_chunks(self, item_id: int) -> AsyncIterator[bytes]:
         """An item's bytes from the journal in pieces, each read off the loop: never the whole
         message at once. One connection serves all pieces, from whichever worker thread."""
